@@ -1,0 +1,179 @@
+"""The autoencoder core: `ModelConfig` and `FragmentAutoencoder`, with its two heads.
+
+One encoder/decoder over 512-byte fragments (3 strided Conv1d down 512 -> 256 -> 128 -> 64,
+3 ConvTranspose1d back up, additive skip connections between levels), and two heads:
+
+- ``sigmoid``: the original specification. (B, 1, 512) bytes scaled to [0, 1] in, (B, 1, 512) in
+  [0, 1] out through a Sigmoid, trained with MSE. It has no probabilities, so no confidence.
+- ``categorical``: bytes in as tokens (256 values + one UNKNOWN token for erased bytes) through
+  an embedding, 256 logits per position out, trained with cross-entropy. A one-channel detector
+  beside it scores how likely each observed byte is damaged, so repair can run the 256-way head
+  only where needed (the head is the most expensive layer per byte).
+
+This module knows nothing of files, checkpoints or the CLI.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FRAGMENT_SIZE = 512
+UNKNOWN = 256  # the extra input token for bytes known to be unreadable (mapfile, zero runs)
+HEADS = ("categorical", "sigmoid")
+
+
+@dataclass
+class ModelConfig:
+    head: str = "categorical"
+    channels: tuple[int, int, int, int] = (32, 48, 64, 96)  # widths at 512, 256, 128, 64 positions
+    kernel_size: int = 9        # the full-resolution convolution's width (odd)
+    embed_dim: int = 16         # byte embedding width (categorical head)
+    mid_layers: int = 2         # dilated convs at the 64-position bottleneck, for long context
+    fragment_size: int = FRAGMENT_SIZE
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r} (choose from {', '.join(HEADS)})")
+        if len(self.channels) != 4 or min(self.channels) < 1:
+            raise ValueError("channels must be four positive widths")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd and positive")
+        if self.embed_dim < 1 or self.mid_layers < 0:
+            raise ValueError("embed_dim must be positive and mid_layers not negative")
+        if self.fragment_size != FRAGMENT_SIZE:
+            raise ValueError(f"fragment_size must be {FRAGMENT_SIZE}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+class FragmentAutoencoder(nn.Module):
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or ModelConfig()
+        c0, c1, c2, c3 = cfg.channels
+        k = cfg.kernel_size
+        if cfg.head == "categorical":
+            self.embed = nn.Embedding(UNKNOWN + 1, cfg.embed_dim)
+            stem_in = cfg.embed_dim
+        else:
+            stem_in = 1
+        # full resolution: depthwise-separable stem keeps the cost per byte low at 512 positions
+        self.stem_dw = nn.Conv1d(stem_in, stem_in, k, padding=k // 2, groups=stem_in)
+        self.stem_pw = nn.Conv1d(stem_in, c0, 1)
+        # encoder: 3 Conv1d with stride 2, (B, c0, 512) -> (B, c1, 256) -> (B, c2, 128) -> (B, c3, 64)
+        self.enc = nn.ModuleList([
+            nn.Conv1d(c0, c1, 4, stride=2, padding=1),
+            nn.Conv1d(c1, c2, 4, stride=2, padding=1),
+            nn.Conv1d(c2, c3, 4, stride=2, padding=1),
+        ])
+        # bottleneck: dilated convs see most of the fragment (receptive field grows 2x per layer)
+        self.mid = nn.ModuleList([
+            nn.Conv1d(c3, c3, 3, padding=2 ** i, dilation=2 ** i) for i in range(cfg.mid_layers)
+        ])
+        # decoder: 3 ConvTranspose1d with stride 2 back to 512, plus the skip from the same level
+        self.dec = nn.ModuleList([
+            nn.ConvTranspose1d(c3, c2, 4, stride=2, padding=1),
+            nn.ConvTranspose1d(c2, c1, 4, stride=2, padding=1),
+            nn.ConvTranspose1d(c1, c0, 4, stride=2, padding=1),
+        ])
+        if cfg.head == "categorical":
+            self.logits = nn.Conv1d(c0, 256, 1)
+            self.detector = nn.Conv1d(c0, 1, 1)
+        else:
+            self.out = nn.Conv1d(c0, 1, 1)
+
+    # ---- trunk -------------------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input (B, 512) tokens (categorical) or (B, 1, 512) floats (sigmoid) -> (B, c0, 512)."""
+        if self.config.head == "categorical":
+            h = self.embed(x).transpose(1, 2)  # (B, E, 512)
+        else:
+            h = x
+        h = F.gelu(self.stem_pw(self.stem_dw(h)))  # (B, c0, 512)
+        skips = [h]
+        for conv in self.enc:
+            h = F.gelu(conv(h))
+            skips.append(h)
+        skips.pop()  # the bottleneck itself is not a skip
+        for conv in self.mid:
+            h = h + F.gelu(conv(h))  # residual keeps the exact-position information
+        for deconv in self.dec:
+            h = F.gelu(deconv(h)) + skips.pop()
+        return h
+
+    def forward(self, x: torch.Tensor, detector: bool = False):
+        """sigmoid: (B, 1, 512) or (1, 512) in [0, 1] -> same shape in [0, 1].
+        categorical: (B, 512) or (512,) tokens -> (B, 256, 512) or (256, 512) logits,
+        and with `detector=True` also (B, 512) damage logits (training uses both)."""
+        unbatched = x.dim() == (2 if self.config.head == "sigmoid" else 1)
+        if unbatched:
+            x = x.unsqueeze(0)
+        h = self.features(x)
+        if self.config.head == "sigmoid":
+            y = torch.sigmoid(self.out(h))
+            return y.squeeze(0) if unbatched else y
+        y = self.logits(h)
+        if detector:
+            return y, self.detect(h)
+        return y.squeeze(0) if unbatched else y
+
+    def detect(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, c0, 512) features -> (B, 512) logits that the observed byte is damaged."""
+        return self.detector(h).squeeze(1)
+
+    def head_at(self, h: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The 256-way head only at chosen (batch, position) pairs: (K, 256) logits."""
+        rows = h[index[0], :, index[1]]  # (K, c0)
+        w = self.logits.weight.squeeze(-1)  # (256, c0)
+        return torch.addmm(self.logits.bias, rows, w.t())
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def encode_input(fragments: torch.Tensor, unknown: torch.Tensor | None, head: str) -> torch.Tensor:
+    """uint8 (B, 512) bytes (+ bool unknown mask) -> the model's input for that head."""
+    if head == "categorical":
+        x = fragments.long()
+        if unknown is not None:
+            x = x.masked_fill(unknown, UNKNOWN)
+        return x
+    x = fragments.float().unsqueeze(1) / 255.0
+    if unknown is not None:
+        x = x.masked_fill(unknown.unsqueeze(1), 0.5)  # no token: mid-range is the least biased
+    return x
+
+
+@torch.no_grad()
+def reconstruct(model: FragmentAutoencoder, fragments: torch.Tensor,
+                unknown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, 512) uint8 in -> (B, 512) uint8 best guess and (B, 512) float confidence (None for sigmoid).
+
+    The dense reconstruction, every position: for the sparse, gated repair see `repair.decide`.
+    """
+    model.eval()
+    dev = next(model.parameters()).device
+    x = encode_input(fragments.to(dev), None if unknown is None else unknown.to(dev), model.config.head)
+    y = model(x)
+    if model.config.head == "sigmoid":
+        return (y.squeeze(1) * 255).round().clamp(0, 255).to(torch.uint8).cpu(), None
+    p = y.float().softmax(dim=1)  # (B, 256, 512)
+    conf, best = p.max(dim=1)
+    return best.to(torch.uint8).cpu(), conf.cpu()
+
+
+def bits_per_byte(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Cross-entropy in bits per byte: (B, 256, 512) logits vs (B, 512) bytes."""
+    return F.cross_entropy(logits.float(), target.long()).item() / math.log(2)
+
+
+__all__ = ["FRAGMENT_SIZE", "UNKNOWN", "HEADS", "ModelConfig", "FragmentAutoencoder",
+           "encode_input", "reconstruct", "bits_per_byte"]

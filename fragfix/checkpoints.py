@@ -1,0 +1,188 @@
+"""Checkpoints: safetensors weights with the model config and training facts in the metadata.
+
+Like whisper's checkpoints, a file carries both the config and the state dict and rebuilds its
+own model with `ModelConfig(**meta)`. Nothing here unpickles: the header is read and checked
+(size, format, config, every tensor's name, dtype and shape) before a byte of weights is loaded.
+The resume file beside `…_last` holds optimizer state and RNG state, also as safetensors.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import __version__
+from .atomic import atomic_write_bytes
+from .autoencoder import FragmentAutoencoder, ModelConfig
+from .errors import CheckpointError, InvalidInput
+
+FORMAT = "fragfix"
+FORMAT_VERSION = 1
+MAX_HEADER = 16 * 1024 * 1024  # real headers are a few KB; refuse absurd ones before parsing
+MAX_FILE = 1 << 30             # fragfix models are a few MB; refuse to read a GB as a checkpoint
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+           "U8": torch.uint8, "I32": torch.int32, "F64": torch.float64, "BOOL": torch.bool}
+
+
+def save_model(path: Path, model: FragmentAutoencoder, info: dict[str, Any]) -> None:
+    """Write weights + config + `info` (epoch, losses, data summary …) atomically."""
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            "model_config": json.dumps(model.config.to_dict()),
+            "info": json.dumps({"fragfix_version": __version__,
+                                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                **info})}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(Path(path), st_save(tensors, metadata=meta), force=True)
+
+
+def read_header(path: Path) -> tuple[dict, dict, bytes]:
+    """Checked header of a fragfix checkpoint: (tensor entries, metadata, whole file bytes)."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise InvalidInput(f"checkpoint is a folder, expected a file: {path}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE:
+            raise CheckpointError(f"not a fragfix checkpoint (too large, {size} bytes): {path}")
+        data = path.read_bytes()
+    except PermissionError:
+        raise InvalidInput(f"checkpoint is not readable (permission denied): {path}") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read checkpoint {path}: {e.strerror}") from None
+    if len(data) < 8:
+        raise CheckpointError(f"not a fragfix checkpoint (truncated or empty): {path}")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > MAX_HEADER or 8 + n > len(data):
+        raise CheckpointError(f"not a fragfix checkpoint (bad or truncated safetensors header): {path}")
+    try:
+        header = json.loads(data[8:8 + n])
+        assert isinstance(header, dict)
+    except (ValueError, AssertionError, UnicodeDecodeError):
+        raise CheckpointError(f"not a fragfix checkpoint (unreadable header): {path}") from None
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"not a fragfix checkpoint (safetensors without fragfix metadata): {path}")
+    try:
+        version = int(meta.get("format_version", "0"))
+    except ValueError:
+        version = -1
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format version {meta.get('format_version')!r} is not supported "
+                              f"by fragfix {__version__} (expects {FORMAT_VERSION}): {path}")
+    body = len(data) - 8 - n
+    for name, entry in header.items():
+        try:
+            lo, hi = entry["data_offsets"]
+            ok = isinstance(entry["shape"], list) and 0 <= lo <= hi <= body
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(f"damaged checkpoint (tensor {name!r} out of bounds): {path}")
+    return header, meta, data
+
+
+def _meta_json(meta: dict, key: str, path: Path) -> dict:
+    try:
+        value = json.loads(meta.get(key, "{}"))
+        assert isinstance(value, dict)
+        return value
+    except (ValueError, AssertionError):
+        raise CheckpointError(f"damaged checkpoint metadata ({key}): {path}") from None
+
+
+def describe(path: Path) -> dict:
+    """What a checkpoint is: config, info, parameter count, size. Loads it, so damage shows here too."""
+    model, info = load_model(path)
+    info.pop("path", None)
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "parameters": model.num_parameters(),
+            "model": model.config.to_dict(), **info}
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[FragmentAutoencoder, dict]:
+    """Rebuild the model a checkpoint describes and load its weights, after checking every tensor."""
+    path = Path(path)
+    header, meta, data = read_header(path)
+    try:
+        config = ModelConfig(**_meta_json(meta, "model_config", path))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint has an incompatible model config ({e}): {path}") from None
+    model = FragmentAutoencoder(config)
+    expected = model.state_dict()
+    if set(header) != set(expected):
+        missing = sorted(set(expected) - set(header))[:3]
+        extra = sorted(set(header) - set(expected))[:3]
+        raise CheckpointError(f"checkpoint tensors do not match its config (missing {missing}, extra {extra}): {path}")
+    for name, t in expected.items():
+        e = header[name]
+        if _DTYPES.get(e.get("dtype")) != t.dtype or list(e["shape"]) != list(t.shape):
+            raise CheckpointError(f"checkpoint tensor {name!r} has dtype {e.get('dtype')} shape {e['shape']}, "
+                                  f"expected {t.dtype} {list(t.shape)}: {path}")
+    try:
+        tensors = st_load(data)
+    except Exception as e:  # safetensors raises its own types for corrupt bodies
+        raise CheckpointError(f"damaged checkpoint ({e}): {path}") from None
+    model.load_state_dict(tensors, strict=True)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise CheckpointError(f"checkpoint holds NaN or infinite weights: {path}")
+    info = _meta_json(meta, "info", path)
+    info["path"] = str(path)
+    return model.to(device).eval(), info
+
+
+def save_resume(path: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                generators: dict[str, torch.Generator]) -> None:
+    """Optimizer tensors, RNG states and loop state (epoch, best loss …) for `--resume`, no pickle."""
+    opt = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in opt["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    for name, g in generators.items():
+        tensors[f"rng.{name}"] = g.get_state()
+    meta = {"format": FORMAT + "-resume", "param_groups": json.dumps(opt["param_groups"]),
+            "scalars": json.dumps(scalars), "state": json.dumps(state)}
+    atomic_write_bytes(Path(path), st_save(tensors, metadata=meta), force=True)
+
+
+def load_resume(path: Path, optimizer: torch.optim.Optimizer,
+                generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        tensors = st_load(raw)
+        (n,) = struct.unpack("<Q", raw[:8])
+        meta = json.loads(raw[8:8 + n]).get("__metadata__", {})
+        assert meta.get("format") == FORMAT + "-resume"
+        groups = json.loads(meta["param_groups"])
+        scalars = json.loads(meta["scalars"])
+        state = json.loads(meta["state"])
+    except FileNotFoundError:
+        raise InvalidInput(f"nothing to resume: {path} not found") from None
+    except Exception:
+        raise CheckpointError(f"damaged resume state: {path}") from None
+    opt_state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, k = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[k] = v
+    for key, v in scalars.items():
+        pid, k = key.split(".", 1)
+        opt_state.setdefault(int(pid), {})[k] = v
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+        for name, g in generators.items():
+            g.set_state(tensors[f"rng.{name}"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"resume state does not fit this model ({e}): {path}") from None
+    return state

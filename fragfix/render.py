@@ -1,0 +1,88 @@
+"""Rich rendering for the CLI: progress bars, summaries and tables. All of it goes to stderr
+(or a console the caller chooses); the library never draws anything itself."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn, TransferSpeedColumn, DownloadColumn)
+from rich.table import Table
+
+
+def draw_training(events, console: Console) -> dict | None:
+    """Consume `train()` events: a bar per epoch, a line per epoch, a final summary."""
+    from .training import Epoch, Finished, Started, Step
+    progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.0f} frag/s"),
+                        TimeRemainingColumn(), console=console, transient=True)
+    task, task_epoch, summary, history = None, None, None, []
+    with progress:
+        for ev in events:
+            if isinstance(ev, Started):
+                verb = f"resuming after epoch {ev.start_epoch}" if ev.resumed else "training"
+                console.print(f"{verb}: {ev.parameters:,} parameters on {ev.device}; "
+                              f"train {ev.train['files']} files / {ev.train['fragments']:,} fragments, "
+                              f"validation {ev.val['files']} files / {ev.val['fragments']:,} fragments")
+                if ev.train.get("skipped"):
+                    console.print(f"[yellow]skipped {ev.train['skipped']} files (empty, short or unreadable)")
+                if ev.start_epoch >= ev.epochs:
+                    console.print(f"already trained for {ev.start_epoch} epochs; nothing to do")
+            elif isinstance(ev, Step):
+                if task is None or task_epoch != ev.epoch:
+                    if task is not None:
+                        progress.remove_task(task)
+                    task = progress.add_task("", total=ev.steps, epoch=ev.epoch, loss=ev.loss, rate=0.0)
+                    task_epoch = ev.epoch
+                progress.update(task, completed=ev.step, loss=ev.loss, rate=ev.fragments_per_s)
+            elif isinstance(ev, Epoch):
+                if task is not None:
+                    progress.remove_task(task)
+                    task = None
+                star = "  [green]best[/]" if ev.improved else ""
+                console.print(f"epoch {ev.epoch}: train loss {ev.train_loss:.4f}  val loss {ev.val_loss:.4f}  "
+                              f"{ev.seconds:.1f} s  {ev.fragments_per_s:.0f} frag/s{star}")
+                history.append({"epoch": ev.epoch, "train_loss": ev.train_loss, "val_loss": ev.val_loss,
+                                "seconds": ev.seconds, "fragments_per_s": ev.fragments_per_s})
+            elif isinstance(ev, Finished):
+                if ev.stopped_early:
+                    console.print("stopped early: validation loss stopped improving")
+                console.print(f"best checkpoint: {ev.best_path} (val loss {ev.best_val_loss:.4f})\n"
+                              f"last checkpoint: {ev.last_path}")
+                summary = {"best": ev.best_path, "last": ev.last_path, "best_val_loss": ev.best_val_loss,
+                           "epochs": ev.epochs_run, "stopped_early": ev.stopped_early, "history": history}
+    return summary
+
+
+def draw_info(d: dict, console: Console) -> None:
+    t = Table(show_header=False, box=None)
+    m = d.get("model", {})
+    data = d.get("data", {})
+    rows = [("path", d["path"]), ("head", m.get("head")), ("channels", m.get("channels")),
+            ("parameters", f"{d['parameters']:,}"), ("file size", f"{d['bytes']:,} bytes"),
+            ("epoch", d.get("epoch")), ("val loss", d.get("val_loss")), ("train loss", d.get("train_loss")),
+            ("trained on", _data_line(data)), ("created", d.get("created")),
+            ("fragfix version", d.get("fragfix_version"))]
+    if d.get("recipe"):
+        rows.append(("recipe", d["recipe"]))
+    for k, v in rows:
+        if v is not None:
+            t.add_row(f"[bold]{k}", str(v))
+    console.print(t)
+
+
+def _data_line(data: dict) -> str | None:
+    tr = data.get("train")
+    if not tr:
+        return data.get("description")
+    va = data.get("val", {})
+    return (f"{tr.get('files')} files, {tr.get('fragments'):,} fragments "
+            f"(validation {va.get('files', 0)} files, {va.get('fragments', 0):,} fragments)")
+
+
+def byte_progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+def grid_progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)

@@ -1,0 +1,235 @@
+"""Training: `TrainConfig` and `train()`, a generator of progress events the CLI draws.
+
+Each step: original fragments -> `NoiseGenerator` -> autoencoder -> loss against the original
+(cross-entropy + a damage-detector term for the categorical head, MSE for the sigmoid head).
+Validation runs each epoch on fixed seeded noise so epochs compare. Checkpoints: `…_best` when
+validation improves, `…_last` plus its resume state every epoch, all written atomically.
+Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel; rank 0 alone writes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .autoencoder import FragmentAutoencoder, ModelConfig, encode_input
+from .checkpoints import load_model, load_resume, save_model, save_resume
+from .errors import InvalidInput
+from .fragments import list_files, split_files
+from .noise import NoiseGenerator, parse_noise
+from .runtime import autocast, resolve_device, set_threads, use_bf16
+
+DEFAULT_NOISE = "byte:0.002-0.15,bitflip:0.0005-0.02,burst:0.005-0.1,zero:0.005-0.15"
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out_dir: str = "checkpoints"
+    name: str = "autoencoder"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    noise: str = DEFAULT_NOISE          # kinds with level ranges; one is drawn per fragment
+    unknown_share: float = 0.5          # share of zeroed runs given to the model as UNKNOWN
+    val_fraction: float = 0.1
+    max_val_fragments: int = 2048
+    steps_per_epoch: int = 0            # 0: one full pass over the training fragments
+    patience: int = 0                   # early stopping after this many epochs without improvement
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    threads: int = 0
+    workers: int = 0
+    resume: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InvalidInput("epochs and batch size must be at least 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidInput("learning rate must be a positive number")
+        if not 0 <= self.unknown_share <= 1:
+            raise InvalidInput("unknown share must be within [0, 1]")
+        if self.steps_per_epoch < 0 or self.patience < 0 or self.workers < 0 or self.max_val_fragments < 1:
+            raise InvalidInput("steps per epoch, patience and workers must not be negative")
+        try:
+            self.noise_specs = parse_noise(self.noise)
+        except ValueError as e:
+            raise InvalidInput(f"bad --noise: {e}") from None
+
+    def paths(self) -> tuple[Path, Path, Path]:
+        d = Path(self.out_dir)
+        return (d / f"{self.name}_best.safetensors", d / f"{self.name}_last.safetensors",
+                d / f"{self.name}_last.resume.safetensors")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+
+@dataclass
+class Started:
+    epochs: int
+    start_epoch: int
+    steps: int
+    train: dict
+    val: dict
+    parameters: int
+    device: str
+    resumed: bool
+
+
+@dataclass
+class Step:
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+    fragments_per_s: float
+
+
+@dataclass
+class Epoch:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    improved: bool
+    seconds: float
+    fragments_per_s: float
+
+
+@dataclass
+class Finished:
+    best_path: str
+    last_path: str
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+
+
+def loss_fn(model, clean: torch.Tensor, noise: NoiseGenerator, unknown_gen: torch.Generator,
+            unknown_share: float) -> torch.Tensor:
+    """Corrupt clean (B, 512) uint8 fragments and score the reconstruction against them."""
+    noisy = noise(clean)
+    core = model.module if hasattr(model, "module") else model
+    dev = next(core.parameters()).device
+    target = clean.to(dev, non_blocking=True)
+    if core.config.head == "sigmoid":
+        y = model(encode_input(noisy.fragments, None, "sigmoid").to(dev))  # (B, 1, 512)
+        return F.mse_loss(y.float().squeeze(1), target.float() / 255)
+    # a share of fragments shows its zeroed runs as UNKNOWN, as a mapfile would in repair
+    as_unknown = torch.rand(clean.shape[0], 1, generator=unknown_gen) < unknown_share
+    unknown = noisy.erased & as_unknown
+    x = encode_input(noisy.fragments, unknown, "categorical").to(dev)
+    logits, det = model(x, detector=True)  # (B, 256, 512), (B, 512); through DDP when distributed
+    logits = logits.float()
+    ce = F.cross_entropy(logits, target.long(), reduction="none")  # (B, 512)
+    damaged = (noisy.mask | unknown).to(dev)
+    # damaged positions are rare; weigh them up so the model learns to repair, not only to copy
+    ce_damaged = (ce * damaged).sum() / damaged.sum().clamp(min=1)
+    det = F.binary_cross_entropy_with_logits(det.float(), noisy.mask.to(dev).float())
+    return ce.mean() + ce_damaged + det
+
+
+def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
+    from . import distributed as dist_util
+    ctx = dist_util.setup(cfg.device)
+    device, rank, world = ctx.device, ctx.rank, ctx.world_size
+    set_threads(cfg.threads, world)
+    bf16 = use_bf16(device, cfg.precision)
+    torch.manual_seed(cfg.seed)
+    files = list_files(cfg.data)
+    if not files:
+        raise InvalidInput(f"no files found in {', '.join(cfg.data)}")
+    train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop")
+    best_path, last_path, resume_path = cfg.paths()
+    if rank == 0:
+        try:
+            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InvalidInput(f"cannot create checkpoint folder {cfg.out_dir}: {e.strerror}") from None
+
+    state = {"epoch": 0, "best_val": float("inf"), "bad_epochs": 0}
+    if cfg.resume:
+        model, _ = load_model(last_path, device)
+        model.train()
+    else:
+        model = FragmentAutoencoder(cfg.model).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.resume:
+        state = load_resume(resume_path, opt, {})
+    wrapped = ctx.wrap(model)
+    loader, sampler = dist_util.loader(train_set, cfg, ctx)
+    steps = len(loader) if cfg.steps_per_epoch == 0 else min(cfg.steps_per_epoch, len(loader))
+    yield Started(cfg.epochs, state["epoch"], steps, train_set.summary(), val_set.summary(),
+                  model.num_parameters(), str(device), cfg.resume)
+    info_base = {"train_config": {k: v for k, v in cfg.to_dict().items() if k != "model"},
+                 "data": {"train": train_set.summary(), "val": val_set.summary()}}
+    val_loader = dist_util.val_batches(val_set, cfg, ctx)
+    stopped = False
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        # per-epoch seeds: a resumed run draws the same noise and order as an uninterrupted one
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 1009 + rank)
+        noise = NoiseGenerator(cfg.noise_specs, seed=gen, mix="choice")
+        ctx.loader_generator.manual_seed(cfg.seed * 7919 + epoch)
+        model.train()
+        t0, seen, total = time.perf_counter(), 0, 0.0
+        for i, batch in enumerate(loader):
+            if i >= steps:
+                break
+            with autocast(device, bf16):
+                loss = loss_fn(wrapped, batch, noise, gen, cfg.unknown_share)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            seen += batch.shape[0] * world
+            total += loss.item()
+            if rank == 0:
+                yield Step(epoch, i + 1, steps, loss.item(), seen / (time.perf_counter() - t0))
+        train_loss = ctx.mean(total / max(1, min(steps, i + 1)))
+        val_loss = validate(model, val_loader, cfg, device, bf16, ctx) if len(val_set) else train_loss
+        seconds = time.perf_counter() - t0
+        improved = val_loss < state["best_val"]
+        state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
+        if improved:
+            state["best_val"] = val_loss
+        if rank == 0:
+            info = {**info_base, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                    "best_val_loss": state["best_val"]}
+            if improved:
+                save_model(best_path, model, info)
+            save_model(last_path, model, info)
+            save_resume(resume_path, opt, state, {})
+        yield Epoch(epoch, train_loss, val_loss, improved, seconds, seen / seconds)
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            stopped = True
+            break
+    ctx.close()
+    yield Finished(str(best_path), str(last_path), state["best_val"], state["epoch"], stopped)
+
+
+@torch.no_grad()
+def validate(model, batches, cfg: TrainConfig, device, bf16: bool, ctx) -> float:
+    """Mean loss over the validation fragments under fixed noise (seeded the same every epoch)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    noise = NoiseGenerator(cfg.noise_specs, seed=gen, mix="choice")
+    total, n = 0.0, 0
+    for batch in batches:
+        with autocast(device, bf16):
+            total += loss_fn(model, batch, noise, gen, cfg.unknown_share).item() * batch.shape[0]
+        n += batch.shape[0]
+    model.train()
+    return ctx.mean(total / max(n, 1), weight=n)
+

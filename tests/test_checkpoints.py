@@ -1,0 +1,93 @@
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save as st_save
+from typer.testing import CliRunner
+
+from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.checkpoints import FORMAT, describe, load_model, save_model
+from fragfix.cli import app
+from fragfix.errors import CheckpointError, FragfixError
+
+runner = CliRunner()
+SMALL = ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)
+
+
+@pytest.fixture
+def good(tmp_path):
+    p = tmp_path / "good.safetensors"
+    save_model(p, FragmentAutoencoder(SMALL), {"epoch": 3, "val_loss": 1.5})
+    return p
+
+
+def test_roundtrip_rebuilds_the_model_from_its_own_config(good):
+    model, info = load_model(good)
+    assert model.config == SMALL and info["epoch"] == 3 and info["fragfix_version"]
+    d = describe(good)
+    assert d["parameters"] == model.num_parameters() and d["model"]["channels"] == [8, 8, 16, 16]
+
+
+def _meta(cfg: dict, version="1"):
+    return {"format": FORMAT, "format_version": version, "model_config": json.dumps(cfg), "info": "{}"}
+
+
+def bad_checkpoints(tmp_path, good):
+    data = good.read_bytes()
+    state = {k: v.contiguous() for k, v in FragmentAutoencoder(SMALL).state_dict().items()}
+    wrong_shape = dict(state)
+    wrong_shape["logits.bias"] = torch.zeros(255)
+    wrong_dtype = {k: v.double() if k == "logits.bias" else v for k, v in state.items()}
+    cases = {
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "random": bytes(range(256)) * 40,
+        "pickle": pickle.dumps({"state_dict": {"a": 1}}),
+        "torch_save": None,
+        "foreign": st_save({"w": torch.zeros(3)}),
+        "other_version": st_save(state, metadata=_meta(SMALL.to_dict(), "99")),
+        "bad_config": st_save(state, metadata=_meta({"head": "categorical", "channels": [8, 8], "bogus": 1})),
+        "mismatched_config": st_save(state, metadata=_meta(ModelConfig().to_dict())),
+        "wrong_shape": st_save(wrong_shape, metadata=_meta(SMALL.to_dict())),
+        "wrong_dtype": st_save(wrong_dtype, metadata=_meta(SMALL.to_dict())),
+        "huge_header": struct.pack("<Q", 1 << 40) + b"{}",
+        "nan": st_save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                        for k, v in state.items()}, metadata=_meta(SMALL.to_dict())),
+    }
+    out = {}
+    for name, blob in cases.items():
+        p = tmp_path / f"{name}.safetensors"
+        if blob is None:
+            torch.save({"x": torch.zeros(2)}, p)
+        else:
+            p.write_bytes(blob)
+        out[name] = p
+    return out
+
+
+def test_every_bad_checkpoint_is_refused_cleanly(tmp_path, good):
+    for name, p in bad_checkpoints(tmp_path, good).items():
+        with pytest.raises(CheckpointError):
+            load_model(p)
+        r = runner.invoke(app, ["info", str(p)])
+        assert r.exit_code == 2, (name, r.output)
+        assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_missing_and_folder_checkpoints(tmp_path):
+    for p, msg in ((tmp_path / "nope.safetensors", "not found"), (tmp_path, "folder")):
+        r = runner.invoke(app, ["info", str(p)])
+        assert r.exit_code == 2 and msg in r.output
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=4096))
+def test_random_bytes_are_refused_cleanly(tmp_path_factory, blob):
+    p = tmp_path_factory.mktemp("rnd") / "x.safetensors"
+    p.write_bytes(blob)
+    with pytest.raises(FragfixError):
+        load_model(p)
