@@ -33,6 +33,8 @@ class ModelConfig:
     kernel_size: int = 9        # the full-resolution convolution's width (odd)
     embed_dim: int = 16         # byte embedding width (categorical head)
     mid_layers: int = 2         # dilated convs at the 64-position bottleneck, for long context
+    stem: str = "full"          # "full" or "separable" (cheaper) convolution at 512 positions
+    refine: int = 1             # full-resolution residual convs after the decoder (precise local context)
     fragment_size: int = FRAGMENT_SIZE
 
     def __post_init__(self):
@@ -43,7 +45,9 @@ class ModelConfig:
             raise ValueError("channels must be four positive widths")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd and positive")
-        if self.embed_dim < 1 or self.mid_layers < 0:
+        if self.stem not in ("separable", "full"):
+            raise ValueError("stem must be 'separable' or 'full'")
+        if self.embed_dim < 1 or self.mid_layers < 0 or self.refine < 0:
             raise ValueError("embed_dim must be positive and mid_layers not negative")
         if self.fragment_size != FRAGMENT_SIZE:
             raise ValueError(f"fragment_size must be {FRAGMENT_SIZE}")
@@ -65,9 +69,14 @@ class FragmentAutoencoder(nn.Module):
             stem_in = cfg.embed_dim
         else:
             stem_in = 1
-        # full resolution: depthwise-separable stem keeps the cost per byte low at 512 positions
-        self.stem_dw = nn.Conv1d(stem_in, stem_in, k, padding=k // 2, groups=stem_in)
-        self.stem_pw = nn.Conv1d(stem_in, c0, 1)
+        # full resolution (B, E, 512) -> (B, c0, 512): a full conv sees byte-and-neighbour patterns
+        # directly; the separable variant is cheaper per byte and measurably a little worse
+        if cfg.stem == "full":
+            self.stem_dw = nn.Conv1d(stem_in, c0, k, padding=k // 2)
+            self.stem_pw = nn.Identity()
+        else:
+            self.stem_dw = nn.Conv1d(stem_in, stem_in, k, padding=k // 2, groups=stem_in)
+            self.stem_pw = nn.Conv1d(stem_in, c0, 1)
         # encoder: 3 Conv1d with stride 2, (B, c0, 512) -> (B, c1, 256) -> (B, c2, 128) -> (B, c3, 64)
         self.enc = nn.ModuleList([
             nn.Conv1d(c0, c1, 4, stride=2, padding=1),
@@ -84,6 +93,7 @@ class FragmentAutoencoder(nn.Module):
             nn.ConvTranspose1d(c2, c1, 4, stride=2, padding=1),
             nn.ConvTranspose1d(c1, c0, 4, stride=2, padding=1),
         ])
+        self.refiners = nn.ModuleList([nn.Conv1d(c0, c0, 5, padding=2) for _ in range(cfg.refine)])
         if cfg.head == "categorical":
             self.logits = nn.Conv1d(c0, 256, 1)
             self.detector = nn.Conv1d(c0, 1, 1)
@@ -107,12 +117,15 @@ class FragmentAutoencoder(nn.Module):
             h = h + F.gelu(conv(h))  # residual keeps the exact-position information
         for deconv in self.dec:
             h = F.gelu(deconv(h)) + skips.pop()
+        for conv in self.refiners:
+            h = h + F.gelu(conv(h))
         return h
 
-    def forward(self, x: torch.Tensor, detector: bool = False):
+    def forward(self, x: torch.Tensor, detector: bool = False, at: tuple | None = None):
         """sigmoid: (B, 1, 512) or (1, 512) in [0, 1] -> same shape in [0, 1].
         categorical: (B, 512) or (512,) tokens -> (B, 256, 512) or (256, 512) logits,
-        and with `detector=True` also (B, 512) damage logits (training uses both)."""
+        and with `detector=True` also (B, 512) damage logits; with `at=(rows, positions)` the
+        logits only there, (K, 256) (training scores a sample of positions: the head is costly)."""
         unbatched = x.dim() == (2 if self.config.head == "sigmoid" else 1)
         if unbatched:
             x = x.unsqueeze(0)
@@ -120,7 +133,7 @@ class FragmentAutoencoder(nn.Module):
         if self.config.head == "sigmoid":
             y = torch.sigmoid(self.out(h))
             return y.squeeze(0) if unbatched else y
-        y = self.logits(h)
+        y = self.logits(h) if at is None else self.head_at(h, at)
         if detector:
             return y, self.detect(h)
         return y.squeeze(0) if unbatched else y

@@ -20,21 +20,24 @@ import torch.nn.functional as F
 from .autoencoder import FragmentAutoencoder, ModelConfig, encode_input
 from .checkpoints import load_model, load_resume, save_model, save_resume
 from .errors import InvalidInput
-from .fragments import list_files, split_files
+from .fragments import FragmentDataset, list_files, split_files
 from .noise import NoiseGenerator, parse_noise
 from .runtime import autocast, resolve_device, set_threads, use_bf16
 
+CLEAN_SHARE = 0.125  # share of undamaged positions the categorical loss looks at each step
 DEFAULT_NOISE = "byte:0.002-0.15,bitflip:0.0005-0.02,burst:0.005-0.1,zero:0.005-0.15"
 
 
 @dataclass
 class TrainConfig:
     data: list[str]
+    val_data: list[str] | None = None   # explicit held-out files; else `val_fraction` of `data` by file
     out_dir: str = "checkpoints"
     name: str = "autoencoder"
     epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
+    schedule: str = "cosine"            # "cosine" decays to 5% of lr over the run; "constant"
     weight_decay: float = 0.01
     noise: str = DEFAULT_NOISE          # kinds with level ranges; one is drawn per fragment
     unknown_share: float = 0.5          # share of zeroed runs given to the model as UNKNOWN
@@ -57,6 +60,8 @@ class TrainConfig:
             raise InvalidInput("learning rate must be a positive number")
         if not 0 <= self.unknown_share <= 1:
             raise InvalidInput("unknown share must be within [0, 1]")
+        if self.schedule not in ("cosine", "constant"):
+            raise InvalidInput("schedule must be cosine or constant")
         if self.steps_per_epoch < 0 or self.patience < 0 or self.workers < 0 or self.max_val_fragments < 1:
             raise InvalidInput("steps per epoch, patience and workers must not be negative")
         try:
@@ -128,15 +133,19 @@ def loss_fn(model, clean: torch.Tensor, noise: NoiseGenerator, unknown_gen: torc
     # a share of fragments shows its zeroed runs as UNKNOWN, as a mapfile would in repair
     as_unknown = torch.rand(clean.shape[0], 1, generator=unknown_gen) < unknown_share
     unknown = noisy.erased & as_unknown
+    damaged = noisy.mask | unknown
+    # the 256-way head is the costliest layer: score every damaged position and a sample of clean ones
+    sampled = damaged | (torch.rand(clean.shape, generator=unknown_gen) < CLEAN_SHARE)
+    at = sampled.nonzero(as_tuple=True)
     x = encode_input(noisy.fragments, unknown, "categorical").to(dev)
-    logits, det = model(x, detector=True)  # (B, 256, 512), (B, 512); through DDP when distributed
-    logits = logits.float()
-    ce = F.cross_entropy(logits, target.long(), reduction="none")  # (B, 512)
-    damaged = (noisy.mask | unknown).to(dev)
-    # damaged positions are rare; weigh them up so the model learns to repair, not only to copy
-    ce_damaged = (ce * damaged).sum() / damaged.sum().clamp(min=1)
-    det = F.binary_cross_entropy_with_logits(det.float(), noisy.mask.to(dev).float())
-    return ce.mean() + ce_damaged + det
+    logits, det = model(x, detector=True, at=tuple(t.to(dev) for t in at))  # (K, 256), (B, 512)
+    ce = F.cross_entropy(logits.float(), target[at].long(), reduction="none")  # (K,)
+    hurt = damaged[at].to(dev)
+    # damaged positions are rare; weigh them apart so the model learns to repair, not only to copy
+    ce_damaged = (ce * hurt).sum() / hurt.sum().clamp(min=1)
+    ce_clean = (ce * ~hurt).sum() / (~hurt).sum().clamp(min=1)
+    det_loss = F.binary_cross_entropy_with_logits(det.float(), noisy.mask.to(dev).float())
+    return ce_clean + ce_damaged + det_loss
 
 
 def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
@@ -149,7 +158,11 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
     files = list_files(cfg.data)
     if not files:
         raise InvalidInput(f"no files found in {', '.join(cfg.data)}")
-    train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop")
+    if cfg.val_data is not None:
+        train_set, _ = split_files(files, 0.0, cfg.seed, partial="drop")
+        val_set = FragmentDataset(list_files(cfg.val_data), partial="drop")
+    else:
+        train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop")
     best_path, last_path, resume_path = cfg.paths()
     if rank == 0:
         try:
@@ -171,7 +184,11 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
     steps = len(loader) if cfg.steps_per_epoch == 0 else min(cfg.steps_per_epoch, len(loader))
     yield Started(cfg.epochs, state["epoch"], steps, train_set.summary(), val_set.summary(),
                   model.num_parameters(), str(device), cfg.resume)
-    info_base = {"train_config": {k: v for k, v in cfg.to_dict().items() if k != "model"},
+    tc = {k: v for k, v in cfg.to_dict().items() if k != "model"}
+    for key in ("data", "val_data"):  # thousands of paths would bloat every checkpoint's header
+        if tc[key] is not None and len(tc[key]) > 20:
+            tc[key] = f"{len(tc[key])} paths"
+    info_base = {"train_config": tc,
                  "data": {"train": train_set.summary(), "val": val_set.summary()}}
     val_loader = dist_util.val_batches(val_set, cfg, ctx)
     stopped = False
@@ -187,6 +204,7 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
         for i, batch in enumerate(loader):
             if i >= steps:
                 break
+            set_lr(opt, cfg, (epoch - 1) * steps + i, cfg.epochs * steps)
             with autocast(device, bf16):
                 loss = loss_fn(wrapped, batch, noise, gen, cfg.unknown_share)
             opt.zero_grad(set_to_none=True)
@@ -217,6 +235,19 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
             break
     ctx.close()
     yield Finished(str(best_path), str(last_path), state["best_val"], state["epoch"], stopped)
+
+
+def set_lr(opt, cfg: TrainConfig, step: int, total: int) -> None:
+    """Short linear warm-up, then cosine decay to 5% (a function of the step, so resume matches)."""
+    warm = min(100, max(1, total // 20))
+    if step < warm:
+        f = (step + 1) / warm
+    elif cfg.schedule == "cosine":
+        f = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    else:
+        f = 1.0
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * f
 
 
 @torch.no_grad()

@@ -41,7 +41,11 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, corpus)
     import torch
     kw = dict(data=[str(corpus)], batch_size=16, seed=3, threads=2, model=ModelConfig(**TINY))
     list(train(TrainConfig(epochs=2, out_dir=str(tmp_path / "a"), **kw)))
-    list(train(TrainConfig(epochs=1, out_dir=str(tmp_path / "b"), **kw)))
+    run = train(TrainConfig(epochs=2, out_dir=str(tmp_path / "b"), **kw))
+    for ev in run:  # interrupted right after the first epoch's checkpoints
+        if isinstance(ev, Epoch):
+            run.close()
+            break
     list(train(TrainConfig(epochs=2, out_dir=str(tmp_path / "b"), resume=True, **kw)))
     a, _ = load_model(tmp_path / "a" / "autoencoder_last.safetensors")
     b, _ = load_model(tmp_path / "b" / "autoencoder_last.safetensors")
