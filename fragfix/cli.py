@@ -108,6 +108,8 @@ def train(
     channels: str = typer.Option("32,48,64,96", help="Widths at 512,256,128,64 positions."),
     kernel_size: int = typer.Option(9, help="Full-resolution convolution width (odd)."),
     embed_dim: int = typer.Option(16, help="Byte embedding width (categorical head)."),
+    stem: str = typer.Option("full", help="Full-resolution stem: full or separable (cheaper)."),
+    refine: int = typer.Option(1, help="Full-resolution residual convs after the decoder."),
     seed: int = typer.Option(0, help="Seed for split, order and noise."),
     val_fraction: float = typer.Option(0.1, help="Share of files held out for validation."),
     steps_per_epoch: int = typer.Option(0, help="Cap steps per epoch (0: a full pass)."),
@@ -127,7 +129,7 @@ def train(
         from .autoencoder import ModelConfig
         from .training import TrainConfig
         mcfg = ModelConfig(head=head, channels=parse_ints(channels, "--channels"), kernel_size=kernel_size,
-                           embed_dim=embed_dim)
+                           embed_dim=embed_dim, stem=stem, refine=refine)
     except ValueError as e:
         raise InvalidInput(str(e)) from None
     cfg = TrainConfig(data=[str(p) for p in data_dir], out_dir=str(out_dir), epochs=epochs, batch_size=batch_size,
@@ -154,6 +156,120 @@ def info(
         emit_json(d)
     else:
         draw_info(d, Console())
+
+
+@command
+def repair(
+    inputs: List[Path] = typer.Argument(..., help="Damaged file(s), or folders with -r."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several)."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Repair every file under input folders."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
+    threshold: float = typer.Option(0.9, help="Replace a byte only when the best value has at least this probability."),
+    floor: float = typer.Option(0.02, help="... and the observed byte at most this probability."),
+    aggressive: bool = typer.Option(False, help="Take the model's best value everywhere (same as --threshold 0)."),
+    mapfile: Optional[Path] = typer.Option(None, help="GNU ddrescue mapfile: bytes not '+' are unknown and filled."),
+    zero_runs: int = typer.Option(0, help="Treat runs of at least N zero bytes as unknown (0: off)."),
+    report: Optional[Path] = typer.Option(None, help="Write a JSON report of every changed byte."),
+    map_out: Optional[Path] = typer.Option(None, help="Write the guessed byte ranges as a ddrescue mapfile."),
+    dry_run: bool = typer.Option(False, help="Write nothing but the report."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
+    no_preserve: bool = typer.Option(False, help="Do not copy the input's permission bits and mtime."),
+    batch_size: int = typer.Option(512, "--batch-size", "-b", help="Fragments per model call."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", help="auto (bf16 where fast), bf16 or fp32."),
+    threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+):
+    """Repair damaged files: a new file and a report of every byte changed; the input is never written."""
+    from .bundled import resolve_model_path
+    from .decide import RepairConfig
+    from .render import byte_progress, draw_repair
+    from .repair import plan_jobs, repair_files
+    from .runtime import set_threads
+    cfg = RepairConfig(threshold=threshold, floor=floor, aggressive=aggressive, zero_runs=zero_runs,
+                       batch_fragments=batch_size, device=device, precision=precision)
+    jobs = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
+    set_threads(threads)
+    progress = byte_progress(err)
+    with progress:
+        task = progress.add_task("repairing", total=None)
+        summary = repair_files(jobs, resolve_model_path(model), cfg, report, force,
+                               progress=lambda n: progress.advance(task, n), preserve=not no_preserve,
+                               on_start=lambda total, m: progress.update(task, total=total))
+    if as_json:
+        emit_json(summary)
+    draw_repair(summary, err)
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    from .errors import InvalidInput
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InvalidInput(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+@command
+def evaluate(
+    data_dir: Optional[List[Path]] = typer.Option(None, "--data-dir", "-d",
+                                                   help="Held-out files or folders (default: held-out Python stdlib files)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="More checkpoints to put side by side (repeatable)."),
+    noise: str = typer.Option("byte,bitflip,burst,zero", help="Noise kinds, comma-separated."),
+    levels: str = typer.Option("0.001,0.01,0.05,0.1", help="Noise levels, comma-separated."),
+    max_fragments: int = typer.Option(2000, help="Fragments to evaluate on (spread evenly over the data)."),
+    seed: int = typer.Option(0, help="Noise seed: the same seed prints the same numbers."),
+    threshold: float = typer.Option(0.9, help="Repair threshold, as in `fragfix repair`."),
+    floor: float = typer.Option(0.02, help="Repair floor, as in `fragfix repair`."),
+    aggressive: bool = typer.Option(False, help="Take the model's best value everywhere."),
+    zero_as_unknown: bool = typer.Option(True, help="Give zeroed runs as unknown, as a ddrescue mapfile would."),
+    samples: int = typer.Option(0, help="Show N damaged fragments as original / damaged / repaired hex."),
+    samples_dir: Optional[Path] = typer.Option(None, help="Save the samples there (text, and PNG with the plot extra)."),
+    plot: Optional[Path] = typer.Option(None, help="Save a plot of error rate after repair against noise level."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write every figure and its settings as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON on stdout."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", help="auto (bf16 where fast), bf16 or fp32."),
+    threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
+):
+    """Corrupt held-out data at several noise kinds and levels, repair it, and show how much was fixed."""
+    from .atomic import atomic_write_bytes, check_output_path
+    from .decide import RepairConfig
+    from .evaluate import EvalConfig, evaluate as run
+    from .render import grid_progress
+    from .render_eval import draw_samples, draw_table, save_plot, save_samples
+    from .runtime import set_threads
+    rcfg = RepairConfig(threshold=threshold, floor=floor, aggressive=aggressive, device=device, precision=precision)
+    kinds = [k.strip() for k in noise.split(",") if k.strip()]
+    cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
+                     models=[str(model) if model else None] + [str(c) for c in compare or []],
+                     kinds=kinds, levels=parse_floats(levels, "--levels"), max_fragments=max_fragments, seed=seed,
+                     zero_as_unknown=zero_as_unknown, samples=max(samples, 4 if samples_dir else 0), repair=rcfg)
+    for out in (plot, json_out):
+        if out is not None:
+            check_output_path(out, force)
+    if plot is not None:
+        from .render_eval import _plt
+        _plt()  # a missing extra is a clear error before the run, not after it
+    set_threads(threads)
+    progress = grid_progress(err)
+    with progress:
+        task = progress.add_task("evaluating", total=len(cfg.kinds) * len(cfg.levels))
+        result = run(cfg, progress=lambda done, total: progress.update(task, completed=done))
+    draw_table(result, err)
+    draw_samples(result["samples"][:samples], err)
+    if samples_dir is not None:
+        save_samples(result["samples"], samples_dir)
+        err.print(f"samples saved in {samples_dir}")
+    if plot is not None:
+        save_plot(result, plot)
+        err.print(f"plot: {plot}")
+    if json_out is not None:
+        atomic_write_bytes(json_out, json.dumps(result, indent=1).encode(), force=force)
+        err.print(f"json: {json_out}")
+    if as_json:
+        emit_json(result)
 
 
 def main() -> None:

@@ -86,3 +86,21 @@ def byte_progress(console: Console) -> Progress:
 def grid_progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True)
+
+
+def draw_repair(s: dict, console: Console) -> None:
+    t = s["totals"]
+    mb = t["size"] / 1e6
+    console.print(f"read {t['size']:,} bytes in {t['fragments']:,} fragments ({mb / max(s['seconds'], 1e-9):.2f} MB/s) "
+                  f"with {s['model']['head']} model {s['model']['path']}")
+    console.print(f"changed {t['changed']:,} bytes in {t['fragments_touched']:,} fragments: "
+                  f"{t['suspected']:,} suspected corruption, {t['unknown_filled']:,} unknown bytes filled "
+                  f"(of {t['unknown_bytes']:,} marked unknown)")
+    for f in s["files"]:
+        if len(s["files"]) > 1:
+            console.print(f"  {f['input']}: {f['totals']['changed']:,} bytes changed")
+    outs = [f["output"] for f in s["files"] if f["output"]]
+    if outs:
+        console.print(f"wrote {outs[0]}" if len(outs) == 1 else f"wrote {len(outs)} files")
+    if s.get("report"):
+        console.print(f"report: {s['report']}")

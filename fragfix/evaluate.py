@@ -1,0 +1,148 @@
+"""Evaluation: corrupt held-out fragments at each noise kind x level, repair them with the very
+same `decide()` that `fragfix repair` uses, and score the result against the originals.
+
+Every model is compared with the do-nothing baseline (the damaged data itself). Deterministic:
+fragments are taken evenly spaced, and each kind x level draws its noise from its own seed.
+"""
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .autoencoder import encode_input
+from .decide import RepairConfig, decide
+from .errors import InvalidInput
+from .fragments import FragmentDataset, list_files
+from .noise import KINDS, NoiseGenerator, NoiseSpec
+
+
+@dataclass
+class EvalConfig:
+    data: list[str] | None = None          # None: the held-out part of the Python standard library
+    models: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=lambda: ["byte", "bitflip", "burst", "zero"])
+    levels: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.05, 0.1])
+    max_fragments: int = 2000
+    seed: int = 0
+    zero_as_unknown: bool = True           # zeroed runs are given as unknown, as a mapfile would mark them
+    samples: int = 0
+    repair: RepairConfig = field(default_factory=RepairConfig)
+
+    def __post_init__(self):
+        for k in self.kinds:
+            if k not in KINDS:
+                raise InvalidInput(f"unknown noise kind {k!r} (choose from {', '.join(KINDS)})")
+        for lv in self.levels:
+            if not (0 < lv <= 1) or math.isnan(lv):
+                raise InvalidInput(f"noise levels must be within (0, 1], got {lv}")
+        if not self.kinds or not self.levels:
+            raise InvalidInput("at least one noise kind and one level are needed")
+        if self.max_fragments < 1 or self.samples < 0:
+            raise InvalidInput("max fragments must be at least 1 and samples not negative")
+
+
+def evenly(ds: FragmentDataset, n: int) -> torch.Tensor:
+    """n fragments spread evenly over a dataset (all of it when smaller): (n, 512) uint8."""
+    if len(ds) == 0:
+        return torch.zeros(0, 512, dtype=torch.uint8)
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(np.int64))
+    return torch.stack([ds[int(i)] for i in idx])
+
+
+def load_fragments(cfg: EvalConfig) -> tuple[torch.Tensor, str]:
+    if cfg.data:
+        ds = FragmentDataset(list_files(cfg.data), partial="drop")
+        if len(ds) == 0:
+            raise InvalidInput("no fragments of 512 bytes or more in the evaluation data")
+        return evenly(ds, cfg.max_fragments), ", ".join(cfg.data)
+    from .sample import python_sample, stdlib_root
+    _, held = python_sample(("text", "binary"))
+    from .sample import kind_of
+    parts = [evenly(FragmentDataset([p for p in held if kind_of(p) == k], partial="drop"), cfg.max_fragments // 2)
+             for k in ("text", "binary")]
+    return torch.cat(parts), f"held-out files of {stdlib_root()} (text and binary, half each)"
+
+
+def noise_seed(seed: int, kind: str, level: float) -> int:
+    return (seed * 1_000_003 + zlib.crc32(f"{kind}:{level!r}".encode())) % (2 ** 63)
+
+
+def score(clean: torch.Tensor, damaged: torch.Tensor, repaired: torch.Tensor) -> dict:
+    wrong_before = damaged != clean
+    wrong_after = repaired != clean
+    b, a = int(wrong_before.sum()), int(wrong_after.sum())
+    hit = wrong_before.any(1)
+    return {"ber_before": b / clean.numel(), "ber_after": a / clean.numel(),
+            "removed": (1 - a / b) if b else 0.0,
+            "fixed": int((wrong_before & ~wrong_after).sum()), "broken": int((~wrong_before & wrong_after).sum()),
+            "fragments_recovered": float((~wrong_after.any(1) & hit).sum() / hit.sum()) if hit.any() else 1.0}
+
+
+@torch.no_grad()
+def clean_bits_per_byte(model, noisy: torch.Tensor, unknown, clean: torch.Tensor, damaged: torch.Tensor) -> float | None:
+    """The model's cross-entropy (bits/byte) on the bytes noise left clean, given the damaged input."""
+    if model.config.head != "categorical":
+        return None
+    dev = next(model.parameters()).device
+    total, n = 0.0, 0
+    for i in range(0, len(clean), 256):
+        x = encode_input(noisy[i:i + 256], None if unknown is None else unknown[i:i + 256], "categorical").to(dev)
+        ce = F.cross_entropy(model(x).float(), clean[i:i + 256].long().to(dev), reduction="none").cpu()
+        keep = ~damaged[i:i + 256]
+        total += float(ce[keep].sum())
+        n += int(keep.sum())
+    return total / max(n, 1) / math.log(2)
+
+
+def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run the grid; returns {"settings", "rows", "samples"} (rows: one per model x kind x level)."""
+    from .bundled import resolve_model_path
+    from .checkpoints import load_model
+    from .runtime import resolve_device, use_bf16
+    device = resolve_device(cfg.repair.device)
+    bf16 = use_bf16(device, cfg.repair.precision)
+    paths = [resolve_model_path(m) for m in (cfg.models or [None])]
+    models = [(str(p), load_model(p, device)[0]) for p in paths]
+    clean, described = load_fragments(cfg)
+    grid = [(k, lv) for k in cfg.kinds for lv in cfg.levels]
+    rows, samples = [], []
+    for step, (kind, level) in enumerate(grid):
+        noisy = NoiseGenerator(NoiseSpec(kind, level), seed=noise_seed(cfg.seed, kind, level))(clean)
+        unknown = noisy.erased if (kind == "zero" and cfg.zero_as_unknown) else None
+        damaged = noisy.fragments != clean
+        rows.append({"model": "none (damaged)", "noise": kind, "level": level, **score(clean, noisy.fragments, noisy.fragments),
+                     "bits_per_byte": None, "mb_per_s": None})
+        for path, model in models:
+            t0 = time.perf_counter()
+            out = torch.cat([decide(model, noisy.fragments[i:i + cfg.repair.batch_fragments],
+                                    None if unknown is None else unknown[i:i + cfg.repair.batch_fragments],
+                                    cfg.repair, bf16).fragments
+                             for i in range(0, len(clean), cfg.repair.batch_fragments)])
+            secs = time.perf_counter() - t0
+            rows.append({"model": path, "noise": kind, "level": level, **score(clean, noisy.fragments, out),
+                         "bits_per_byte": clean_bits_per_byte(model, noisy.fragments, unknown, clean, damaged),
+                         "mb_per_s": clean.numel() / secs / 1e6})
+            if path == models[0][0] and len(samples) < cfg.samples:
+                samples += pick_samples(clean, noisy.fragments, out, kind, level, cfg.samples - len(samples))
+        if progress:
+            progress(step + 1, len(grid))
+    settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed, "fragments": len(clean),
+                "kinds": cfg.kinds, "levels": cfg.levels, "threshold": cfg.repair.threshold, "floor": cfg.repair.floor,
+                "aggressive": cfg.repair.aggressive, "zero_as_unknown": cfg.zero_as_unknown,
+                "precision": "bf16" if bf16 else "fp32", "device": str(device)}
+    return {"settings": settings, "rows": rows, "samples": samples}
+
+
+def pick_samples(clean, damaged, repaired, kind, level, n) -> list[dict]:
+    """Up to n damaged fragments of this grid cell, as byte lists for the hex view and pictures."""
+    hit = ((damaged != clean).any(1)).nonzero().squeeze(1)[:n].tolist()
+    return [{"noise": kind, "level": level, "index": i, "original": clean[i].tolist(),
+             "damaged": damaged[i].tolist(), "repaired": repaired[i].tolist()} for i in hit]

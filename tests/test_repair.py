@@ -1,0 +1,170 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.checkpoints import load_model, save_model
+from fragfix.cli import app
+from fragfix.decide import RepairConfig, decide, repair_bytes
+from fragfix.mapfile import parse_mapfile
+from fragfix.noise import NoiseGenerator, NoiseSpec
+from fragfix.repair import zero_run_mask
+
+from conftest import text_bytes
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    p = tmp_path_factory.mktemp("m") / "untrained.safetensors"
+    save_model(p, FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)), {})
+    return p
+
+
+def corrupt(data: bytes, kind="byte", p=0.05, seed=1) -> bytes:
+    n = len(data) // 512 * 512
+    t = torch.frombuffer(bytearray(data[:n]), dtype=torch.uint8).view(-1, 512)
+    noisy = NoiseGenerator(NoiseSpec(kind, p), seed=seed)(t).fragments
+    return bytes(noisy.reshape(-1).numpy()) + data[n:]
+
+
+def wrong(a: bytes, b: bytes) -> int:
+    return int((np.frombuffer(a, np.uint8) != np.frombuffer(b, np.uint8)).sum())
+
+
+@pytest.mark.parametrize("size", [1, 511, 512, 513, 3 * 1024 * 1024 + 77])
+def test_length_preserved_and_unchanged_bytes_copied(tmp_path, untrained, size):
+    data = os.urandom(size // 2) + text_bytes(size - size // 2, 3)
+    src, dst, rep = tmp_path / "in.bin", tmp_path / "out.bin", tmp_path / "r.json"
+    src.write_bytes(data)
+    r = runner.invoke(app, ["repair", str(src), "-o", str(dst), "-m", str(untrained), "--aggressive",
+                            "--report", str(rep), "--threshold", "0.5"])
+    assert r.exit_code == 0, r.output
+    out = dst.read_bytes()
+    assert len(out) == size
+    report = json.loads(rep.read_text())
+    changed = {c["offset"]: c for c in report["changes"]}
+    assert report["totals"]["changed"] == len(changed) == wrong(data, out)
+    for i in np.flatnonzero(np.frombuffer(data, np.uint8) != np.frombuffer(out, np.uint8))[:1000]:
+        assert changed[int(i)]["old"] == data[i] and changed[int(i)]["new"] == out[i]
+    assert src.read_bytes() == data
+
+
+def test_trained_model_repairs_and_leaves_clean_data_alone(tmp_path, trained):
+    clean = text_bytes(64 * 1024, 12345)  # unseen text of the same kind
+    damaged = corrupt(clean, "byte", 0.05)
+    src, dst, rep = tmp_path / "damaged.txt", tmp_path / "repaired.txt", tmp_path / "r.json"
+    src.write_bytes(damaged)
+    r = runner.invoke(app, ["repair", str(src), "-o", str(dst), "-m", str(trained), "--report", str(rep), "--json"])
+    assert r.exit_code == 0, r.output
+    before, after = wrong(clean, damaged), wrong(clean, dst.read_bytes())
+    assert after < 0.5 * before, (before, after)
+    assert json.loads(r.stdout)["totals"]["changed"] == wrong(damaged, dst.read_bytes())
+    model, _ = load_model(trained)
+    untouched = repair_bytes(model, clean, RepairConfig())
+    assert wrong(clean, untouched) <= 0.001 * len(clean)
+
+
+def test_mapfile_regions_are_filled_and_reported(tmp_path, trained):
+    clean = text_bytes(16 * 1024, 999)
+    holes = [(1000, 1008), (5000, 5016), (9000, 9004)]
+    damaged = bytearray(clean)
+    for a, b in holes:
+        damaged[a:b] = bytes(b - a)
+    src, dst, rep, mo = tmp_path / "img", tmp_path / "fixed", tmp_path / "r.json", tmp_path / "out.map"
+    src.write_bytes(bytes(damaged))
+    lines, pos = ["0x0 + 1"], 0
+    for a, b in holes:
+        lines += [f"{pos:#x} {a - pos:#x} +", f"{a:#x} {b - a:#x} -"]
+        pos = b
+    lines.append(f"{pos:#x} {len(clean) - pos:#x} +")
+    (tmp_path / "m.map").write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["repair", str(src), "-o", str(dst), "-m", str(trained), "--mapfile",
+                            str(tmp_path / "m.map"), "--report", str(rep), "--map-out", str(mo)])
+    assert r.exit_code == 0, r.output
+    out = dst.read_bytes()
+    report = json.loads(rep.read_text())
+    assert report["totals"]["unknown_bytes"] == 28
+    unknown_changes = [c for c in report["changes"] if c["reason"] == "unknown"]
+    assert all(any(a <= c["offset"] < b for a, b in holes) for c in unknown_changes)
+    right = sum(out[i] == clean[i] for a, b in holes for i in range(a, b))
+    assert right >= 7, right  # the zeros were all wrong; a quarter of the holes now hold the true bytes
+    guessed = parse_mapfile(mo.read_text()).bad_ranges()
+    assert all(any(ga <= a and b <= gb for ga, gb in guessed) for a, b in holes)
+
+
+def test_zero_runs_mask_across_chunks():
+    w = np.array([1, 0, 0, 0, 2, 0, 0, 3, 0, 0, 0, 0], dtype=np.uint8)
+    assert zero_run_mask(w, 3).tolist() == [0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]
+    assert zero_run_mask(w, 5).tolist() == [0] * 12
+
+
+def test_zero_runs_option_marks_runs_spanning_chunk_boundaries(tmp_path, untrained):
+    data = bytearray(text_bytes(4096, 5))
+    data[1020:1030] = bytes(10)  # spans the 1024-byte chunk boundary with --batch-size 2
+    src, rep = tmp_path / "z.bin", tmp_path / "r.json"
+    src.write_bytes(bytes(data))
+    r = runner.invoke(app, ["repair", str(src), "--dry-run", "-m", str(untrained), "--zero-runs", "8",
+                            "-b", "2", "--report", str(rep)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(rep.read_text())["totals"]["unknown_bytes"] == 10
+
+
+def test_same_input_same_output(tmp_path, trained):
+    data = corrupt(text_bytes(20000, 4), "byte", 0.05)
+    (tmp_path / "a").write_bytes(data)
+    for out in ("o1", "o2"):
+        assert runner.invoke(app, ["repair", str(tmp_path / "a"), "-o", str(tmp_path / out), "-m", str(trained)]).exit_code == 0
+    assert (tmp_path / "o1").read_bytes() == (tmp_path / "o2").read_bytes()
+
+
+def test_many_inputs_go_to_a_folder_and_dry_run_writes_only_the_report(tmp_path, untrained):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.bin").write_bytes(text_bytes(2000, 1))
+    (src / "sub" / "b.bin").write_bytes(text_bytes(700, 2))
+    r = runner.invoke(app, ["repair", str(src), "-r", "-o", str(tmp_path / "out"), "-m", str(untrained),
+                            "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "a.bin").stat().st_size == 2000
+    assert (tmp_path / "out" / "sub" / "b.bin").stat().st_size == 700
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert len(rep["files"]) == 2 and rep["totals"]["size"] == 2700
+    r = runner.invoke(app, ["repair", str(src / "a.bin"), "--dry-run", "-m", str(untrained),
+                            "--report", str(tmp_path / "d.json")])
+    assert r.exit_code == 0 and (tmp_path / "d.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "in", "out", "r.json"]
+
+
+def test_output_keeps_mode_and_mtime(tmp_path, untrained):
+    src = tmp_path / "in.bin"
+    src.write_bytes(text_bytes(3000, 1))
+    src.chmod(0o640)
+    os.utime(src, (1_600_000_000, 1_600_000_000))
+    assert runner.invoke(app, ["repair", str(src), "-o", str(tmp_path / "o"), "-m", str(untrained)]).exit_code == 0
+    st = (tmp_path / "o").stat()
+    assert st.st_mode & 0o777 == 0o640 and int(st.st_mtime) == 1_600_000_000
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=3000), st.booleans())
+def test_any_bytes_keep_their_length(untrained, data, aggressive):
+    model, _ = load_model(untrained)
+    out = repair_bytes(model, data, RepairConfig(aggressive=aggressive))
+    assert len(out) == len(data)
+    if not aggressive:
+        d = decide(model, torch.zeros(1, 512, dtype=torch.uint8), None, RepairConfig())
+        assert d.fragments.shape == (1, 512)
+
+
+def test_random_bytes_are_left_alone(trained):
+    model, _ = load_model(trained)
+    data = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
+    assert wrong(data, repair_bytes(model, data)) == 0
