@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fragfix.cli import app
+from fragfix.decide import RepairConfig
+from fragfix.evaluate import EvalConfig, evaluate, load_fragments, noise_seed
+from fragfix.noise import NoiseGenerator, NoiseSpec
+
+from conftest import make_corpus
+
+runner = CliRunner()
+FIELDS = {"model", "noise", "level", "ber_before", "ber_after", "removed", "fixed", "broken",
+          "fragments_recovered", "bits_per_byte", "mb_per_s"}
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("heldout"), files=3, size=40000, seed=99)
+
+
+def run(trained, heldout, **kw):
+    cfg = EvalConfig(data=[str(heldout)], models=[str(trained)], kinds=["byte", "zero"], levels=[0.01, 0.05],
+                     max_fragments=150, seed=0, repair=RepairConfig(precision="fp32"), **kw)
+    return cfg, evaluate(cfg)
+
+
+def test_rows_baseline_and_repair(trained, heldout):
+    cfg, res = run(trained, heldout)
+    rows = res["rows"]
+    assert len(rows) == 2 * 2 * 2  # kinds x levels x (baseline + model)
+    assert all(set(r) == FIELDS for r in rows)
+    clean, _ = load_fragments(cfg)
+    for r in rows:
+        if r["model"].startswith("none"):
+            noisy = NoiseGenerator(NoiseSpec(r["noise"], r["level"]), seed=noise_seed(0, r["noise"], r["level"]))(clean)
+            assert r["ber_before"] == r["ber_after"] == int(noisy.mask.sum()) / noisy.mask.numel()
+            assert r["removed"] == 0 and r["fixed"] == 0
+    byte5 = next(r for r in rows if r["noise"] == "byte" and r["level"] == 0.05 and not r["model"].startswith("none"))
+    assert byte5["removed"] > 0.3 and byte5["bits_per_byte"] is not None
+    assert res["settings"]["fragments"] == len(clean) == 150
+
+
+def test_same_seed_same_numbers(trained, heldout):
+    strip = lambda res: [{k: v for k, v in r.items() if k != "mb_per_s"} for r in res["rows"]]
+    assert strip(run(trained, heldout)[1]) == strip(run(trained, heldout)[1])
+
+
+def test_evaluate_and_repair_agree(tmp_path, trained, heldout):
+    """Repairing evaluate's damaged fragments with `fragfix repair` gives the error rate evaluate reported."""
+    cfg, res = run(trained, heldout)
+    clean, _ = load_fragments(cfg)
+    noisy = NoiseGenerator(NoiseSpec("byte", 0.05), seed=noise_seed(0, "byte", 0.05))(clean).fragments
+    (tmp_path / "damaged.bin").write_bytes(bytes(noisy.reshape(-1).numpy()))
+    r = runner.invoke(app, ["repair", str(tmp_path / "damaged.bin"), "-o", str(tmp_path / "fixed.bin"),
+                            "-m", str(trained), "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    fixed = np.frombuffer((tmp_path / "fixed.bin").read_bytes(), np.uint8)
+    ber = float((fixed != clean.reshape(-1).numpy()).mean())
+    row = next(r for r in res["rows"] if r["noise"] == "byte" and r["level"] == 0.05 and not r["model"].startswith("none"))
+    assert ber == pytest.approx(row["ber_after"], abs=1e-9)
+
+
+def test_cli_compare_json_plot_and_samples(tmp_path, trained, heldout):
+    args = ["evaluate", "-d", str(heldout), "-m", str(trained), "--compare", str(trained), "--noise", "byte",
+            "--levels", "0.05", "--max-fragments", "40", "--samples", "2", "--samples-dir", str(tmp_path / "s"),
+            "--plot", str(tmp_path / "p.png"), "--json-out", str(tmp_path / "e.json"), "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert len(out["rows"]) == 3 and json.loads((tmp_path / "e.json").read_text())["settings"] == out["settings"]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((tmp_path / "s").glob("*.txt"))) >= 2 and list((tmp_path / "s").glob("*.png"))
+    assert "original" in r.stderr and "repaired" in r.stderr
+    r = runner.invoke(app, args)  # outputs exist now
+    assert r.exit_code == 2 and "--force" in r.output
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--noise", "salt"], "unknown noise kind"),
+    (["--levels", "0"], "within (0, 1]"),
+    (["--levels", "1.5"], "within (0, 1]"),
+    (["--levels", "x"], "--levels"),
+    (["--max-fragments", "0"], "max fragments"),
+    (["--threshold", "2"], "threshold"),
+])
+def test_bad_evaluate_options(trained, heldout, args, msg):
+    r = runner.invoke(app, ["evaluate", "-d", str(heldout), "-m", str(trained)] + args)
+    assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
