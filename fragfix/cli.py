@@ -20,7 +20,33 @@ from rich.console import Console
 from . import __version__
 from .errors import ExitCode, FragfixError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+try:  # typer >= 0.20 vendors click; older releases use it as a dependency
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover
+    from click import exceptions as _cx
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (unknown option, missing argument, bad value) as one line too, exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _cx.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path if ctx is not None else (prog_name or "fragfix")
+            if e.format_message():  # empty when no arguments printed the help
+                sys.stderr.write(f"fragfix: error: {e.format_message()} (see {where} --help)\n")
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.stderr.write("fragfix: interrupted\n")
+            sys.exit(int(ExitCode.INTERRUPTED))
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Learn what healthy data looks like, and repair damaged binary files.")
 err = Console(stderr=True, highlight=False)
 STATE = {"debug": False}

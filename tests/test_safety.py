@@ -1,0 +1,221 @@
+"""Bad input, faults and interrupts: one clear line, a distinct exit code, nothing lost."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.checkpoints import load_model, save_model
+from fragfix.cli import app
+
+from conftest import TINY, make_corpus, text_bytes
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    p = tmp_path_factory.mktemp("model") / "m.safetensors"
+    save_model(p, FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)), {})
+    return p
+
+
+@pytest.fixture
+def src(tmp_path):
+    p = tmp_path / "damaged.bin"
+    p.write_bytes(text_bytes(5000, 1))
+    os.utime(p, (1_500_000_000, 1_500_000_000))
+    return p
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def one_line_error(r, code: int, text: str):
+    assert r.exit_code == code, (r.exit_code, r.output)
+    assert text in r.output, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def cases(tmp_path, src):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.bin").write_bytes(b"")
+    (tmp_path / "exists.bin").write_bytes(b"old")
+    os.symlink(src, tmp_path / "link.bin")
+    os.link(src, tmp_path / "hard.bin")
+    (tmp_path / "bad.map").write_text("0 +\n0 0x100 +\n0x80 0x100 -\n")
+    (tmp_path / "short.map").write_text("0 +\n0 0x100 +\n")
+    (tmp_path / "junk.map").write_text("hello world\n")
+    return [
+        ([str(tmp_path / "missing.bin"), "-o", str(tmp_path / "o")], 2, "no such file"),
+        ([str(tmp_path / "folder"), "-o", str(tmp_path / "o")], 2, "is a folder"),
+        ([str(tmp_path / "empty.bin"), "-o", str(tmp_path / "o")], 2, "empty"),
+        ([str(src), "-o", str(tmp_path / "folder")], 2, "output is a folder"),
+        ([str(src), "-o", str(tmp_path / "nodir" / "o")], 2, "output folder does not exist"),
+        ([str(src), "-o", str(src)], 2, "is the input file itself"),
+        ([str(src), "-o", str(tmp_path / "link.bin"), "--force"], 2, "is the input file itself"),
+        ([str(src), "-o", str(tmp_path / "hard.bin"), "--force"], 2, "is the input file itself"),
+        ([str(src), "-o", str(tmp_path / "exists.bin")], 2, "--force"),
+        ([str(src)], 2, "an output is needed"),
+        ([str(src), "-o", str(tmp_path / "o"), "--mapfile", str(tmp_path / "bad.map")], 2, "overlaps"),
+        ([str(src), "-o", str(tmp_path / "o"), "--mapfile", str(tmp_path / "short.map")], 2, "describes 256 bytes"),
+        ([str(src), "-o", str(tmp_path / "o"), "--mapfile", str(tmp_path / "junk.map")], 2, "status line"),
+        ([str(src), "-o", str(tmp_path / "o"), "--mapfile", str(tmp_path / "folder")], 2, "mapfile is not a file"),
+        ([str(src), "-o", str(tmp_path / "o"), "--threshold", "1.5"], 2, "threshold must be within [0, 1]"),
+        ([str(src), "-o", str(tmp_path / "o"), "--floor", "-0.1"], 2, "floor must be within [0, 1]"),
+        ([str(src), "-o", str(tmp_path / "o"), "-b", "0"], 2, "batch size"),
+        ([str(src), "-o", str(tmp_path / "o"), "--zero-runs", "-3"], 2, "zero-runs"),
+        ([str(src), "-o", str(tmp_path / "o"), "--precision", "fp8"], 2, "precision"),
+        ([str(src), "-o", str(tmp_path / "o"), "--device", "quantum"], 2, "device"),
+    ]
+
+
+def test_every_bad_repair_input_is_one_line_and_writes_nothing(tmp_path, src, model):
+    for args, code, text in cases(tmp_path, src):
+        before = snapshot(tmp_path)
+        r = runner.invoke(app, ["repair", "-m", str(model)] + args)
+        one_line_error(r, code, text)
+        assert snapshot(tmp_path) == before, args
+
+
+def test_bad_checkpoints_in_repair(tmp_path, src):
+    (tmp_path / "pickle.pt").write_bytes(b"\x80\x04\x95" + os.urandom(100))
+    for path, text in ((tmp_path / "pickle.pt", "not a fragfix checkpoint"), (tmp_path / "nope", "not found"),
+                       (tmp_path, "folder")):
+        r = runner.invoke(app, ["repair", str(src), "-o", str(tmp_path / "o"), "-m", str(path)])
+        one_line_error(r, 2, text)
+        assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_input_and_read_only_output_folder(tmp_path, src, model, monkeypatch):
+    # CI runs as root, which reads and writes everything: simulate the permission answers
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **k: False if Path(p) in (src, tmp_path / "ro") else real(p, m, **k))
+    one_line_error(runner.invoke(app, ["repair", "-m", str(model), str(src), "-o", str(tmp_path / "o")]),
+                   2, "not readable")
+    monkeypatch.setattr(os, "access", lambda p, m, **k: False if Path(p) == tmp_path / "ro" else real(p, m, **k))
+    (tmp_path / "ro").mkdir()
+    one_line_error(runner.invoke(app, ["repair", "-m", str(model), str(src), "-o", str(tmp_path / "ro" / "o")]),
+                   1, "not writable")
+
+
+def test_debug_shows_the_traceback(tmp_path, model):
+    r = runner.invoke(app, ["--debug", "repair", "-m", str(model), str(tmp_path / "missing"), "-o", str(tmp_path / "o")])
+    assert r.exit_code != 0 and r.exception is not None and "no such file" in str(r.exception)
+
+
+def test_write_error_mid_output_leaves_nothing_and_keeps_the_old_output(tmp_path, src, model, monkeypatch):
+    import fragfix.repair as rep
+    (tmp_path / "out.bin").write_bytes(b"previous result")
+    real_write = rep.np.ndarray.tobytes
+
+    class Full:
+        calls = 0
+
+    def failing_atomic(path, force=False, mode=None):
+        from contextlib import contextmanager
+        from fragfix.atomic import atomic_write
+
+        @contextmanager
+        def cm():
+            with atomic_write(path, force=force, mode=mode) as f:
+                class W:
+                    def write(self, b):
+                        raise OSError(28, "No space left on device")
+
+                    def __getattr__(self, k):
+                        return getattr(f, k)
+                yield W()
+        return cm()
+
+    monkeypatch.setattr(rep, "atomic_write", failing_atomic)
+    r = runner.invoke(app, ["repair", "-m", str(model), str(src), "-o", str(tmp_path / "out.bin"), "--force"])
+    one_line_error(r, 1, "No space left on device")
+    assert (tmp_path / "out.bin").read_bytes() == b"previous result"
+    assert not [p for p in tmp_path.iterdir() if "fragfix-tmp" in p.name]
+    assert real_write is rep.np.ndarray.tobytes
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "fragfix", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_file_size_limit_is_a_clean_io_error(tmp_path, src, model):
+    """A real write failure (RLIMIT_FSIZE, like a full disk): exit 1, temp file removed, input intact."""
+    import resource
+    big = tmp_path / "big.bin"
+    big.write_bytes(text_bytes(600_000, 3))
+    before = snapshot(tmp_path)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    p = _cli("repair", big, "-o", tmp_path / "out.bin", "-m", model, preexec_fn=limit)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1, err
+    assert "writing" in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_repair_leaves_no_partial_output(tmp_path, model, sig):
+    big = tmp_path / "big.bin"
+    big.write_bytes(text_bytes(40_000_000, 5))
+    p = _cli("repair", big, "-o", tmp_path / "out.bin", "-m", model, "--report", tmp_path / "r.json", "-b", "64")
+    deadline = time.time() + 60
+    while time.time() < deadline and not [q for q in tmp_path.iterdir() if "fragfix-tmp" in q.name]:
+        time.sleep(0.05)  # wait until output is being written
+    time.sleep(0.3)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["big.bin"]
+
+
+def test_interrupted_training_keeps_the_last_checkpoint_and_resumes(tmp_path):
+    data = make_corpus(tmp_path / "data", files=4, size=20000)
+    ck = tmp_path / "ck"
+    args = ["train", "-d", data, "-o", ck, "--epochs", "50", "-b", "8", "--channels", "16,16,32,32", "--threads", "1"]
+    p = _cli(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ck / "autoencoder_last.resume.safetensors").exists():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert not [q for q in ck.iterdir() if "fragfix-tmp" in q.name]
+    _, info = load_model(ck / "autoencoder_last.safetensors")
+    done = info["epoch"]
+    r = runner.invoke(app, [str(a) for a in args[:-4]] + ["--epochs", str(done + 1), "--resume", "--channels",
+                                                          "16,16,32,32", "--threads", "1", "-b", "8"])
+    assert r.exit_code == 0, r.output
+    assert f"resuming after epoch {done}" in r.output
+    assert load_model(ck / "autoencoder_last.safetensors")[1]["epoch"] == done + 1
+
+
+def test_input_bytes_and_mtime_unchanged_by_every_command(tmp_path, src, model):
+    before = (src.read_bytes(), src.stat().st_mtime_ns)
+    for args in (["repair", src, "-o", tmp_path / "o", "-m", model, "--report", tmp_path / "r.json"],
+                 ["repair", src, "--dry-run", "-m", model, "--aggressive"],
+                 ["evaluate", "-d", src, "-m", model, "--noise", "byte", "--levels", "0.1", "--max-fragments", "5"],
+                 ["train", "-d", src, "-o", tmp_path / "ck", "--epochs", "1", "--channels", "8,8,16,16"]):
+        r = runner.invoke(app, [str(a) for a in args])
+        assert r.exit_code == 0, (args, r.output)
+        assert (src.read_bytes(), src.stat().st_mtime_ns) == before
+
+
+def test_help_and_module_entry_point_do_not_import_torch():
+    code = "import sys; from fragfix.cli import app; import typer.testing as t; " \
+           "r = t.CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    r = subprocess.run([sys.executable, "-m", "fragfix", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("fragfix ")
