@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -163,6 +164,10 @@ def train(
                       patience=patience, device=device, precision=precision, threads=threads, workers=workers,
                       resume=resume, model=mcfg)
     from .training import train as run
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 draws and reports
+        for _ in run(cfg):
+            pass
+        return
     summary = draw_training(run(cfg), err)
     if as_json and summary is not None:
         emit_json(summary)
