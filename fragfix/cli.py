@@ -205,7 +205,7 @@ def repair(
     dry_run: bool = typer.Option(False, help="Write nothing but the report."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     no_preserve: bool = typer.Option(False, help="Do not copy the input's permission bits and mtime."),
-    batch_size: int = typer.Option(512, "--batch-size", "-b", help="Fragments per model call."),
+    batch_size: int = typer.Option(0, "--batch-size", "-b", help="Fragments per model call (0: 512 on CPU, 4096 on CUDA)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", help="auto (bf16 where fast), bf16 or fp32."),
     threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
@@ -215,11 +215,12 @@ def repair(
     from .bundled import resolve_model_path
     from .decide import RepairConfig
     from .render import byte_progress, draw_repair
-    from .repair import plan_jobs, repair_files
+    from .jobs import plan_jobs
+    from .repair import repair_files
     from .runtime import set_threads
     cfg = RepairConfig(threshold=threshold, floor=floor, aggressive=aggressive, zero_runs=zero_runs,
                        batch_fragments=batch_size, device=device, precision=precision)
-    jobs = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
+    jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
     set_threads(threads)
     progress = byte_progress(err)
     with progress:
@@ -227,6 +228,7 @@ def repair(
         summary = repair_files(jobs, resolve_model_path(model), cfg, report, force,
                                progress=lambda n: progress.advance(task, n), preserve=not no_preserve,
                                on_start=lambda total, m: progress.update(task, total=total))
+    summary["skipped"] = skipped
     if as_json:
         emit_json(summary)
     draw_repair(summary, err)

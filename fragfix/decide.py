@@ -31,7 +31,7 @@ class RepairConfig:
     aggressive: bool = False  # take the model's best value everywhere
     max_entropy: float = 7.2  # fragments above this many bits/byte (random, compressed) are left alone
     zero_runs: int = 0        # treat runs of at least this many 0x00 bytes as unknown (0: off)
-    batch_fragments: int = 512
+    batch_fragments: int = 512   # fragments per model call (0: chosen by device)
     device: str = "auto"
     precision: str = "auto"
 
@@ -42,8 +42,8 @@ class RepairConfig:
                 raise InvalidInput(f"{name} must be within [0, 1], got {v}")
         if self.zero_runs < 0:
             raise InvalidInput(f"zero-runs must be 0 (off) or a positive length, got {self.zero_runs}")
-        if self.batch_fragments < 1:
-            raise InvalidInput("batch size must be at least 1")
+        if self.batch_fragments < 0:
+            raise InvalidInput("batch size must be at least 1 (or 0: chosen by device)")
         if self.threshold == 0:
             self.aggressive = True  # threshold 0 means: always take the best value
 
@@ -142,8 +142,9 @@ def repair_bytes(model: FragmentAutoencoder, data: bytes, cfg: RepairConfig | No
     lengths = torch.full((k,), 512)
     lengths[-1] = n - (k - 1) * 512
     out = []
-    for i in range(0, k, cfg.batch_fragments):
-        j = i + cfg.batch_fragments
+    step = cfg.batch_fragments or 512
+    for i in range(0, k, step):
+        j = i + step
         d = decide(model, buf[i * 512:j * 512].view(-1, 512), unk[i * 512:j * 512].view(-1, 512), cfg, bf16,
                    lengths[i:j])
         out.append(d.fragments.reshape(-1))

@@ -104,3 +104,5 @@ def draw_repair(s: dict, console: Console) -> None:
         console.print(f"wrote {outs[0]}" if len(outs) == 1 else f"wrote {len(outs)} files")
     if s.get("report"):
         console.print(f"report: {s['report']}")
+    if s.get("skipped"):
+        console.print(f"[yellow]skipped {len(s['skipped'])} empty files")

@@ -1,9 +1,10 @@
-"""Streaming repair of files: chunks in, decisions, an atomic output, a report of every change.
+"""Streaming repair of files: chunks in, decisions, atomic outputs, a report of every change.
 
-Memory stays flat whatever the size: the input is read in chunks of `batch_fragments` fragments,
-each chunk is repaired with `decide()` and written to a temporary file that only replaces the
-target at the end. The output has exactly the input's length; every byte the rule did not change
-is copied verbatim. Unknown bytes come from a ddrescue mapfile and/or runs of zeros.
+Memory stays flat whatever the size: inputs are read in chunks, fragments from one or many files
+are batched into each `decide()` call (so a folder of small files runs nearly as fast as one
+large file), and results stream to temporary files that replace their targets only when each
+file is complete. Outputs have exactly the input's length; every byte the rule did not change is
+copied verbatim. Unknown bytes come from a ddrescue mapfile and/or runs of zeros.
 """
 from __future__ import annotations
 
@@ -13,56 +14,21 @@ import os
 import stat
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .atomic import atomic_write, check_output_path
+from .atomic import atomic_write
 from .decide import RepairConfig, decide
 from .errors import InvalidInput, IOFailure
+from .jobs import Job, check_input, check_outputs, make_output_folders
 from .mapfile import format_mapfile, read_mapfile
 from .report import ReportWriter, empty_totals
 
 F = 512
 Progress = Callable[[int], None]  # bytes done since the last call
-
-
-@dataclass
-class Job:
-    """One input and where its repair goes (None with --dry-run)."""
-    src: Path
-    dst: Path | None
-    mapfile: Path | None = None
-    map_out: Path | None = None
-
-
-@dataclass
-class FileResult:
-    input: str
-    output: str | None
-    totals: dict
-    seconds: float
-    changed_ranges: list = field(default_factory=list)
-
-
-def check_input(path: Path) -> int:
-    """A readable, non-empty regular file: its size. Otherwise a one-line InvalidInput."""
-    path = Path(path)
-    if not path.exists():
-        raise InvalidInput(f"no such file: {path}")
-    if path.is_dir():
-        raise InvalidInput(f"is a folder, expected a file (use -r for folders): {path}")
-    if not path.is_file():
-        raise InvalidInput(f"not a regular file: {path}")
-    if not os.access(path, os.R_OK):
-        raise InvalidInput(f"file is not readable (permission denied): {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise InvalidInput(f"file is empty, nothing to repair: {path}")
-    return size
 
 
 def zero_run_mask(window: np.ndarray, n: int) -> np.ndarray:
@@ -74,12 +40,9 @@ def zero_run_mask(window: np.ndarray, n: int) -> np.ndarray:
         return np.zeros(len(z), dtype=bool)
     c = np.concatenate([[0], np.cumsum(z)])
     full = (c[n:] - c[:-n]) == n  # full[j]: window[j:j+n] all zero
-    # position i is covered if some full[j] with i-n+1 <= j <= i
-    cf = np.concatenate([[0], np.cumsum(full)])
+    cf = np.concatenate([[0], np.cumsum(full)])  # i is covered if some full[j], i-n+1 <= j <= i
     i = np.arange(len(z))
-    lo = np.clip(i - n + 1, 0, len(full))
-    hi = np.clip(i + 1, 0, len(full))
-    return (cf[hi] - cf[lo]) > 0
+    return (cf[np.clip(i + 1, 0, len(full))] - cf[np.clip(i - n + 1, 0, len(full))]) > 0
 
 
 class UnknownMap:
@@ -100,76 +63,158 @@ class UnknownMap:
         return m
 
 
-def repair_file(model, job: Job, cfg: RepairConfig, report: ReportWriter, force: bool, bf16: bool, progress: Progress | None = None, preserve: bool = True) -> FileResult:
-    """Repair one file into job.dst (atomically) and stream its changes into `report`."""
-    size = check_input(job.src)
-    if job.dst is not None:
-        check_output_path(job.dst, force, (job.src,))
-    for extra in (job.map_out,):
-        if extra is not None:
-            check_output_path(extra, force, (job.src,))
-    unknown = UnknownMap(read_mapfile(job.mapfile, size).bad_ranges() if job.mapfile else [])
-    st = job.src.stat()
-    report.begin_file({"input": str(job.src), "output": None if job.dst is None else str(job.dst), "size": size})
-    t0 = time.perf_counter()
-    totals = empty_totals()
-    totals["size"] = size
-    ranges: list[list[int]] = []
-    chunk = cfg.batch_fragments * F
-    margin = max(cfg.zero_runs - 1, 0)
-    with ExitStack() as local:
-        out = None
-        if job.dst is not None:
-            mode = stat.S_IMODE(st.st_mode) if preserve else None
-            out = local.enter_context(atomic_write(job.dst, force=force, mode=mode))
+class FileRepair:
+    """One file's side of the pipeline: its input chunks, its atomic output, totals and report."""
+
+    def __init__(self, job: Job, cfg: RepairConfig, report: ReportWriter, outer: ExitStack, force: bool,
+                 preserve: bool):
+        self.job, self.cfg, self.report, self.force, self.preserve = job, cfg, report, force, preserve
+        self.size = check_input(job.src)
+        self.unknown = UnknownMap(read_mapfile(job.mapfile, self.size).bad_ranges() if job.mapfile else [])
+        self.stat = job.src.stat()
+        self.stack = outer.enter_context(ExitStack())  # errors unwind through `outer`: temp files vanish
+        self.out = None
+        self.totals = {**empty_totals(), "size": self.size}
+        self.ranges: list[list[int]] = []
+        self.done = 0
+        self.t0 = None
+
+    def chunks(self, chunk: int) -> Iterator[tuple[int, bytes, np.ndarray]]:
+        """(offset, bytes, unknown mask) pieces of the input, read lazily."""
+        margin = max(self.cfg.zero_runs - 1, 0)
         try:
-            src = local.enter_context(open(job.src, "rb", buffering=0))
+            f = self.stack.enter_context(open(self.job.src, "rb", buffering=0))
         except OSError as e:
-            raise InvalidInput(f"cannot open {job.src}: {e.strerror}") from None
-        prev_tail = b""
-        data = _read(src, chunk, job.src)
-        pos = 0
+            raise InvalidInput(f"cannot open {self.job.src}: {e.strerror}") from None
+        prev, data, pos = b"", _read(f, chunk, self.job.src), 0
         while data:
-            ahead = _read(src, chunk, job.src)
-            n = len(data)
-            arr = np.frombuffer(data, dtype=np.uint8)
-            unk = unknown.mask(pos, pos + n)
-            if cfg.zero_runs:
-                window = np.frombuffer(prev_tail + data + ahead[:margin], dtype=np.uint8)
-                unk |= zero_run_mask(window, cfg.zero_runs)[len(prev_tail):len(prev_tail) + n]
-            k = -(-n // F)
-            frags = torch.zeros(k * F, dtype=torch.uint8)
-            frags[:n] = torch.from_numpy(arr.copy())
-            umask = torch.zeros(k * F, dtype=torch.bool)
-            umask[:n] = torch.from_numpy(unk)
-            lengths = torch.full((k,), F)
-            lengths[-1] = n - (k - 1) * F
-            d = decide(model, frags.view(k, F), umask.view(k, F), cfg, bf16, lengths)
-            new = d.fragments.reshape(-1)[:n].numpy()
-            changed = d.changed.reshape(-1)[:n].numpy()
-            _account(totals, d, k, n, unk, changed)
-            idx = np.flatnonzero(changed)
-            report.changes(idx + pos, arr[idx], new[idx], d.confidence.reshape(-1)[:n].numpy()[idx], unk[idx])
-            _ranges(ranges, np.flatnonzero(changed | unk) + pos)
-            if out is not None:
-                out.write(new.tobytes())
-            pos += n
-            if progress:
-                progress(n)
-            prev_tail = data[-margin:] if margin else b""
+            ahead = _read(f, chunk, self.job.src)
+            unk = self.unknown.mask(pos, pos + len(data))
+            if self.cfg.zero_runs:
+                window = np.frombuffer(prev + data + ahead[:margin], dtype=np.uint8)
+                unk |= zero_run_mask(window, self.cfg.zero_runs)[len(prev):len(prev) + len(data)]
+            yield pos, data, unk
+            pos += len(data)
+            prev = data[-margin:] if margin else b""
             data = ahead
-        if out is not None and preserve:
-            out.flush()
-            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-    if pos != size:
-        raise IOFailure(f"{job.src} changed size while being read ({size} -> {pos} bytes)")
+
+    def consume(self, pos: int, data: bytes, unk: np.ndarray, new: np.ndarray, changed: np.ndarray,
+                conf: np.ndarray, touched: int) -> None:
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+            self.report.begin_file({"input": str(self.job.src), "size": self.size,
+                                    "output": None if self.job.dst is None else str(self.job.dst)})
+            if self.job.dst is not None:
+                mode = stat.S_IMODE(self.stat.st_mode) if self.preserve else None
+                self.out = self.stack.enter_context(atomic_write(self.job.dst, force=self.force, mode=mode))
+        arr = np.frombuffer(data, dtype=np.uint8)
+        t = self.totals
+        t["fragments"] += -(-len(data) // F)
+        t["fragments_touched"] += touched
+        t["changed"] += int(changed.sum())
+        t["unknown_filled"] += int((changed & unk).sum())
+        t["suspected"] = t["changed"] - t["unknown_filled"]
+        t["unknown_bytes"] += int(unk.sum())
+        idx = np.flatnonzero(changed)
+        self.report.changes(idx + pos, arr[idx], new[idx], conf[idx], unk[idx])
+        _ranges(self.ranges, np.flatnonzero(changed | unk) + pos)
+        if self.out is not None:
+            self.out.write(new.tobytes())
+        self.done += len(data)
+
+    def finish(self) -> dict:
+        if self.done != self.size:
+            raise IOFailure(f"{self.job.src} changed size while being read ({self.size} -> {self.done} bytes)")
+        if self.out is not None and self.preserve:
+            self.out.flush()
+            os.utime(self.out.fileno(), ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+        self.stack.close()  # commits the output (rename into place)
+        seconds = time.perf_counter() - self.t0
+        self.report.end_file(self.totals, {"seconds": round(seconds, 3)})
+        if self.job.map_out is not None:
+            text = format_mapfile([tuple(r) for r in self.ranges], self.size,
+                                  f"bytes guessed by fragfix repair of {self.job.src.name}")
+            with atomic_write(self.job.map_out, force=self.force) as f:
+                f.write(text.encode())
+        return {"input": str(self.job.src), "output": None if self.job.dst is None else str(self.job.dst),
+                "totals": self.totals}
+
+
+def _run_batch(model, pending: list, cfg: RepairConfig, bf16: bool, progress: Progress | None) -> list[dict]:
+    """One decide() over the fragments of every pending piece (from one or several files)."""
+    counts = [-(-len(p[2]) // F) for p in pending]
+    k = sum(counts)
+    frags = torch.zeros(k, F, dtype=torch.uint8)
+    unknown = torch.zeros(k, F, dtype=torch.bool)
+    lengths = torch.full((k,), F)
+    row = 0
+    for (fr, pos, data, unk, last), c in zip(pending, counts):
+        flat_f, flat_u = frags[row:row + c].view(-1), unknown[row:row + c].view(-1)
+        flat_f[:len(data)] = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
+        flat_u[:len(data)] = torch.from_numpy(unk)
+        lengths[row + c - 1] = len(data) - (c - 1) * F
+        row += c
+    d = decide(model, frags, unknown, cfg, bf16, lengths)
+    finished, row = [], 0
+    for (fr, pos, data, unk, last), c in zip(pending, counts):
+        n = len(data)
+        new = d.fragments[row:row + c].reshape(-1)[:n].numpy()
+        changed = d.changed[row:row + c].reshape(-1)[:n].numpy()
+        conf = d.confidence[row:row + c].reshape(-1)[:n].numpy()
+        touched = int(d.changed[row:row + c].any(1).sum())
+        fr.consume(pos, data, unk, new, changed, conf, touched)
+        if progress:
+            progress(n)
+        if last:
+            finished.append(fr.finish())
+        row += c
+    return finished
+
+
+def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_path: Path | None = None,
+                 force: bool = False, progress: Progress | None = None, preserve: bool = True,
+                 on_start: Callable[[int, dict], None] | None = None) -> dict:
+    """Repair every job with one model; returns the summary (totals, per-file totals, model, speed)."""
+    from .checkpoints import load_model
+    from .runtime import auto_batch, resolve_device, use_bf16
+    device = resolve_device(cfg.device)
+    model, _ = load_model(model_path, device)
+    bf16 = use_bf16(device, cfg.precision)
+    batch = cfg.batch_fragments or auto_batch(device)
+    check_outputs(jobs, report_path, force)
+    total_bytes = sum(check_input(j.src) for j in jobs)
+    model_meta = {"path": str(model_path), "head": model.config.head, "sha256": file_sha256(model_path)}
+    header = {"model": model_meta, "threshold": cfg.threshold, "floor": cfg.floor,
+              "aggressive": cfg.aggressive, "zero_runs": cfg.zero_runs}
+    if on_start:
+        on_start(total_bytes, model_meta)
+    t0 = time.perf_counter()
+    files: list[dict] = []
+    with ExitStack() as outer:
+        report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1)
+        make_output_folders(jobs)
+        pending, count = [], 0
+        for job in jobs:
+            fr = FileRepair(job, cfg, report, outer, force, preserve)
+            pieces = fr.chunks(batch * F)
+            piece = next(pieces)
+            while piece is not None:
+                following = next(pieces, None)
+                pending.append((fr, *piece, following is None))
+                count += -(-len(piece[1]) // F)
+                if count >= batch:
+                    files += _run_batch(model, pending, cfg, bf16, progress)
+                    pending, count = [], 0
+                piece = following
+        if pending:
+            files += _run_batch(model, pending, cfg, bf16, progress)
+        totals = empty_totals()
+        for f in files:
+            totals = {k: totals[k] + f["totals"][k] for k in totals}
+        report.close(totals)
     seconds = time.perf_counter() - t0
-    report.end_file(totals, {"seconds": round(seconds, 3)})
-    if job.map_out is not None:
-        text = format_mapfile([tuple(r) for r in ranges], size, f"bytes guessed by fragfix repair of {job.src.name}")
-        with atomic_write(job.map_out, force=force) as f:
-            f.write(text.encode())
-    return FileResult(str(job.src), None if job.dst is None else str(job.dst), totals, seconds, ranges)
+    return {**header, "report": None if report_path is None else str(report_path), "totals": totals,
+            "seconds": round(seconds, 3), "bytes_per_s": total_bytes / seconds if seconds else 0.0, "files": files}
 
 
 def _read(f, n: int, path: Path) -> bytes:
@@ -184,18 +229,6 @@ def _read(f, n: int, path: Path) -> bytes:
         return b"".join(parts)
     except OSError as e:
         raise IOFailure(f"reading {path} failed: {e.strerror}") from None
-
-
-def _account(totals: dict, d, k: int, n: int, unk: np.ndarray, changed: np.ndarray) -> None:
-    totals["fragments"] += k
-    unk_changed = int((changed & unk).sum())
-    totals["changed"] += int(changed.sum())
-    totals["unknown_filled"] += unk_changed
-    totals["suspected"] += int(changed.sum()) - unk_changed
-    totals["unknown_bytes"] += int(unk.sum())
-    per_frag = np.zeros(k * F, dtype=bool)
-    per_frag[:n] = changed
-    totals["fragments_touched"] += int(per_frag.reshape(k, F).any(1).sum())
 
 
 def _ranges(ranges: list[list[int]], offsets: np.ndarray) -> None:
@@ -218,80 +251,3 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def merge_totals(a: dict, b: dict) -> dict:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in set(a) | set(b)}
-
-
-def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run: bool,
-              mapfile: Path | None = None, map_out: Path | None = None) -> list[Job]:
-    """Inputs + -o -> jobs. One file: -o names the output file. Several, or -r: -o is a folder and
-    each output keeps its path relative to the input folder it came from."""
-    if not inputs:
-        raise InvalidInput("no input files given")
-    pairs: list[tuple[Path, Path]] = []  # (file, path relative to its root)
-    for p in map(Path, inputs):
-        if p.is_dir():
-            if not recursive:
-                raise InvalidInput(f"is a folder, expected a file (use -r for folders): {p}")
-            found = sorted(q for q in p.rglob("*") if q.is_file() and not q.is_symlink())
-            pairs += [(q, q.relative_to(p)) for q in found]
-        else:
-            pairs.append((p, Path(p.name)))
-    single = len(inputs) == 1 and not Path(inputs[0]).is_dir()
-    if (mapfile or map_out) and not single:
-        raise InvalidInput("--mapfile and --map-out take exactly one input file")
-    if output is None and not dry_run:
-        raise InvalidInput("an output is needed: -o OUTPUT (or --dry-run to write only the report)")
-    if single:
-        return [Job(pairs[0][0], None if dry_run else output, mapfile, map_out)]
-    if not pairs:
-        raise InvalidInput("no files found in the input folders")
-    rels = [r for _, r in pairs]
-    if len(set(rels)) != len(rels):
-        raise InvalidInput("two inputs would write the same output name; repair them separately")
-    if dry_run:
-        return [Job(src, None) for src, _ in pairs]
-    if output.exists() and not output.is_dir():
-        raise InvalidInput(f"with several inputs, -o must be a folder: {output}")
-    if not output.exists():
-        if not output.parent.is_dir():
-            raise InvalidInput(f"output folder's parent does not exist: {output.parent}")
-        output.mkdir()
-    for parent in sorted({(output / rel).parent for _, rel in pairs}):
-        parent.mkdir(parents=True, exist_ok=True)
-    return [Job(src, output / rel) for src, rel in pairs]
-
-
-def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_path: Path | None = None,
-                 force: bool = False, progress: Progress | None = None, preserve: bool = True,
-                 on_start: Callable[[int, dict], None] | None = None) -> dict:
-    """Repair every job with one model; returns the summary (totals, per-file totals, model, speed)."""
-    from .checkpoints import load_model
-    from .runtime import resolve_device, use_bf16
-    device = resolve_device(cfg.device)
-    model, info = load_model(model_path, device)
-    bf16 = use_bf16(device, cfg.precision)
-    total_bytes = sum(check_input(j.src) for j in jobs)
-    if report_path is not None:
-        check_output_path(report_path, force, tuple(j.src for j in jobs))
-    model_meta = {"path": str(model_path), "head": model.config.head, "sha256": file_sha256(model_path)}
-    header = {"model": model_meta, "threshold": cfg.threshold, "floor": cfg.floor,
-              "aggressive": cfg.aggressive, "zero_runs": cfg.zero_runs}
-    if on_start:
-        on_start(total_bytes, model_meta)
-    t0 = time.perf_counter()
-    results = []
-    with ExitStack() as stack:
-        report = ReportWriter(report_path, stack, force, header, many=len(jobs) > 1)
-        for job in jobs:
-            results.append(repair_file(model, job, cfg, report, force, bf16, progress, preserve))
-        totals = empty_totals()
-        for r in results:
-            totals = merge_totals(totals, r.totals)
-        report.close(totals)
-    seconds = time.perf_counter() - t0
-    return {**header, "report": None if report_path is None else str(report_path), "totals": totals,
-            "seconds": round(seconds, 3), "bytes_per_s": total_bytes / seconds if seconds else 0.0,
-            "files": [{"input": r.input, "output": r.output, "totals": r.totals} for r in results]}

@@ -71,3 +71,8 @@ def set_threads(threads: int | None, world_size: int = 1) -> None:
             cores = os.cpu_count() or 1
         threads = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
     torch.set_num_threads(threads)
+
+
+def auto_batch(device: torch.device) -> int:
+    """Fragments per model call: enough to keep a GPU busy, small enough for flat CPU memory."""
+    return 4096 if device.type == "cuda" else 512

@@ -69,7 +69,7 @@ def cases(tmp_path, src):
         ([str(src), "-o", str(tmp_path / "o"), "--mapfile", str(tmp_path / "folder")], 2, "mapfile is not a file"),
         ([str(src), "-o", str(tmp_path / "o"), "--threshold", "1.5"], 2, "threshold must be within [0, 1]"),
         ([str(src), "-o", str(tmp_path / "o"), "--floor", "-0.1"], 2, "floor must be within [0, 1]"),
-        ([str(src), "-o", str(tmp_path / "o"), "-b", "0"], 2, "batch size"),
+        ([str(src), "-o", str(tmp_path / "o"), "-b", "-1"], 2, "batch size"),
         ([str(src), "-o", str(tmp_path / "o"), "--zero-runs", "-3"], 2, "zero-runs"),
         ([str(src), "-o", str(tmp_path / "o"), "--precision", "fp8"], 2, "precision"),
         ([str(src), "-o", str(tmp_path / "o"), "--device", "quantum"], 2, "device"),
