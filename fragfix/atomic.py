@@ -61,8 +61,7 @@ def atomic_write(path: Path, force: bool = False, mode: int | None = None) -> It
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, _default_mode() if mode is None else mode)  # mkstemp makes 0600
         if force:
             os.replace(tmp, path)
         else:
@@ -79,6 +78,12 @@ def atomic_write(path: Path, force: bool = False, mode: int | None = None) -> It
         if not committed:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: Path, data: bytes, force: bool = False) -> None:

@@ -195,8 +195,9 @@ def repair(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Repair every file under input folders."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
-    threshold: float = typer.Option(0.9, help="Replace a byte only when the best value has at least this probability."),
-    floor: float = typer.Option(0.02, help="... and the observed byte at most this probability."),
+    threshold: float = typer.Option(0.5, help="Replace a byte only when the best value has at least this probability."),
+    floor: float = typer.Option(5e-4, help="... and the observed byte at most this probability (text-like fragments)."),
+    binary_floor: float = typer.Option(1e-5, help="The same floor for fragments that do not look like text."),
     aggressive: bool = typer.Option(False, help="Take the model's best value everywhere (same as --threshold 0)."),
     mapfile: Optional[Path] = typer.Option(None, help="GNU ddrescue mapfile: bytes not '+' are unknown and filled."),
     zero_runs: int = typer.Option(0, help="Treat runs of at least N zero bytes as unknown (0: off)."),
@@ -218,7 +219,8 @@ def repair(
     from .jobs import plan_jobs
     from .repair import repair_files
     from .runtime import set_threads
-    cfg = RepairConfig(threshold=threshold, floor=floor, aggressive=aggressive, zero_runs=zero_runs,
+    cfg = RepairConfig(threshold=threshold, floor=floor, binary_floor=binary_floor, aggressive=aggressive,
+                       zero_runs=zero_runs,
                        batch_fragments=batch_size, device=device, precision=precision)
     jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
     set_threads(threads)
@@ -252,8 +254,9 @@ def evaluate(
     levels: str = typer.Option("0.001,0.01,0.05,0.1", help="Noise levels, comma-separated."),
     max_fragments: int = typer.Option(2000, help="Fragments to evaluate on (spread evenly over the data)."),
     seed: int = typer.Option(0, help="Noise seed: the same seed prints the same numbers."),
-    threshold: float = typer.Option(0.9, help="Repair threshold, as in `fragfix repair`."),
-    floor: float = typer.Option(0.02, help="Repair floor, as in `fragfix repair`."),
+    threshold: float = typer.Option(0.5, help="Repair threshold, as in `fragfix repair`."),
+    floor: float = typer.Option(5e-4, help="Repair floor for text-like fragments, as in `fragfix repair`."),
+    binary_floor: float = typer.Option(1e-5, help="Repair floor for other fragments, as in `fragfix repair`."),
     aggressive: bool = typer.Option(False, help="Take the model's best value everywhere."),
     zero_as_unknown: bool = typer.Option(True, help="Give zeroed runs as unknown, as a ddrescue mapfile would."),
     samples: int = typer.Option(0, help="Show N damaged fragments as original / damaged / repaired hex."),
@@ -273,7 +276,8 @@ def evaluate(
     from .render import grid_progress
     from .render_eval import draw_samples, draw_table, save_plot, save_samples
     from .runtime import set_threads
-    rcfg = RepairConfig(threshold=threshold, floor=floor, aggressive=aggressive, device=device, precision=precision)
+    rcfg = RepairConfig(threshold=threshold, floor=floor, binary_floor=binary_floor, aggressive=aggressive,
+                        device=device, precision=precision)
     kinds = [k.strip() for k in noise.split(",") if k.strip()]
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
                      models=[str(model) if model else None] + [str(c) for c in compare or []],

@@ -5,7 +5,9 @@
 Categorical head: a cheap detector scores every position; the 256-way head runs only where the
 detector fires or the byte is unknown (the head is the costliest layer per byte). With
 p = softmax(logits) at a position whose observed byte is o, o becomes argmax p when
-max p >= threshold and p[o] <= floor; unknown positions always take argmax p.
+max p >= threshold and p[o] <= floor; unknown positions always take argmax p. Fragments that do
+not look like text (under 85% printable bytes) use the much lower `binary_floor`: on executables
+the model's probabilities are poorly calibrated, and a lower floor keeps clean binaries untouched.
 Sigmoid head: there are no probabilities, so its honest equivalent is a deviation gate: o becomes
 round(255 y) only when |y - o/255| >= threshold (as a fraction of the byte range); confidence is
 reported as unknown (NaN / null).
@@ -25,8 +27,9 @@ from .runtime import autocast
 
 @dataclass
 class RepairConfig:
-    threshold: float = 0.9    # the best value's probability must reach this …
-    floor: float = 0.02       # … and the observed byte's must be at most this
+    threshold: float = 0.5    # the best value's probability must reach this …
+    floor: float = 5e-4       # … and the observed byte's must be at most this (text-like fragments)
+    binary_floor: float = 1e-5  # the same for fragments that do not look like text
     detect: float = 0.05      # detector probability at which the 256-way head looks at a byte
     aggressive: bool = False  # take the model's best value everywhere
     max_entropy: float = 7.2  # fragments above this many bits/byte (random, compressed) are left alone
@@ -36,7 +39,7 @@ class RepairConfig:
     precision: str = "auto"
 
     def __post_init__(self):
-        for name in ("threshold", "floor", "detect"):
+        for name in ("threshold", "floor", "binary_floor", "detect"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
                 raise InvalidInput(f"{name} must be within [0, 1], got {v}")
@@ -86,12 +89,28 @@ def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tenso
     if sel.numel():
         dev = next(model.parameters()).device
         f, u = frags[sel], unknown[sel] if valid is None else (unknown | ~valid)[sel]
-        new, c = (_categorical if model.config.head == "categorical" else _sigmoid)(model, f, u, cfg, dev, bf16)
+        fl = floors(f, None if valid is None else valid[sel], cfg)
+        new, c = (_categorical if model.config.head == "categorical" else _sigmoid)(model, f, u, cfg, dev, bf16, fl)
         out[sel], conf[sel] = new, c
     return Decision(out, out != frags, conf, unknown)
 
 
-def _categorical(model, frags, unknown, cfg, dev, bf16):
+PRINTABLE = torch.zeros(256, dtype=torch.bool)
+PRINTABLE[32:127] = True
+PRINTABLE[[9, 10, 13]] = True
+
+
+def floors(frags: torch.Tensor, valid: torch.Tensor | None, cfg: RepairConfig) -> torch.Tensor:
+    """(B,) floor per fragment: `floor` where >= 85% of the valid bytes are printable text, else `binary_floor`."""
+    printable = PRINTABLE[frags.long()]
+    if valid is not None:
+        share = (printable & valid).sum(1) / valid.sum(1).clamp(min=1)
+    else:
+        share = printable.float().mean(1)
+    return torch.where(share >= 0.85, torch.tensor(cfg.floor), torch.tensor(cfg.binary_floor))
+
+
+def _categorical(model, frags, unknown, cfg, dev, bf16, floor):
     x = encode_input(frags, unknown, "categorical").to(dev, non_blocking=True)
     with autocast(dev, bf16):
         h = model.features(x)  # (b, c0, 512)
@@ -109,14 +128,14 @@ def _categorical(model, frags, unknown, cfg, dev, bf16):
     best_p, best = p.max(1)
     obs = frags.to(dev)[idx].long()
     p_obs = p.gather(1, obs.unsqueeze(1)).squeeze(1)
-    take = unk[idx] | (best != obs) & (cfg.aggressive | ((best_p >= cfg.threshold) & (p_obs <= cfg.floor)))
+    take = unk[idx] | (best != obs) & (cfg.aggressive | ((best_p >= cfg.threshold) & (p_obs <= floor.to(dev)[idx[0]])))
     ii = (idx[0][take].cpu(), idx[1][take].cpu())
     new[ii] = best[take].to(torch.uint8).cpu()
     conf[ii] = best_p[take].cpu()
     return new, conf
 
 
-def _sigmoid(model, frags, unknown, cfg, dev, bf16):
+def _sigmoid(model, frags, unknown, cfg, dev, bf16, floor):
     x = encode_input(frags, unknown, "sigmoid").to(dev)
     with autocast(dev, bf16):
         y = model(x).float().squeeze(1).cpu()  # (b, 512) in [0, 1]

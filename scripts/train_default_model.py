@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--steps-per-epoch", type=int, default=1200)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--channels", default="32,48,64,96")
+    ap.add_argument("--refine", type=int, default=1)
     ap.add_argument("--work-dir", default=str(ROOT / "runs" / "default"))
     ap.add_argument("--out", default=str(ROOT / "fragfix" / "models" / "default.safetensors"))
     a = ap.parse_args()
@@ -35,7 +36,7 @@ def main() -> None:
     cfg = TrainConfig(data=[str(p) for p in train_files], val_data=[str(p) for p in val_files],
                       out_dir=a.work_dir, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                       batch_size=a.batch_size, max_val_fragments=1024, seed=0, precision="auto",
-                      model=ModelConfig(channels=tuple(int(c) for c in a.channels.split(","))))
+                      model=ModelConfig(channels=tuple(int(c) for c in a.channels.split(",")), refine=a.refine))
     t0 = time.time()
     for ev in train(cfg):
         if isinstance(ev, Step) and ev.step % 50 == 0:
