@@ -206,7 +206,7 @@ def repair(
     dry_run: bool = typer.Option(False, help="Write nothing but the report."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     no_preserve: bool = typer.Option(False, help="Do not copy the input's permission bits and mtime."),
-    batch_size: int = typer.Option(0, "--batch-size", "-b", help="Fragments per model call (0: 512 on CPU, 4096 on CUDA)."),
+    batch_size: int = typer.Option(0, "--batch-size", "-b", help="Fragments per model call (0: 128 on CPU, 4096 on CUDA)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", help="auto (bf16 where fast), bf16 or fp32."),
     threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),

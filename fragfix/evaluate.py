@@ -10,7 +10,6 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

@@ -22,7 +22,7 @@ from .checkpoints import load_model, load_resume, save_model, save_resume
 from .errors import InvalidInput
 from .fragments import FragmentDataset, list_files, split_files
 from .noise import NoiseGenerator, parse_noise
-from .runtime import autocast, resolve_device, set_threads, use_bf16
+from .runtime import autocast, set_threads, use_bf16
 
 CLEAN_SHARE = 0.125  # share of undamaged positions the categorical loss looks at each step
 DEFAULT_NOISE = "byte:0.002-0.15,bitflip:0.0005-0.02,burst:0.005-0.1,zero:0.005-0.15"

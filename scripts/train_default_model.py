@@ -8,7 +8,6 @@ trained on, and `fragfix evaluate` measures on them by default.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path

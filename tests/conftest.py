@@ -38,6 +38,16 @@ TINY = dict(channels=(16, 16, 32, 32), embed_dim=8, mid_layers=1)
 
 
 @pytest.fixture(scope="session")
+def untrained(tmp_path_factory) -> Path:
+    """A tiny model with random weights: enough for the plumbing (lengths, reports, safety)."""
+    from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
+    from fragfix.checkpoints import save_model
+    p = tmp_path_factory.mktemp("untrained") / "untrained.safetensors"
+    save_model(p, FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)), {})
+    return p
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Path:
     """A small categorical model trained for a few seconds on text-like data; shared by the session."""
     from fragfix.autoencoder import ModelConfig

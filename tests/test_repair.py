@@ -8,8 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
-from fragfix.checkpoints import load_model, save_model
+from fragfix.checkpoints import load_model
 from fragfix.cli import app
 from fragfix.decide import RepairConfig, decide, repair_bytes
 from fragfix.mapfile import parse_mapfile
@@ -19,13 +18,6 @@ from fragfix.repair import zero_run_mask
 from conftest import text_bytes
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def untrained(tmp_path_factory):
-    p = tmp_path_factory.mktemp("m") / "untrained.safetensors"
-    save_model(p, FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)), {})
-    return p
 
 
 def corrupt(data: bytes, kind="byte", p=0.05, seed=1) -> bytes:

@@ -9,20 +9,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
-from fragfix.checkpoints import load_model, save_model
+from fragfix.checkpoints import load_model
 from fragfix.cli import app
 
-from conftest import TINY, make_corpus, text_bytes
+from conftest import make_corpus, text_bytes
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    p = tmp_path_factory.mktemp("model") / "m.safetensors"
-    save_model(p, FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)), {})
-    return p
+@pytest.fixture
+def model(untrained):
+    return untrained
 
 
 @pytest.fixture

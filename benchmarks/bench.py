@@ -1,0 +1,228 @@
+"""fragfix benchmark: speed, memory and repair quality, printed as tables and written as JSON.
+
+    python benchmarks/bench.py                      # the full run quoted in README "Performance"
+    python benchmarks/bench.py --quick              # a smaller, faster run
+
+Inputs are built deterministically from the held-out part of the running Python's standard
+library (never trained on), random bytes and gzip output. Speed figures are medians of
+repeated runs; gzip -6 runs on the same file in the same run for reference. Nothing here is
+asserted: it measures and reports.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fragfix.bundled import resolve_model_path
+from fragfix.checkpoints import load_model
+from fragfix.decide import RepairConfig, repair_bytes
+from fragfix.evaluate import EvalConfig, evaluate
+from fragfix.jobs import plan_jobs
+from fragfix.noise import NoiseGenerator, NoiseSpec
+from fragfix.repair import repair_files
+from fragfix.sample import kind_of, python_sample
+
+
+def build(size: int, kind: str, held: list[Path]) -> bytes:
+    if kind == "random":
+        return np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    if kind == "gzip":
+        return gzip.compress(build(size * 3, "text", held), 6, mtime=0)[:size]
+    files = [p for p in held if kind_of(p) == kind]
+    out, n = [], 0
+    while n < size:
+        for p in files:
+            b = p.read_bytes()
+            out.append(b)
+            n += len(b)
+            if n >= size:
+                break
+    return b"".join(out)[:size]
+
+
+def corrupt(data: bytes, kind: str, p: float, seed: int = 1) -> bytes:
+    n = len(data) // 512 * 512
+    t = torch.frombuffer(bytearray(data[:n]), dtype=torch.uint8).view(-1, 512)
+    return bytes(NoiseGenerator(NoiseSpec(kind, p), seed=seed)(t).fragments.reshape(-1).numpy()) + data[n:]
+
+
+def median_time(fn, runs: int) -> float:
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, "-m", "fragfix", *map(str, args)]
+
+
+def speed(tmp: Path, model: Path, held, mb: int, runs: int) -> list[dict]:
+    rows = []
+    for kind in ("text", "binary", "random"):
+        f = tmp / f"{kind}.bin"
+        f.write_bytes(corrupt(build(mb << 20, kind, held), "byte", 0.01))
+        jobs, _ = plan_jobs([f], None, False, True)
+        cfg = RepairConfig()
+        repair_files(jobs, model, cfg)  # warm-up
+        t_fix = median_time(lambda: repair_files(jobs, model, cfg), runs)
+        t_gz = median_time(lambda: subprocess.run(["gzip", "-6", "-c", str(f)], stdout=subprocess.DEVNULL, check=True), runs)
+        size = f.stat().st_size / 1e6
+        rows.append({"data": kind, "mb": round(size, 1), "repair_mb_s": size / t_fix, "gzip6_mb_s": size / t_gz,
+                     "ratio": t_gz / t_fix})
+    return rows
+
+
+def many_small(tmp: Path, model: Path, held, n: int) -> dict:
+    folder = tmp / "small"
+    folder.mkdir()
+    data = corrupt(build(n * 4096, "text", held), "byte", 0.01)
+    for i in range(n):
+        (folder / f"{i:05d}.txt").write_bytes(data[i * 4096:(i + 1) * 4096])
+    jobs, _ = plan_jobs([folder], None, True, True)
+    t = median_time(lambda: repair_files(jobs, model, RepairConfig()), 1)
+    return {"files": n, "file_bytes": 4096, "repair_mb_s": n * 4096 / 1e6 / t}
+
+
+def training_speed(held_train: list[Path], steps: int) -> dict:
+    from fragfix.training import Step, TrainConfig, train
+    cfg = TrainConfig(data=[str(p) for p in held_train if kind_of(p) == "text"][:400], val_fraction=0.0,
+                      out_dir=tempfile.mkdtemp(), epochs=1, steps_per_epoch=steps, batch_size=128, precision="auto")
+    rates = [ev.fragments_per_s for ev in train(cfg) if isinstance(ev, Step)]
+    return {"fragments_per_s": rates[-1], "batch_size": 128, "steps": steps, "precision": "bf16 where supported"}
+
+
+def peak_rss(tmp: Path, model: Path, held, text_mb: int, random_mb: int) -> list[dict]:
+    rows = []
+    for kind, mb in (("text", text_mb // 4), ("text", text_mb), ("random", random_mb)):
+        f = tmp / f"rss_{kind}_{mb}.bin"
+        with open(f, "wb") as out:
+            block = corrupt(build(16 << 20, kind, held), "byte", 0.01)
+            for _ in range(max(1, mb // 16)):
+                out.write(block)
+        code = ("import resource, subprocess, sys; "
+                f"r = subprocess.run({cli('repair', f, '--dry-run', '-m', model)!r}, capture_output=True); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        t = time.perf_counter()
+        kb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        rows.append({"data": kind, "mb": mb, "peak_rss_mb": kb / 1024, "seconds": time.perf_counter() - t})
+        f.unlink()
+    return rows
+
+
+def help_time(runs: int) -> float:
+    return median_time(lambda: subprocess.run(cli("--help"), capture_output=True, check=True), runs)
+
+
+def quality(model: Path, held, fragments: int) -> list[dict]:
+    rows = []
+    for kind in ("text", "binary"):
+        files = [str(p) for p in held if kind_of(p) == kind]
+        res = evaluate(EvalConfig(data=files, models=[str(model)], kinds=["byte", "bitflip", "burst", "zero"],
+                                  levels=[0.001, 0.01, 0.05, 0.1], max_fragments=fragments))
+        rows += [{"data": kind, **{k: r[k] for k in ("noise", "level", "ber_before", "ber_after", "removed",
+                                                     "fragments_recovered")}}
+                 for r in res["rows"] if not r["model"].startswith("none")]
+    return rows
+
+
+def harm(model_path: Path, held, mb: int) -> list[dict]:
+    model, _ = load_model(model_path)
+    rows = []
+    for kind in ("text", "binary", "random", "gzip"):
+        clean = build(mb << 20, kind, held)
+        out = repair_bytes(model, clean, RepairConfig(), bf16=True)
+        changed = float((np.frombuffer(out, np.uint8) != np.frombuffer(clean, np.uint8)).mean())
+        row = {"data": kind, "clean_changed": changed}
+        if kind in ("random", "gzip"):
+            dam = corrupt(clean, "byte", 0.01)
+            rep = repair_bytes(model, dam, RepairConfig(), bf16=True)
+            c = np.frombuffer(clean, np.uint8)
+            row["damaged_errors_before"] = int((np.frombuffer(dam, np.uint8) != c).sum())
+            row["damaged_errors_after"] = int((np.frombuffer(rep, np.uint8) != c).sum())
+        rows.append(row)
+    return rows
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
+            "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default="benchmarks/out/results.json")
+    a = ap.parse_args()
+    model = resolve_model_path(a.model)
+    _, held = python_sample(("text", "binary"))
+    train_files, _ = python_sample(("text",))
+    q = a.quick
+    res = {"machine": machine(), "model": str(model)}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        steps = [("help", lambda: {"median_s": help_time(5)}),
+                 ("repair_speed", lambda: speed(tmp, model, held, 2 if q else 8, 3)),
+                 ("many_small_files", lambda: many_small(tmp, model, held, 200 if q else 1000)),
+                 ("training", lambda: training_speed(train_files, 20 if q else 60)),
+                 ("peak_rss", lambda: peak_rss(tmp, model, held, 16 if q else 64, 64 if q else 1024)),
+                 ("harm", lambda: harm(model, held, 1 if q else 4)),
+                 ("quality", lambda: quality(model, held, 400 if q else 2000))]
+        for name, fn in steps:
+            t = time.perf_counter()
+            res[name] = fn()
+            print(f"{name} ({time.perf_counter() - t:.0f} s): {json.dumps(res[name], default=float)[:2000]}",
+                  file=sys.stderr, flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1, default=float))
+    print_tables(res)
+
+
+def print_tables(res: dict) -> None:
+    m = res["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, python {m['python']}")
+    print(f"fragfix --help: {res['help']['median_s'] * 1000:.0f} ms (median of 5)")
+    print("\n| data (1% byte noise) | size MB | repair MB/s | gzip -6 MB/s | repair / gzip |\n|---|---|---|---|---|")
+    for r in res["repair_speed"]:
+        print(f"| {r['data']} | {r['mb']} | {r['repair_mb_s']:.2f} | {r['gzip6_mb_s']:.1f} | {r['ratio']:.2f} |")
+    s = res["many_small_files"]
+    print(f"\n{s['files']} files of {s['file_bytes']} bytes: {s['repair_mb_s']:.2f} MB/s")
+    print(f"training: {res['training']['fragments_per_s']:.0f} fragments/s (batch 128)")
+    print("\n| peak RSS: data | size MB | peak RSS MB | seconds |\n|---|---|---|---|")
+    for r in res["peak_rss"]:
+        print(f"| {r['data']} | {r['mb']} | {r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |")
+    print("\n| do no harm: clean data | bytes changed | damaged (1% byte) errors before -> after |\n|---|---|---|")
+    for r in res["harm"]:
+        extra = f"{r['damaged_errors_before']} -> {r['damaged_errors_after']}" if "damaged_errors_before" in r else ""
+        print(f"| {r['data']} | {r['clean_changed']:.5%} | {extra} |")
+    print("\n| data | noise | level | errors before | after | removed | fragments recovered |\n|---|---|---|---|---|---|---|")
+    for r in res["quality"]:
+        print(f"| {r['data']} | {r['noise']} | {r['level']:g} | {r['ber_before']:.4%} | {r['ber_after']:.4%} | "
+              f"{r['removed']:+.1%} | {r['fragments_recovered']:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
