@@ -34,7 +34,7 @@ class RepairConfig:
     aggressive: bool = False  # take the model's best value everywhere
     max_entropy: float = 7.2  # fragments above this many bits/byte (random, compressed) are left alone
     zero_runs: int = 0        # treat runs of at least this many 0x00 bytes as unknown (0: off)
-    batch_fragments: int = 512   # fragments per model call (0: chosen by device)
+    batch_fragments: int = 0     # fragments per model call (0: chosen by device)
     device: str = "auto"
     precision: str = "auto"
 

@@ -134,17 +134,19 @@ def save_plot(result: dict, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     rows = result["rows"]
-    for m in dict.fromkeys(r["model"] for r in rows):
-        for kind in dict.fromkeys(r["noise"] for r in rows):
+    kinds = list(dict.fromkeys(r["noise"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for mi, m in enumerate(models):
+        for ki, kind in enumerate(kinds):  # one colour per noise kind, one line style per model
             pts = sorted((r["level"], r["ber_after"]) for r in rows if r["model"] == m and r["noise"] == kind)
-            style = "--" if m.startswith("none") else "-"
-            ax.plot([p[0] for p in pts], [max(p[1], 1e-6) for p in pts], style, marker="o",
-                    label=f"{short(m)} / {kind}")
+            style = ":" if m.startswith("none") else ["-", "--", "-.", (0, (5, 1))][(mi - 1) % 4]
+            ax.plot([p[0] for p in pts], [max(p[1], 1e-6) for p in pts], linestyle=style, marker="o",
+                    color=f"C{ki}", label=f"{short(m)} / {kind}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("noise level")
     ax.set_ylabel("byte error rate after repair")
-    ax.set_title("fragfix evaluate (dashed: do nothing)")
+    ax.set_title("fragfix evaluate (dotted: do nothing)")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
