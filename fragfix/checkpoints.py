@@ -137,40 +137,45 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Fragment
     return model.to(device).eval(), info
 
 
-def save_resume(path: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                generators: dict[str, torch.Generator]) -> None:
-    """Optimizer tensors, RNG states and loop state (epoch, best loss …) for `--resume`, no pickle."""
+def save_resume(path: Path, model: FragmentAutoencoder, optimizer: torch.optim.Optimizer,
+                state: dict[str, Any]) -> None:
+    """Weights, optimizer tensors and loop state (epoch, best loss …) in ONE file, so `--resume` never
+    mixes an epoch's weights with another epoch's optimizer, whenever an interrupt lands. No pickle."""
     opt = optimizer.state_dict()
-    tensors, scalars = {}, {}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    scalars = {}
     for pid, st in opt["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
                 tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{k}"] = v
-    for name, g in generators.items():
-        tensors[f"rng.{name}"] = g.get_state()
-    meta = {"format": FORMAT + "-resume", "param_groups": json.dumps(opt["param_groups"]),
-            "scalars": json.dumps(scalars), "state": json.dumps(state)}
+    meta = {"format": FORMAT + "-resume", "model_config": json.dumps(model.config.to_dict()),
+            "param_groups": json.dumps(opt["param_groups"]), "scalars": json.dumps(scalars),
+            "state": json.dumps(state)}
     atomic_write_bytes(Path(path), st_save(tensors, metadata=meta), force=True)
 
 
-def load_resume(path: Path, optimizer: torch.optim.Optimizer,
-                generators: dict[str, torch.Generator]) -> dict[str, Any]:
+def load_resume(path: Path, device: str | torch.device = "cpu") -> tuple[FragmentAutoencoder, dict, dict]:
+    """(model with its weights, loop state, optimizer state_dict) from a resume file."""
     path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"nothing to resume: {path} not found")
     try:
         raw = path.read_bytes()
-        tensors = st_load(raw)
         (n,) = struct.unpack("<Q", raw[:8])
+        if n > MAX_HEADER:
+            raise ValueError
         meta = json.loads(raw[8:8 + n]).get("__metadata__", {})
         assert meta.get("format") == FORMAT + "-resume"
+        tensors = st_load(raw)
         groups = json.loads(meta["param_groups"])
         scalars = json.loads(meta["scalars"])
         state = json.loads(meta["state"])
-    except FileNotFoundError:
-        raise InvalidInput(f"nothing to resume: {path} not found") from None
+        model = FragmentAutoencoder(ModelConfig(**json.loads(meta["model_config"])))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     except Exception:
-        raise CheckpointError(f"damaged resume state: {path}") from None
+        raise CheckpointError(f"damaged or incompatible resume state: {path}") from None
     opt_state: dict[int, dict] = {}
     for key, v in tensors.items():
         if key.startswith("opt."):
@@ -179,10 +184,4 @@ def load_resume(path: Path, optimizer: torch.optim.Optimizer,
     for key, v in scalars.items():
         pid, k = key.split(".", 1)
         opt_state.setdefault(int(pid), {})[k] = v
-    try:
-        optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-        for name, g in generators.items():
-            g.set_state(tensors[f"rng.{name}"])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"resume state does not fit this model ({e}): {path}") from None
-    return state
+    return model.to(device), state, {"state": opt_state, "param_groups": groups}

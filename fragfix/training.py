@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .autoencoder import FragmentAutoencoder, ModelConfig, encode_input
-from .checkpoints import load_model, load_resume, save_model, save_resume
-from .errors import InvalidInput
+from .checkpoints import load_resume, save_model, save_resume
+from .errors import CheckpointError, InvalidInput
 from .fragments import FragmentDataset, list_files, split_files
 from .noise import NoiseGenerator, parse_noise
 from .runtime import autocast, set_threads, use_bf16
@@ -171,14 +171,17 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
             raise InvalidInput(f"cannot create checkpoint folder {cfg.out_dir}: {e.strerror}") from None
 
     state = {"epoch": 0, "best_val": float("inf"), "bad_epochs": 0}
-    if cfg.resume:
-        model, _ = load_model(last_path, device)
+    if cfg.resume:  # the resume file alone: weights, optimizer and loop state of one epoch
+        model, state, opt_state = load_resume(resume_path, device)
         model.train()
     else:
         model = FragmentAutoencoder(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.resume:
-        state = load_resume(resume_path, opt, {})
+        try:
+            opt.load_state_dict(opt_state)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"resume state does not fit its model ({e}): {resume_path}") from None
     wrapped = ctx.wrap(model)
     loader, sampler = dist_util.loader(train_set, cfg, ctx)
     steps = len(loader) if cfg.steps_per_epoch == 0 else min(cfg.steps_per_epoch, len(loader))
@@ -227,8 +230,8 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
                     "best_val_loss": state["best_val"]}
             if improved:
                 save_model(best_path, model, info)
+            save_resume(resume_path, model, opt, state)
             save_model(last_path, model, info)
-            save_resume(resume_path, opt, state, {})
         yield Epoch(epoch, train_loss, val_loss, improved, seconds, seen / seconds)
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             stopped = True

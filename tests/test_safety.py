@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fragfix.checkpoints import load_model
+from fragfix.checkpoints import load_model, load_resume
 from fragfix.cli import app
 
 from conftest import make_corpus, text_bytes
@@ -189,8 +189,9 @@ def test_interrupted_training_keeps_the_last_checkpoint_and_resumes(tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert not [q for q in ck.iterdir() if "fragfix-tmp" in q.name]
-    _, info = load_model(ck / "autoencoder_last.safetensors")
-    done = info["epoch"]
+    load_model(ck / "autoencoder_last.safetensors")  # still loadable
+    _, state, _ = load_resume(ck / "autoencoder_last.resume.safetensors")
+    done = state["epoch"]
     r = runner.invoke(app, [str(a) for a in args[:-4]] + ["--epochs", str(done + 1), "--resume", "--channels",
                                                           "16,16,32,32", "--threads", "1", "-b", "8"])
     assert r.exit_code == 0, r.output

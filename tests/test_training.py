@@ -107,4 +107,12 @@ def test_bad_train_options_are_one_line_errors(tmp_path, corpus, args, message):
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, corpus):
     r = runner.invoke(app, ["train", "-d", str(corpus), "-o", str(tmp_path / "ck"), "--resume"])
-    assert r.exit_code == 2 and "checkpoint not found" in r.output
+    assert r.exit_code == 2 and "nothing to resume" in r.output
+
+
+def test_damaged_resume_state_is_a_clear_error(tmp_path, corpus):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "autoencoder_last.resume.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}garbage")
+    r = runner.invoke(app, ["train", "-d", str(corpus), "-o", str(ck), "--resume"])
+    assert r.exit_code == 2 and "damaged or incompatible resume state" in r.output and "Traceback" not in r.output
