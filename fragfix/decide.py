@@ -88,10 +88,14 @@ def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tenso
     sel = rows.nonzero().squeeze(1)
     if sel.numel():
         dev = next(model.parameters()).device
-        f, u = frags[sel], unknown[sel] if valid is None else (unknown | ~valid)[sel]
-        fl = floors(f, None if valid is None else valid[sel], cfg)
+        m = sel.numel()
+        # round the row count up to a multiple of 16 (repeating the first row): each distinct conv
+        # shape costs a cached oneDNN primitive, and one per batch made memory grow with file size
+        rows_in = torch.cat([sel, sel[:1].expand(-m % 16)])
+        f, u = frags[rows_in], unknown[rows_in] if valid is None else (unknown | ~valid)[rows_in]
+        fl = floors(f, None if valid is None else valid[rows_in], cfg)
         new, c = (_categorical if model.config.head == "categorical" else _sigmoid)(model, f, u, cfg, dev, bf16, fl)
-        out[sel], conf[sel] = new, c
+        out[sel], conf[sel] = new[:m], c[:m]
     return Decision(out, out != frags, conf, unknown)
 
 
@@ -122,8 +126,13 @@ def _categorical(model, frags, unknown, cfg, dev, bf16, floor):
     conf = torch.full(frags.shape, float("nan"))
     if idx[0].numel() == 0:
         return new, conf
+    # pad K to a multiple of 512: every distinct matmul shape costs a cached oneDNN primitive, and
+    # thousands of them (one per batch) grew peak memory with the file size
+    k = idx[0].numel()
+    pad = -k % 512
+    at = idx if not pad else tuple(torch.cat([t, t.new_zeros(pad)]) for t in idx)
     with autocast(dev, bf16):
-        logits = model.head_at(h, idx)  # (K, 256)
+        logits = model.head_at(h, at)[:k]  # (K, 256)
     p = logits.float().softmax(1)
     best_p, best = p.max(1)
     obs = frags.to(dev)[idx].long()
