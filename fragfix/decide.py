@@ -96,6 +96,8 @@ def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tenso
         fl = floors(f, None if valid is None else valid[rows_in], cfg)
         new, c = (_categorical if model.config.head == "categorical" else _sigmoid)(model, f, u, cfg, dev, bf16, fl)
         out[sel], conf[sel] = new[:m], c[:m]
+        if valid is not None:  # padding is no data: whatever the model put there is dropped
+            out = torch.where(valid, out, frags)
     return Decision(out, out != frags, conf, unknown)
 
 

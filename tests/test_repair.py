@@ -179,3 +179,10 @@ def test_small_files_batched_together_match_one_by_one(tmp_path, trained):
         one = tmp_path / f"one_{f.name}"
         assert runner.invoke(app, ["repair", str(f), "-o", str(one), "-m", str(trained), "--precision", "fp32"]).exit_code == 0
         assert (tmp_path / "out" / f.name).read_bytes() == one.read_bytes(), f.name
+
+
+def test_padding_of_a_short_tail_is_never_reported_as_a_change(untrained):
+    model, _ = load_model(untrained)
+    frags = torch.full((1, 512), ord("a"), dtype=torch.uint8)
+    d = decide(model, frags, None, RepairConfig(aggressive=True), lengths=torch.tensor([100]))
+    assert not d.changed[0, 100:].any()
