@@ -14,7 +14,6 @@ This module knows nothing of files, checkpoints or the CLI.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -183,10 +182,5 @@ def reconstruct(model: FragmentAutoencoder, fragments: torch.Tensor,
     return best.to(torch.uint8).cpu(), conf.cpu()
 
 
-def bits_per_byte(logits: torch.Tensor, target: torch.Tensor) -> float:
-    """Cross-entropy in bits per byte: (B, 256, 512) logits vs (B, 512) bytes."""
-    return F.cross_entropy(logits.float(), target.long()).item() / math.log(2)
-
-
 __all__ = ["FRAGMENT_SIZE", "UNKNOWN", "HEADS", "ModelConfig", "FragmentAutoencoder",
-           "encode_input", "reconstruct", "bits_per_byte"]
+           "encode_input", "reconstruct"]

@@ -62,9 +62,8 @@ def load_fragments(cfg: EvalConfig) -> tuple[torch.Tensor, str]:
         if len(ds) == 0:
             raise InvalidInput("no fragments of 512 bytes or more in the evaluation data")
         return evenly(ds, cfg.max_fragments), ", ".join(cfg.data)
-    from .sample import python_sample, stdlib_root
+    from .sample import kind_of, python_sample, stdlib_root
     _, held = python_sample(("text", "binary"))
-    from .sample import kind_of
     parts = [evenly(FragmentDataset([p for p in held if kind_of(p) == k], partial="drop"), cfg.max_fragments // 2)
              for k in ("text", "binary")]
     return torch.cat(parts), f"held-out files of {stdlib_root()} (text and binary, half each)"

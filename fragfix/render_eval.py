@@ -150,11 +150,9 @@ def save_plot(result: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.fragfix-tmp.png")
+    from .atomic import atomic_write
     try:
-        fig.savefig(tmp, dpi=100)
-        tmp.replace(path)
+        with atomic_write(Path(path), force=True) as f:  # the CLI checked --force before the run
+            fig.savefig(f, format="png", dpi=100)
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)

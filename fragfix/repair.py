@@ -66,10 +66,10 @@ class UnknownMap:
 class FileRepair:
     """One file's side of the pipeline: its input chunks, its atomic output, totals and report."""
 
-    def __init__(self, job: Job, cfg: RepairConfig, report: ReportWriter, outer: ExitStack, force: bool,
-                 preserve: bool):
-        self.job, self.cfg, self.report, self.force, self.preserve = job, cfg, report, force, preserve
-        self.size = check_input(job.src)
+    def __init__(self, job: Job, size: int, cfg: RepairConfig, report: ReportWriter, outer: ExitStack,
+                 force: bool, preserve: bool):
+        self.job, self.size, self.cfg, self.report = job, size, cfg, report
+        self.force, self.preserve = force, preserve
         self.unknown = UnknownMap(read_mapfile(job.mapfile, self.size).bad_ranges() if job.mapfile else [])
         self.stat = job.src.stat()
         self.stack = outer.enter_context(ExitStack())  # errors unwind through `outer`: temp files vanish
@@ -182,7 +182,8 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     bf16 = use_bf16(device, cfg.precision)
     batch = cfg.batch_fragments or auto_batch(device)
     check_outputs(jobs, report_path, force)
-    total_bytes = sum(check_input(j.src) for j in jobs)
+    sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
+    total_bytes = sum(sizes)
     model_meta = {"path": str(model_path), "head": model.config.head, "sha256": file_sha256(model_path)}
     header = {"model": model_meta, "threshold": cfg.threshold, "floor": cfg.floor, "binary_floor": cfg.binary_floor,
               "aggressive": cfg.aggressive, "zero_runs": cfg.zero_runs}
@@ -194,8 +195,8 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1)
         make_output_folders(jobs)
         pending, count = [], 0
-        for job in jobs:
-            fr = FileRepair(job, cfg, report, outer, force, preserve)
+        for job, size in zip(jobs, sizes):
+            fr = FileRepair(job, size, cfg, report, outer, force, preserve)
             pieces = fr.chunks(batch * F)
             piece = next(pieces)
             while piece is not None:
