@@ -189,16 +189,45 @@ def info(
         draw_info(d, Console())
 
 
+# the repair gate, shared by `repair` and `evaluate` (defaults as in decide.RepairConfig; a test keeps them equal)
+THRESHOLD = typer.Option(0.5, help="Replace a byte only when the best value has at least this probability ...")
+FLOOR = typer.Option(1e-3, help="... the observed byte at most this (text-like fragments; model and context) ...")
+MODEL_FLOOR = typer.Option(0.02, help="... and at most this by the model alone.")
+BINARY_THRESHOLD = typer.Option(0.95, help="The threshold for fragments that do not look like text.")
+BINARY_FLOOR = typer.Option(1e-5, help="The floor for fragments that do not look like text.")
+CONTEXT = typer.Option("3,4", help="Context lengths (bytes each side) whose counts in the data sharpen the model; "
+                                   "'off': the model alone.")
+WINDOW_MB = typer.Option(2.0, help="MB of data whose context counts are pooled (more: better guesses, more memory).")
+AGGRESSIVE = typer.Option(False, help="Take the best value everywhere (same as --threshold 0).")
+
+
+def gate_config(threshold, floor, model_floor, binary_threshold, binary_floor, context, window_mb, aggressive, **kw):
+    from .decide import RepairConfig
+    from .errors import InvalidInput
+    orders = () if context.strip().lower() in ("off", "none", "0", "") else parse_floats(context, "--context")
+    if any(o != int(o) for o in orders):
+        raise InvalidInput(f"--context must be whole numbers of bytes, got {context!r}")
+    if not (window_mb > 0) or window_mb > 1024:
+        raise InvalidInput(f"--window-mb must be within (0, 1024], got {window_mb}")
+    return RepairConfig(threshold=threshold, floor=floor, model_floor=model_floor, binary_threshold=binary_threshold,
+                        binary_floor=binary_floor, context_orders=tuple(int(o) for o in orders),
+                        window_fragments=max(1, round(window_mb * 2048)), aggressive=aggressive, **kw)
+
+
 @command
 def repair(
     inputs: List[Path] = typer.Argument(..., help="Damaged file(s), or folders with -r."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Repair every file under input folders."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
-    threshold: float = typer.Option(0.5, help="Replace a byte only when the best value has at least this probability."),
-    floor: float = typer.Option(5e-4, help="... and the observed byte at most this probability (text-like fragments)."),
-    binary_floor: float = typer.Option(1e-5, help="The same floor for fragments that do not look like text."),
-    aggressive: bool = typer.Option(False, help="Take the model's best value everywhere (same as --threshold 0)."),
+    threshold: float = THRESHOLD,
+    floor: float = FLOOR,
+    model_floor: float = MODEL_FLOOR,
+    binary_threshold: float = BINARY_THRESHOLD,
+    binary_floor: float = BINARY_FLOOR,
+    context: str = CONTEXT,
+    window_mb: float = WINDOW_MB,
+    aggressive: bool = AGGRESSIVE,
     mapfile: Optional[Path] = typer.Option(None, help="GNU ddrescue mapfile: bytes not '+' are unknown and filled."),
     zero_runs: int = typer.Option(0, help="Treat runs of at least N zero bytes as unknown (0: off)."),
     report: Optional[Path] = typer.Option(None, help="Write a JSON report of every changed byte."),
@@ -214,14 +243,12 @@ def repair(
 ):
     """Repair damaged files: a new file and a report of every byte changed; the input is never written."""
     from .bundled import resolve_model_path
-    from .decide import RepairConfig
     from .render import byte_progress, draw_repair
     from .jobs import plan_jobs
     from .repair import repair_files
     from .runtime import set_threads
-    cfg = RepairConfig(threshold=threshold, floor=floor, binary_floor=binary_floor, aggressive=aggressive,
-                       zero_runs=zero_runs,
-                       batch_fragments=batch_size, device=device, precision=precision)
+    cfg = gate_config(threshold, floor, model_floor, binary_threshold, binary_floor, context, window_mb, aggressive,
+                      zero_runs=zero_runs, batch_fragments=batch_size, device=device, precision=precision)
     jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
     set_threads(threads)
     progress = byte_progress(err)
@@ -254,10 +281,14 @@ def evaluate(
     levels: str = typer.Option("0.001,0.01,0.05,0.1", help="Noise levels, comma-separated."),
     max_fragments: int = typer.Option(2000, help="Fragments to evaluate on (spread evenly over the data)."),
     seed: int = typer.Option(0, help="Noise seed: the same seed prints the same numbers."),
-    threshold: float = typer.Option(0.5, help="Repair threshold, as in `fragfix repair`."),
-    floor: float = typer.Option(5e-4, help="Repair floor for text-like fragments, as in `fragfix repair`."),
-    binary_floor: float = typer.Option(1e-5, help="Repair floor for other fragments, as in `fragfix repair`."),
-    aggressive: bool = typer.Option(False, help="Take the model's best value everywhere."),
+    threshold: float = THRESHOLD,
+    floor: float = FLOOR,
+    model_floor: float = MODEL_FLOOR,
+    binary_threshold: float = BINARY_THRESHOLD,
+    binary_floor: float = BINARY_FLOOR,
+    context: str = CONTEXT,
+    window_mb: float = WINDOW_MB,
+    aggressive: bool = AGGRESSIVE,
     zero_as_unknown: bool = typer.Option(True, help="Give zeroed runs as unknown, as a ddrescue mapfile would."),
     samples: int = typer.Option(0, help="Show N damaged fragments as original / damaged / repaired hex."),
     samples_dir: Optional[Path] = typer.Option(None, help="Save the samples there (text, and PNG with the plot extra)."),
@@ -271,13 +302,12 @@ def evaluate(
 ):
     """Corrupt held-out data at several noise kinds and levels, repair it, and show how much was fixed."""
     from .atomic import atomic_write_bytes, check_output_path
-    from .decide import RepairConfig
     from .evaluate import EvalConfig, evaluate as run
     from .render import grid_progress
     from .render_eval import draw_samples, draw_table, save_plot, save_samples
     from .runtime import set_threads
-    rcfg = RepairConfig(threshold=threshold, floor=floor, binary_floor=binary_floor, aggressive=aggressive,
-                        device=device, precision=precision)
+    rcfg = gate_config(threshold, floor, model_floor, binary_threshold, binary_floor, context, window_mb, aggressive,
+                       device=device, precision=precision)
     kinds = [k.strip() for k in noise.split(",") if k.strip()]
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
                      models=[str(model) if model else None] + [str(c) for c in compare or []],

@@ -1,13 +1,18 @@
-"""The repair decision: which bytes of a batch of fragments to change, and to what.
+"""The repair decision: which bytes of a window of fragments to change, and to what.
 
-`decide()` is the one rule that both `fragfix repair` and `fragfix evaluate` use.
+`decide()` is the one rule that both `fragfix repair` and `fragfix evaluate` use. It takes a
+window of fragments (repair reads a few MB at a time), runs the model over it in mini-batches,
+and decides every suspect byte with what the whole window says.
 
 Categorical head: a cheap detector scores every position; the 256-way head runs only where the
-detector fires or the byte is unknown (the head is the costliest layer per byte). With
-p = softmax(logits) at a position whose observed byte is o, o becomes argmax p when
-max p >= threshold and p[o] <= floor; unknown positions always take argmax p. Fragments that do
-not look like text (under 85% printable bytes) use the much lower `binary_floor`: on executables
-the model's probabilities are poorly calibrated, and a lower floor keeps clean binaries untouched.
+detector fires or the byte is unknown (the head is the costliest layer per byte). Its
+distribution is then sharpened by the window's own context counts (`context.py`): bytes that sit
+between the same neighbours elsewhere vote for their value. With p that posterior and p_m the
+model's own probabilities at a position whose observed byte is o, o becomes argmax p when
+max p >= threshold, p[o] <= floor and p_m[o] <= model_floor; unknown positions always take
+argmax p. Fragments that do not look like text (under 85% printable bytes) use a stricter pair,
+`binary_threshold` and `binary_floor`: on executables the probabilities are poorly calibrated,
+and a stricter gate keeps clean binaries untouched. `context_orders=()` leaves the model alone (p = p_m).
 Sigmoid head: there are no probabilities, so its honest equivalent is a deviation gate: o becomes
 round(255 y) only when |y - o/255| >= threshold (as a fraction of the byte range); confidence is
 reported as unknown (NaN / null).
@@ -18,20 +23,28 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .autoencoder import FragmentAutoencoder, encode_input
+from .context import MAX_ORDER, posterior
 from .errors import InvalidInput
-from .runtime import autocast
+from .inference import cpu_trunk
+from .runtime import auto_batch, autocast
 
 
 @dataclass
 class RepairConfig:
     threshold: float = 0.5    # the best value's probability must reach this …
-    floor: float = 5e-4       # … and the observed byte's must be at most this (text-like fragments)
-    binary_floor: float = 1e-5  # the same for fragments that do not look like text
-    detect: float = 0.05      # detector probability at which the 256-way head looks at a byte
-    aggressive: bool = False  # take the model's best value everywhere
+    floor: float = 1e-3       # … the observed byte's (with context) must be at most this (text-like fragments) …
+    model_floor: float = 0.02   # … and the model's own probability of it at most this
+    binary_threshold: float = 0.95  # threshold and floor for fragments that do not look like text
+    binary_floor: float = 1e-5
+    detect: float = 0.02      # detector probability at which the 256-way head looks at a byte
+    context_orders: tuple[int, ...] = (3, 4)  # context lengths (bytes each side) whose counts sharpen the model
+    context_weight: float = 1.0  # how many context votes the model's distribution is worth
+    window_fragments: int = 4096  # fragments whose context counts are pooled (repair's read size: 2 MB)
+    aggressive: bool = False  # take the best value everywhere
     max_entropy: float = 7.2  # fragments above this many bits/byte (random, compressed) are left alone
     zero_runs: int = 0        # treat runs of at least this many 0x00 bytes as unknown (0: off)
     batch_fragments: int = 0     # fragments per model call (0: chosen by device)
@@ -39,14 +52,21 @@ class RepairConfig:
     precision: str = "auto"
 
     def __post_init__(self):
-        for name in ("threshold", "floor", "binary_floor", "detect"):
+        for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
-                raise InvalidInput(f"{name} must be within [0, 1], got {v}")
+                raise InvalidInput(f"{name.replace('_', '-')} must be within [0, 1], got {v}")
+        self.context_orders = tuple(int(k) for k in self.context_orders)
+        if any(not 1 <= k <= MAX_ORDER for k in self.context_orders):
+            raise InvalidInput(f"context orders must be within 1..{MAX_ORDER}, got {list(self.context_orders)}")
+        if not (self.context_weight > 0) or math.isinf(self.context_weight):
+            raise InvalidInput(f"context weight must be positive, got {self.context_weight}")
         if self.zero_runs < 0:
             raise InvalidInput(f"zero-runs must be 0 (off) or a positive length, got {self.zero_runs}")
         if self.batch_fragments < 0:
             raise InvalidInput("batch size must be at least 1 (or 0: chosen by device)")
+        if self.window_fragments < 1:
+            raise InvalidInput("the context window must hold at least one fragment")
         if self.threshold == 0:
             self.aggressive = True  # threshold 0 means: always take the best value
 
@@ -74,30 +94,51 @@ def byte_entropy(frags: torch.Tensor, valid: torch.Tensor | None = None) -> torc
 @torch.no_grad()
 def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tensor | None,
            cfg: RepairConfig, bf16: bool = False, lengths: torch.Tensor | None = None) -> Decision:
-    """Repair a batch: (B, 512) uint8 bytes and (B, 512) bool unknown mask, on the CPU.
-    `lengths` (B,) marks padded tails (a file's last partial fragment): the model sees them as
-    unknown, and they count for nothing."""
+    """Repair a window: (B, 512) uint8 bytes and (B, 512) bool unknown mask, on the CPU; the model
+    runs in mini-batches, the context counts pool the whole window. `lengths` (B,) marks padded
+    tails (a file's last partial fragment): the model sees them as unknown, and they count for nothing."""
     b, n = frags.shape
     unknown = torch.zeros((b, n), dtype=torch.bool) if unknown is None else unknown
     valid = None if lengths is None else torch.arange(n).unsqueeze(0) < lengths.unsqueeze(1)
+    hidden = unknown if valid is None else unknown | ~valid  # what the model is told it cannot see
     out = frags.clone()
     conf = torch.full((b, n), float("nan"))
     # incompressible fragments (random, compressed, encrypted) carry no structure to repair from
     real_unknown = unknown if valid is None else unknown & valid
     rows = (byte_entropy(frags, valid) <= cfg.max_entropy) | real_unknown.any(1) | torch.tensor(cfg.aggressive)
     sel = rows.nonzero().squeeze(1)
-    if sel.numel():
-        dev = next(model.parameters()).device
-        m = sel.numel()
+    if sel.numel() == 0:
+        return Decision(out, out != frags, conf, unknown)
+    dev = next(model.parameters()).device
+    batch = cfg.batch_fragments or auto_batch(dev)
+    found = []
+    for i in range(0, sel.numel(), batch):
+        s = sel[i:i + batch]
         # round the row count up to a multiple of 16 (repeating the first row): each distinct conv
         # shape costs a cached oneDNN primitive, and one per batch made memory grow with file size
-        rows_in = torch.cat([sel, sel[:1].expand(-m % 16)])
-        f, u = frags[rows_in], unknown[rows_in] if valid is None else (unknown | ~valid)[rows_in]
-        fl = floors(f, None if valid is None else valid[rows_in], cfg)
-        new, c = (_categorical if model.config.head == "categorical" else _sigmoid)(model, f, u, cfg, dev, bf16, fl)
-        out[sel], conf[sel] = new[:m], c[:m]
-        if valid is not None:  # padding is no data: whatever the model put there is dropped
-            out = torch.where(valid, out, frags)
+        rows_in = torch.cat([s, s[:1].expand(-s.numel() % 16)])
+        if model.config.head == "sigmoid":
+            out[s] = _sigmoid(model, frags[rows_in], hidden[rows_in], cfg, dev, bf16)[:s.numel()]
+            continue
+        r, pos, top_b, top_p, p_obs = _suspects(model, frags[rows_in], hidden[rows_in], cfg, dev, bf16)
+        keep = r < s.numel()  # not a repeat of the padding rows
+        found.append((s[r[keep]] * n + pos[keep], top_b[keep], top_p[keep], p_obs[keep]))
+    if found and sum(len(f[0]) for f in found):
+        q, top_b, top_p, p_obs = (torch.cat(t).numpy() for t in zip(*found))
+        buf, known = frags.reshape(-1).numpy(), ~hidden.reshape(-1).numpy()
+        if cfg.context_orders:
+            best, p_best, p_o = posterior(buf, known, q, top_b, top_p, p_obs, cfg.context_orders, cfg.context_weight)
+        else:
+            best, p_best, p_o = top_b[:, 0], top_p[:, 0], p_obs
+        obs = buf[q]
+        thr, floor = (t.numpy()[q // n] for t in row_gates(frags, valid, cfg))
+        gate = (p_best >= thr) & (p_o <= floor) & (p_obs <= cfg.model_floor)
+        take = ~known[q] | (best != obs) & (cfg.aggressive | gate)
+        at = torch.from_numpy(q[take])
+        out.view(-1)[at] = torch.from_numpy(best[take].astype(np.uint8))
+        conf.view(-1)[at] = torch.from_numpy(p_best[take].astype(np.float32))
+    if valid is not None:  # padding is no data: whatever the model put there is dropped
+        out = torch.where(valid, out, frags)
     return Decision(out, out != frags, conf, unknown)
 
 
@@ -106,54 +147,66 @@ PRINTABLE[32:127] = True
 PRINTABLE[[9, 10, 13]] = True
 
 
-def floors(frags: torch.Tensor, valid: torch.Tensor | None, cfg: RepairConfig) -> torch.Tensor:
-    """(B,) floor per fragment: `floor` where >= 85% of the valid bytes are printable text, else `binary_floor`."""
+def row_gates(frags: torch.Tensor, valid: torch.Tensor | None, cfg: RepairConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) threshold and (B,) floor per fragment: the text pair where >= 85% of the valid bytes are
+    printable, else the binary pair."""
     printable = PRINTABLE[frags.long()]
     if valid is not None:
         share = (printable & valid).sum(1) / valid.sum(1).clamp(min=1)
     else:
         share = printable.float().mean(1)
-    return torch.where(share >= 0.85, torch.tensor(cfg.floor), torch.tensor(cfg.binary_floor))
+    text = share >= 0.85
+    return (torch.where(text, cfg.threshold, cfg.binary_threshold).double(),
+            torch.where(text, cfg.floor, cfg.binary_floor).double())
 
 
-def _categorical(model, frags, unknown, cfg, dev, bf16, floor):
+TOP = 8  # the model's most likely bytes kept per suspect position (the rest share what is left)
+
+
+def _suspects(model, frags, unknown, cfg, dev, bf16):
+    """One model call over (b, 512) fragments: the positions worth a look (unknown, or the detector
+    fires) as (rows, positions), the model's TOP bytes and probabilities there (K, TOP), and its
+    probability of the observed byte (K,)."""
     x = encode_input(frags, unknown, "categorical").to(dev, non_blocking=True)
-    with autocast(dev, bf16):
-        h = model.features(x)  # (b, c0, 512)
-        det = torch.sigmoid(model.detect(h).float())  # (b, 512)
+    if dev.type == "cpu":  # the same network in oneDNN's fastest layout (see inference.py)
+        trunk = cpu_trunk(model, bf16)
+        h = trunk.features(x)  # (b, 1, 512, c0)
+        det = torch.sigmoid(trunk.detect(h))  # (b, 512)
+        head_at = trunk.head_at
+    else:
+        with autocast(dev, bf16):
+            h = model.features(x)  # (b, c0, 512)
+            det = torch.sigmoid(model.detect(h).float())  # (b, 512)
+        head_at = model.head_at
     unk = unknown.to(dev)
     cand = unk | (det >= cfg.detect) if not cfg.aggressive else torch.ones_like(unk)
     idx = cand.nonzero(as_tuple=True)
-    new = frags.clone()
-    conf = torch.full(frags.shape, float("nan"))
-    if idx[0].numel() == 0:
-        return new, conf
+    k = idx[0].numel()
+    if k == 0:
+        return (torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0, TOP, dtype=torch.uint8),
+                                                          torch.zeros(0, TOP), torch.zeros(0))
     # pad K to a multiple of 512: every distinct matmul shape costs a cached oneDNN primitive, and
     # thousands of them (one per batch) grew peak memory with the file size
-    k = idx[0].numel()
     pad = -k % 512
     at = idx if not pad else tuple(torch.cat([t, t.new_zeros(pad)]) for t in idx)
-    with autocast(dev, bf16):
-        logits = model.head_at(h, at)[:k]  # (K, 256)
-    p = logits.float().softmax(1)
-    best_p, best = p.max(1)
-    obs = frags.to(dev)[idx].long()
-    p_obs = p.gather(1, obs.unsqueeze(1)).squeeze(1)
-    take = unk[idx] | (best != obs) & (cfg.aggressive | ((best_p >= cfg.threshold) & (p_obs <= floor.to(dev)[idx[0]])))
-    ii = (idx[0][take].cpu(), idx[1][take].cpu())
-    new[ii] = best[take].to(torch.uint8).cpu()
-    conf[ii] = best_p[take].cpu()
-    return new, conf
+    with autocast(dev, bf16 and dev.type != "cpu"):
+        p = head_at(h, at)[:k].float().softmax(1)  # (K, 256)
+    p_obs = p.gather(1, frags.to(dev)[idx].long().unsqueeze(1)).squeeze(1)
+    if not cfg.aggressive:  # the gate needs p_obs <= model_floor: drop the rest before the costly part
+        keep = unk[idx] | (p_obs <= cfg.model_floor)
+        idx, p, p_obs = (idx[0][keep], idx[1][keep]), p[keep], p_obs[keep]
+    top_p, top_b = p.topk(TOP, 1)
+    return idx[0].cpu(), idx[1].cpu(), top_b.to(torch.uint8).cpu(), top_p.cpu(), p_obs.cpu()
 
 
-def _sigmoid(model, frags, unknown, cfg, dev, bf16, floor):
+def _sigmoid(model, frags, unknown, cfg, dev, bf16):
     x = encode_input(frags, unknown, "sigmoid").to(dev)
     with autocast(dev, bf16):
         y = model(x).float().squeeze(1).cpu()  # (b, 512) in [0, 1]
     rec = (y * 255).round().to(torch.uint8)
     dev_ = (y - frags.float() / 255).abs()
     take = unknown | (dev_ >= cfg.threshold) if not cfg.aggressive else torch.ones_like(unknown)
-    return torch.where(take, rec, frags), torch.full(frags.shape, float("nan"))
+    return torch.where(take, rec, frags)
 
 
 def repair_bytes(model: FragmentAutoencoder, data: bytes, cfg: RepairConfig | None = None,
@@ -172,7 +225,7 @@ def repair_bytes(model: FragmentAutoencoder, data: bytes, cfg: RepairConfig | No
     lengths = torch.full((k,), 512)
     lengths[-1] = n - (k - 1) * 512
     out = []
-    step = cfg.batch_fragments or 512
+    step = cfg.window_fragments
     for i in range(0, k, step):
         j = i + step
         d = decide(model, buf[i * 512:j * 512].view(-1, 512), unk[i * 512:j * 512].view(-1, 512), cfg, bf16,

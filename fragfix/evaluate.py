@@ -104,9 +104,9 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     """Run the grid; returns {"settings", "rows", "samples"} (rows: one per model x kind x level)."""
     from .bundled import resolve_model_path
     from .checkpoints import load_model
-    from .runtime import auto_batch, resolve_device, use_bf16
+    from .runtime import resolve_device, use_bf16
     device = resolve_device(cfg.repair.device)
-    batch = cfg.repair.batch_fragments or auto_batch(device)
+    window = cfg.repair.window_fragments
     bf16 = use_bf16(device, cfg.repair.precision)
     paths = [resolve_model_path(m) for m in (cfg.models or [None])]
     models = [(str(p), load_model(p, device)[0]) for p in paths]
@@ -121,9 +121,9 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
                      "bits_per_byte": None, "mb_per_s": None})
         for path, model in models:
             t0 = time.perf_counter()
-            out = torch.cat([decide(model, noisy.fragments[i:i + batch],
-                                    None if unknown is None else unknown[i:i + batch], cfg.repair, bf16).fragments
-                             for i in range(0, len(clean), batch)])
+            out = torch.cat([decide(model, noisy.fragments[i:i + window],
+                                    None if unknown is None else unknown[i:i + window], cfg.repair, bf16).fragments
+                             for i in range(0, len(clean), window)])
             secs = time.perf_counter() - t0
             rows.append({"model": path, "noise": kind, "level": level, **score(clean, noisy.fragments, out),
                          "bits_per_byte": clean_bits_per_byte(model, noisy.fragments, unknown, clean, damaged),

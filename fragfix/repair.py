@@ -176,11 +176,11 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                  on_start: Callable[[int, dict], None] | None = None) -> dict:
     """Repair every job with one model; returns the summary (totals, per-file totals, model, speed)."""
     from .checkpoints import load_model
-    from .runtime import auto_batch, resolve_device, use_bf16
+    from .runtime import resolve_device, use_bf16
     device = resolve_device(cfg.device)
     model, _ = load_model(model_path, device)
     bf16 = use_bf16(device, cfg.precision)
-    batch = cfg.batch_fragments or auto_batch(device)
+    window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
     check_outputs(jobs, report_path, force)
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
@@ -197,13 +197,13 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         pending, count = [], 0
         for job, size in zip(jobs, sizes):
             fr = FileRepair(job, size, cfg, report, outer, force, preserve)
-            pieces = fr.chunks(batch * F)
+            pieces = fr.chunks(window * F)
             piece = next(pieces)
             while piece is not None:
                 following = next(pieces, None)
                 pending.append((fr, *piece, following is None))
                 count += -(-len(piece[1]) // F)
-                if count >= batch:
+                if count >= window:
                     files += _run_batch(model, pending, cfg, bf16, progress)
                     pending, count = [], 0
                 piece = following

@@ -1,0 +1,69 @@
+"""Context counts: exact against brute force, unknown bytes never vote, and repairs they enable."""
+import numpy as np
+import torch
+from hypothesis import given, settings, strategies as st
+
+from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.context import OrderCounts, posterior
+from fragfix.decide import RepairConfig, decide
+
+
+def brute(buf, known, j, k, b):
+    """c(b) and n for query j: other positions i with the same known context and a known middle."""
+    n = len(buf)
+    if not (k <= j < n - k) or not all(known[j - k:j]) or not all(known[j + 1:j + k + 1]):
+        return 0, 0
+    ctx = lambda i: (bytes(buf[i - k:i]), bytes(buf[i + 1:i + k + 1]))
+    same = [i for i in range(k, n - k) if i != j and known[i - k:i + k + 1].all() and ctx(i) == ctx(j)]
+    return sum(buf[i] == b for i in same), len(same)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 3))
+def test_counts_match_brute_force(seed, k, alphabet):
+    rng = np.random.default_rng(seed)
+    buf = rng.integers(0, alphabet + 1, 300).astype(np.uint8)  # small alphabets: contexts repeat
+    known = rng.random(300) > 0.05
+    q = rng.choice(300, 25, replace=False)
+    oc = OrderCounts(buf, known, q, k)
+    cand = rng.integers(0, alphabet + 1, (25, 3))
+    c, n = oc.lookup(cand, buf[q].astype(np.int64))
+    for i, j in enumerate(q):
+        for m in range(3):
+            assert (c[i, m], n[i, 0]) == brute(buf, known, j, k, cand[i, m]), (j, cand[i, m])
+
+
+def test_posterior_overrides_an_unsure_model_only_where_context_repeats():
+    text = np.frombuffer(b"alpha beta gamma; " * 40 + b"unique tail xyz", dtype=np.uint8).copy()
+    text[100] = ord("Q")  # inside a "beta"/"gamma" that occurs 39 more times
+    q = np.array([100, len(text) - 2])
+    uniform_b = np.tile(np.arange(8, dtype=np.uint8), (2, 1))
+    uniform_p = np.full((2, 8), 1 / 256, dtype=np.float32)
+    best, p_best, p_obs = posterior(text, np.ones(len(text), bool), q, uniform_b, uniform_p,
+                                    np.full(2, 1 / 256, np.float32), (3, 4), 1.0)
+    truth = (b"alpha beta gamma; " * 40)[100]
+    assert best[0] == truth and p_best[0] > 0.9 and p_obs[0] < 1e-3
+    assert p_best[1] < 0.1  # "xyz" has no repeated context: the model's flat guess stands
+
+
+def test_decide_repairs_from_context_alone_and_leaves_clean_text_alone():
+    torch.manual_seed(0)
+    model = FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)).eval()
+    with torch.no_grad():
+        model.detector.bias.fill_(5.0)  # an untrained model with a detector that looks everywhere
+    clean = torch.frombuffer(bytearray(b"the quick brown fox jumps over the lazy dog. " * 46)[:2048],
+                             dtype=torch.uint8).view(4, 512).clone()
+    damaged = clean.clone()
+    damaged[1, 200] = ord("#")
+    damaged[3, 17] ^= 0x20
+    cfg = RepairConfig(precision="fp32")
+    assert torch.equal(decide(model, damaged, None, cfg).fragments, clean)
+    assert not decide(model, clean, None, cfg).changed.any()
+    assert torch.equal(decide(model, damaged, None, RepairConfig(context_orders=())).fragments, damaged)
+
+
+def test_cli_gate_defaults_are_the_library_defaults():
+    from fragfix import cli
+    c = RepairConfig()
+    assert cli.gate_config(*(o.default for o in (cli.THRESHOLD, cli.FLOOR, cli.MODEL_FLOOR, cli.BINARY_THRESHOLD,
+                                                cli.BINARY_FLOOR, cli.CONTEXT, cli.WINDOW_MB, cli.AGGRESSIVE))) == c
