@@ -24,6 +24,7 @@ import numpy as np
 MAX_ORDER = 4      # 2 * 4 context bytes fill a uint64 key exactly
 SLICE = 1 << 18    # sources are scanned this many positions at a time (bounded temporaries)
 BITMAP_BITS = 20
+CHUNK = 1 << 15    # queries combined at a time
 
 
 def _hash(key: np.ndarray) -> np.ndarray:
@@ -42,7 +43,7 @@ def _key(at, k: int, size: int) -> np.ndarray:
 
 
 def _bad_prefix(known: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(~known, dtype=np.int64)])
+    return np.concatenate([[0], np.cumsum(~known, dtype=np.int32)])  # windows stay far below 2**31
 
 
 class OrderCounts:
@@ -95,20 +96,20 @@ class OrderCounts:
         self.qu = np.full(len(q), -1, dtype=np.int64)
         self.qu[ok] = self.qidx
 
-    def lookup(self, b: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Counts c(b) (Q, C) for candidate bytes b (Q, C), and totals n (Q, 1), self excluded."""
+    def lookup(self, rows: slice, b: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For queries q[rows]: counts c(b) (R, C) of candidate bytes b (R, C) and totals n (R, 1), self excluded."""
         c = np.zeros(b.shape, dtype=np.float64)
         n = np.zeros((len(b), 1), dtype=np.float64)
-        has = self.qu >= 0
+        qu, self_src = self.qu[rows], self.self_src[rows]
+        has = qu >= 0
         if not has.any() or not len(self.pair):
             return c, n
-        key = self.qu[has, None] * 256 + b[has]
+        key = qu[has, None] * 256 + b[has]
         at = np.searchsorted(self.pair, key).clip(0, len(self.pair) - 1)
         c[has] = np.where(self.pair[at] == key, self.count[at], 0)
-        n[has, 0] = self.total[self.qu[has]]
-        own = self.self_src[:, None] & (b == obs[:, None])
-        c -= own
-        n -= self.self_src[:, None]
+        n[has, 0] = self.total[qu[has]]
+        c -= self_src[:, None] & (b == obs[:, None])
+        n -= self_src[:, None]
         return c, n
 
     def best(self) -> np.ndarray:
@@ -126,17 +127,22 @@ def posterior(buf: np.ndarray, known: np.ndarray, q: np.ndarray, top_b: np.ndarr
     probability of the observed byte. Returns (best byte (Q,), its posterior (Q,), posterior of the
     observed byte (Q,)). Bytes outside the model's top M get an equal share of its remaining mass.
     """
-    obs = buf[q].astype(np.int64)
     counts = [OrderCounts(buf, known, q, k) for k in orders]
-    cand = np.concatenate([top_b.astype(np.int64), obs[:, None]] + [oc.best()[:, None] for oc in counts], axis=1)
-    rest = np.clip(1.0 - top_p.sum(1, keepdims=True), 0, None) / max(256 - top_b.shape[1], 1)
-    p = np.broadcast_to(rest, cand.shape).copy()
-    for m in range(top_b.shape[1]):  # exact model probabilities where known
-        p = np.where(cand == top_b[:, m:m + 1], top_p[:, m:m + 1], p)
-    p = np.where(cand == obs[:, None], p_obs[:, None], p)
-    for oc in counts:
-        c, n = oc.lookup(cand, obs)
-        p = (c + weight * p) / (n + weight)
-    i = p.argmax(1)
-    rows = np.arange(len(q))
-    return cand[rows, i], p[rows, i], p[:, top_b.shape[1]]
+    tops = [oc.best() for oc in counts]
+    best, p_best, p_obs_post = np.zeros(len(q), np.uint8), np.zeros(len(q)), np.zeros(len(q))
+    for lo in range(0, len(q), CHUNK):  # (R, M + 1 + orders) candidates at a time: bounded memory
+        r = slice(lo, lo + CHUNK)
+        tb, tp, obs = top_b[r].astype(np.int64), top_p[r], buf[q[r]].astype(np.int64)
+        cand = np.concatenate([tb, obs[:, None]] + [t[r, None] for t in tops], axis=1)
+        rest = np.clip(1.0 - tp.sum(1, keepdims=True), 0, None) / max(256 - tb.shape[1], 1)
+        p = np.broadcast_to(rest, cand.shape).copy()
+        for m in range(tb.shape[1]):  # exact model probabilities where known
+            p = np.where(cand == tb[:, m:m + 1], tp[:, m:m + 1], p)
+        p = np.where(cand == obs[:, None], p_obs[r, None], p)
+        for oc in counts:
+            c, n = oc.lookup(r, cand, obs)
+            p = (c + weight * p) / (n + weight)
+        i = p.argmax(1)
+        rows = np.arange(len(cand))
+        best[r], p_best[r], p_obs_post[r] = cand[rows, i], p[rows, i], p[:, tb.shape[1]]
+    return best, p_best, p_obs_post

@@ -103,35 +103,35 @@ def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tenso
     hidden = unknown if valid is None else unknown | ~valid  # what the model is told it cannot see
     out = frags.clone()
     conf = torch.full((b, n), float("nan"))
-    # incompressible fragments (random, compressed, encrypted) carry no structure to repair from
-    real_unknown = unknown if valid is None else unknown & valid
-    rows = (byte_entropy(frags, valid) <= cfg.max_entropy) | real_unknown.any(1) | torch.tensor(cfg.aggressive)
-    sel = rows.nonzero().squeeze(1)
-    if sel.numel() == 0:
-        return Decision(out, out != frags, conf, unknown)
     dev = next(model.parameters()).device
     batch = cfg.batch_fragments or auto_batch(dev)
     found = []
-    for i in range(0, sel.numel(), batch):
-        s = sel[i:i + batch]
+    for i in range(0, b, batch):  # per mini-batch of rows: every per-row temporary stays small
+        f, hid, v = frags[i:i + batch], hidden[i:i + batch], None if valid is None else valid[i:i + batch]
+        # incompressible fragments (random, compressed, encrypted) carry no structure to repair from
+        real_unknown = unknown[i:i + batch] if v is None else unknown[i:i + batch] & v
+        s = ((byte_entropy(f, v) <= cfg.max_entropy) | real_unknown.any(1) | cfg.aggressive).nonzero().squeeze(1)
+        if s.numel() == 0:
+            continue
         # round the row count up to a multiple of 16 (repeating the first row): each distinct conv
         # shape costs a cached oneDNN primitive, and one per batch made memory grow with file size
         rows_in = torch.cat([s, s[:1].expand(-s.numel() % 16)])
         if model.config.head == "sigmoid":
-            out[s] = _sigmoid(model, frags[rows_in], hidden[rows_in], cfg, dev, bf16)[:s.numel()]
+            out[i + s] = _sigmoid(model, f[rows_in], hid[rows_in], cfg, dev, bf16)[:s.numel()]
             continue
-        r, pos, top_b, top_p, p_obs = _suspects(model, frags[rows_in], hidden[rows_in], cfg, dev, bf16)
-        keep = r < s.numel()  # not a repeat of the padding rows
-        found.append((s[r[keep]] * n + pos[keep], top_b[keep], top_p[keep], p_obs[keep]))
+        r, pos, top_b, top_p, p_obs = _suspects(model, f[rows_in], hid[rows_in], cfg, dev, bf16)
+        keep = r < s.numel()  # the rows, not the repeats that padded them
+        rr = s[r[keep]]
+        thr, floor = row_gates(f, v, cfg)
+        found.append(((i + rr) * n + pos[keep], top_b[keep], top_p[keep], p_obs[keep], thr[rr], floor[rr]))
     if found and sum(len(f[0]) for f in found):
-        q, top_b, top_p, p_obs = (torch.cat(t).numpy() for t in zip(*found))
+        q, top_b, top_p, p_obs, thr, floor = (torch.cat(t).numpy() for t in zip(*found))
         buf, known = frags.reshape(-1).numpy(), ~hidden.reshape(-1).numpy()
         if cfg.context_orders:
             best, p_best, p_o = posterior(buf, known, q, top_b, top_p, p_obs, cfg.context_orders, cfg.context_weight)
         else:
             best, p_best, p_o = top_b[:, 0], top_p[:, 0], p_obs
         obs = buf[q]
-        thr, floor = (t.numpy()[q // n] for t in row_gates(frags, valid, cfg))
         gate = (p_best >= thr) & (p_o <= floor) & (p_obs <= cfg.model_floor)
         take = ~known[q] | (best != obs) & (cfg.aggressive | gate)
         at = torch.from_numpy(q[take])
@@ -161,6 +161,7 @@ def row_gates(frags: torch.Tensor, valid: torch.Tensor | None, cfg: RepairConfig
 
 
 TOP = 8  # the model's most likely bytes kept per suspect position (the rest share what is left)
+HEAD_CHUNK = 8192  # suspect positions per 256-way head call
 
 
 def _suspects(model, frags, unknown, cfg, dev, bf16):
@@ -181,22 +182,25 @@ def _suspects(model, frags, unknown, cfg, dev, bf16):
     unk = unknown.to(dev)
     cand = unk | (det >= cfg.detect) if not cfg.aggressive else torch.ones_like(unk)
     idx = cand.nonzero(as_tuple=True)
-    k = idx[0].numel()
-    if k == 0:
+    obs = frags.to(dev)[idx].long()
+    parts = []
+    for lo in range(0, idx[0].numel(), HEAD_CHUNK):  # (HEAD_CHUNK, 256) probabilities at a time: bounded memory
+        at = tuple(t[lo:lo + HEAD_CHUNK] for t in idx)
+        k = at[0].numel()
+        # pad to a multiple of 512: every distinct matmul shape costs a cached oneDNN primitive
+        padded = tuple(torch.cat([t, t.new_zeros(-k % 512)]) for t in at)
+        with autocast(dev, bf16 and dev.type != "cpu"):
+            p = head_at(h, padded)[:k].float().softmax(1)  # (k, 256)
+        p_obs = p.gather(1, obs[lo:lo + k].unsqueeze(1)).squeeze(1)
+        if not cfg.aggressive:  # the gate needs p_obs <= model_floor: drop the rest before the costly part
+            keep = unk[at] | (p_obs <= cfg.model_floor)
+            at, p, p_obs = (at[0][keep], at[1][keep]), p[keep], p_obs[keep]
+        top_p, top_b = p.topk(TOP, 1)
+        parts.append((at[0].cpu(), at[1].cpu(), top_b.to(torch.uint8).cpu(), top_p.cpu(), p_obs.cpu()))
+    if not parts:
         return (torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0, TOP, dtype=torch.uint8),
                                                           torch.zeros(0, TOP), torch.zeros(0))
-    # pad K to a multiple of 512: every distinct matmul shape costs a cached oneDNN primitive, and
-    # thousands of them (one per batch) grew peak memory with the file size
-    pad = -k % 512
-    at = idx if not pad else tuple(torch.cat([t, t.new_zeros(pad)]) for t in idx)
-    with autocast(dev, bf16 and dev.type != "cpu"):
-        p = head_at(h, at)[:k].float().softmax(1)  # (K, 256)
-    p_obs = p.gather(1, frags.to(dev)[idx].long().unsqueeze(1)).squeeze(1)
-    if not cfg.aggressive:  # the gate needs p_obs <= model_floor: drop the rest before the costly part
-        keep = unk[idx] | (p_obs <= cfg.model_floor)
-        idx, p, p_obs = (idx[0][keep], idx[1][keep]), p[keep], p_obs[keep]
-    top_p, top_b = p.topk(TOP, 1)
-    return idx[0].cpu(), idx[1].cpu(), top_b.to(torch.uint8).cpu(), top_p.cpu(), p_obs.cpu()
+    return tuple(torch.cat(t) for t in zip(*parts))
 
 
 def _sigmoid(model, frags, unknown, cfg, dev, bf16):
