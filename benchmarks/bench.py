@@ -179,6 +179,40 @@ def harm(model_path: Path, held, mb: int) -> list[dict]:
     return rows
 
 
+VARIANTS = {  # the gate/context settings compared in README's frontier table
+    "default (context 3,4)": {},
+    "conservative: --floor 1e-4": {"floor": 1e-4},
+    "model alone: --context off": {"context_orders": ()},
+    "model alone, previous gate (floor 5e-4, detect 0.05)": {"context_orders": (), "floor": 5e-4, "model_floor": 1.0,
+                                                             "detect": 0.05},
+}
+
+
+def frontier(tmp: Path, model: Path, held, mb: int) -> list[dict]:
+    """Speed against errors removed and clean bytes changed, per variant, on the same text file."""
+    clean = build(mb << 20, "text", held)
+    src, dst = tmp / "frontier.bin", tmp / "frontier.out"
+    rows = []
+    for name, kw in VARIANTS.items():
+        cfg = RepairConfig(**kw)
+        row = {"variant": name}
+        for noise, level in (("byte", 0.01), ("byte", 0.05), ("none", 0.0)):
+            src.write_bytes(corrupt(clean, noise, level) if noise != "none" else clean)
+            jobs, _ = plan_jobs([src], dst, False, False)
+            t = time.perf_counter()
+            repair_files(jobs, model, cfg, force=True)
+            secs = time.perf_counter() - t
+            c, d, r = (np.frombuffer(b, np.uint8) for b in (clean, src.read_bytes(), dst.read_bytes()))
+            if noise == "none":
+                row["clean_changed"] = float((r != c).mean())
+            else:
+                row[f"removed_{noise}_{level:g}"] = 1 - int((r != c).sum()) / int((d != c).sum())
+                if level == 0.01:
+                    row["repair_mb_s"] = len(clean) / 1e6 / secs
+        rows.append(row)
+    return rows
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -212,7 +246,8 @@ def main() -> None:
                  ("training", lambda: training_speed(train_files, 20 if q else 60)),
                  ("peak_rss", lambda: peak_rss(tmp, model, held, 16 if q else 64, 64 if q else 1024)),
                  ("harm", lambda: harm(model, held, 1 if q else 4)),
-                 ("quality", lambda: quality(tmp, model, held, 1 if q else 2))]
+                 ("quality", lambda: quality(tmp, model, held, 1 if q else 2)),
+                 ("frontier", lambda: frontier(tmp, model, held, 1 if q else 2))]
         only = {x.strip() for x in a.only.split(",") if x.strip()}
         for name, fn in steps:
             if only and name not in only:
@@ -229,7 +264,7 @@ def main() -> None:
 def print_tables(res: dict) -> None:
     m = res["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, python {m['python']}")
-    if len(res) < 9:  # a partial run (--only): the raw figures
+    if len(res) < 10:  # a partial run (--only): the raw figures
         print(json.dumps({k: v for k, v in res.items() if k not in ("machine", "model")}, indent=1, default=float))
         return
     print(f"fragfix --help: {res['help']['median_s'] * 1000:.0f} ms (median of 5)")
@@ -252,6 +287,10 @@ def print_tables(res: dict) -> None:
         filled = f"{r['unknown_filled_right']:.1%}" if "unknown_filled_right" in r else ""
         print(f"| {r['data']} | {r['noise']} | {r['level']:g} | {r['errors_before']} | {r['errors_after']} | "
               f"{r['removed']:+.1%} | {filled} |")
+    print("\n| variant | removed, byte 1% | byte 5% | clean text changed | repair MB/s (1% byte) |\n|---|---|---|---|---|")
+    for r in res["frontier"]:
+        print(f"| {r['variant']} | {r['removed_byte_0.01']:.1%} | {r['removed_byte_0.05']:.1%} | "
+              f"{r['clean_changed']:.4%} | {r['repair_mb_s']:.2f} |")
 
 
 if __name__ == "__main__":
