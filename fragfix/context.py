@@ -23,13 +23,13 @@ import numpy as np
 
 MAX_ORDER = 4      # 2 * 4 context bytes fill a uint64 key exactly
 SLICE = 1 << 18    # sources are scanned this many positions at a time (bounded temporaries)
-BITMAP_BITS = 20
+TABLE_BITS = 20
 CHUNK = 1 << 15    # queries combined at a time
 
 
 def _hash(key: np.ndarray) -> np.ndarray:
-    """uint64 keys -> BITMAP_BITS-bit slots (Fibonacci hashing: the multiply mixes all key bytes up)."""
-    return ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - BITMAP_BITS)).astype(np.int64)
+    """uint64 keys -> TABLE_BITS-bit hash-table slots (Fibonacci hashing: the multiply mixes all key bytes up)."""
+    return ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - TABLE_BITS)).astype(np.int64)
 
 
 def _key(at, k: int, size: int) -> np.ndarray:
@@ -42,6 +42,20 @@ def _key(at, k: int, size: int) -> np.ndarray:
     return key
 
 
+def _scan(buf: np.ndarray, k: int, sources: np.ndarray | None):
+    """(positions, keys) of the sources, SLICE at a time: every position, or the given ones."""
+    n = len(buf)
+    if sources is None:
+        for lo in range(k, n - k, SLICE):
+            hi = min(lo + SLICE, n - k)
+            yield np.arange(lo, hi), _key(lambda d: buf[lo + d:hi + d], k, hi - lo)
+    else:
+        s = sources[(sources >= k) & (sources < n - k)]
+        for lo in range(0, len(s), SLICE):
+            j = s[lo:lo + SLICE]
+            yield j, _key(lambda d: buf[j + d], k, len(j))
+
+
 def _bad_prefix(known: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(~known, dtype=np.int32)])  # windows stay far below 2**31
 
@@ -49,35 +63,40 @@ def _bad_prefix(known: np.ndarray) -> np.ndarray:
 class OrderCounts:
     """Counts of middle bytes for the distinct contexts of order k among the queries."""
 
-    def __init__(self, buf: np.ndarray, known: np.ndarray, q: np.ndarray, k: int):
+    def __init__(self, buf: np.ndarray, known: np.ndarray, q: np.ndarray, k: int,
+                 bad: np.ndarray | None = None, sources: np.ndarray | None = None):
+        """`sources`: positions worth scanning (the hits of a lower order: a source that matches a
+        query's k bytes each side also matches its fewer), or None for the whole window."""
         n = len(buf)
-        bad = _bad_prefix(known)
+        bad = _bad_prefix(known) if bad is None else bad
         inside = (q >= k) & (q < n - k)
         qi = np.where(inside, q, k)  # placeholder position for queries at the edges
         # a query's context must be all known (its own middle may be anything)
         ok = inside & (bad[qi + k + 1] - bad[qi - k] - (~known[qi]) == 0)
-        self.ok = ok
         qkey = np.zeros(len(q), dtype=np.uint64)
         if ok.any():
             qkey[ok] = _key(lambda d: buf[q[ok] + d], k, int(ok.sum()))
-        self.ukeys, self.qidx = np.unique(qkey[ok], return_inverse=True)
-        pairs, counts = [], []
+        self.ukeys, qidx = np.unique(qkey[ok], return_inverse=True)
+        pairs, hits = [], []
         if len(self.ukeys):
-            # a bitmap of hashed query keys rules out almost every source before the binary search
-            bitmap = np.zeros(1 << BITMAP_BITS, dtype=bool)
-            bitmap[_hash(self.ukeys)] = True
-            for lo in range(k, n - k, SLICE):
-                hi = min(lo + SLICE, n - k)
-                key = _key(lambda d: buf[lo + d:hi + d], k, hi - lo)
-                j = np.flatnonzero(bitmap[_hash(key)])
-                key = key[j]
-                j += lo
+            # a hash table of the query keys: slot -> key index, -1 empty, -2 shared by several keys
+            # (rare; those sources fall back to a binary search)
+            slots, first, shared = np.unique(_hash(self.ukeys), return_index=True, return_counts=True)
+            table = np.full(1 << TABLE_BITS, -1, dtype=np.int64)
+            table[slots] = np.where(shared == 1, first, -2)
+            for j, key in _scan(buf, k, sources):
+                pos = table[_hash(key)]
+                maybe = np.flatnonzero(pos != -1)
+                j, key, pos = j[maybe], key[maybe], pos[maybe]
+                clash = pos == -2
+                if clash.any():
+                    pos[clash] = np.searchsorted(self.ukeys, key[clash]).clip(0, len(self.ukeys) - 1)
                 src = bad[j + k + 1] - bad[j - k] == 0  # the middle and its context are known
-                pos = np.searchsorted(self.ukeys, key).clip(0, len(self.ukeys) - 1)
                 hit = src & (self.ukeys[pos] == key)
-                if hit.any():
-                    pairs.append(pos[hit].astype(np.int64) * 256 + buf[j[hit]])
-        if pairs:
+                pairs.append(pos[hit].astype(np.int64) * 256 + buf[j[hit]])
+                hits.append(j[hit])
+        self.hits = np.concatenate(hits) if hits else np.zeros(0, np.int64)
+        if pairs and sum(map(len, pairs)):
             self.pair, self.count = np.unique(np.concatenate(pairs), return_counts=True)
         else:
             self.pair, self.count = np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -94,7 +113,7 @@ class OrderCounts:
         qs = q[ok]
         self.self_src[ok] = bad[qs + k + 1] - bad[qs - k] == 0
         self.qu = np.full(len(q), -1, dtype=np.int64)
-        self.qu[ok] = self.qidx
+        self.qu[ok] = qidx
 
     def lookup(self, rows: slice, b: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For queries q[rows]: counts c(b) (R, C) of candidate bytes b (R, C) and totals n (R, 1), self excluded."""
@@ -127,7 +146,10 @@ def posterior(buf: np.ndarray, known: np.ndarray, q: np.ndarray, top_b: np.ndarr
     probability of the observed byte. Returns (best byte (Q,), its posterior (Q,), posterior of the
     observed byte (Q,)). Bytes outside the model's top M get an equal share of its remaining mass.
     """
-    counts = [OrderCounts(buf, known, q, k) for k in orders]
+    bad, counts, sources = _bad_prefix(known), [], None
+    for k in sorted(orders):  # low to high: PPM's order, and each order scans only the last one's hits
+        counts.append(OrderCounts(buf, known, q, k, bad, sources))
+        sources = counts[-1].hits
     tops = [oc.best() for oc in counts]
     best, p_best, p_obs_post = np.zeros(len(q), np.uint8), np.zeros(len(q)), np.zeros(len(q))
     for lo in range(0, len(q), CHUNK):  # (R, M + 1 + orders) candidates at a time: bounded memory

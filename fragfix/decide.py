@@ -56,7 +56,7 @@ class RepairConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
                 raise InvalidInput(f"{name.replace('_', '-')} must be within [0, 1], got {v}")
-        self.context_orders = tuple(int(k) for k in self.context_orders)
+        self.context_orders = tuple(sorted({int(k) for k in self.context_orders}))
         if any(not 1 <= k <= MAX_ORDER for k in self.context_orders):
             raise InvalidInput(f"context orders must be within 1..{MAX_ORDER}, got {list(self.context_orders)}")
         if not (self.context_weight > 0) or math.isinf(self.context_weight):

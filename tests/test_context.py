@@ -31,6 +31,10 @@ def test_counts_match_brute_force(seed, k, alphabet):
     for i, j in enumerate(q):
         for m in range(3):
             assert (c[i, m], n[i, 0]) == brute(buf, known, j, k, cand[i, m]), (j, cand[i, m])
+    # scanning only a lower order's hits finds the same counts (a longer context implies the shorter)
+    chained = OrderCounts(buf, known, q, k, sources=OrderCounts(buf, known, q, max(1, k - 1)).hits)
+    for a, b in zip(chained.lookup(slice(None), cand, buf[q].astype(np.int64)), (c, n)):
+        assert np.array_equal(a, b)
 
 
 def test_posterior_overrides_an_unsure_model_only_where_context_repeats():
