@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .autoencoder import FragmentAutoencoder, encode_input
-from .context import MAX_ORDER, posterior
+from .context import MAX_ORDER, fill_gaps, posterior
 from .errors import InvalidInput
 from .inference import cpu_trunk
 from .runtime import auto_batch, autocast
@@ -129,6 +129,9 @@ def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tenso
         buf, known = frags.reshape(-1).numpy(), ~hidden.reshape(-1).numpy()
         if cfg.context_orders:
             best, p_best, p_o = posterior(buf, known, q, top_b, top_p, p_obs, cfg.context_orders, cfg.context_weight)
+            if (~known[q]).any():  # whole unknown runs: strings that fill the same gap elsewhere
+                at, fill, c = fill_gaps(buf, known, q, top_b, top_p)
+                best[at], p_best[at] = fill, c
         else:
             best, p_best, p_o = top_b[:, 0], top_p[:, 0], p_obs
         obs = buf[q]

@@ -71,3 +71,19 @@ def test_cli_gate_defaults_are_the_library_defaults():
     c = RepairConfig()
     assert cli.gate_config(*(o.default for o in (cli.THRESHOLD, cli.FLOOR, cli.MODEL_FLOOR, cli.BINARY_THRESHOLD,
                                                 cli.BINARY_FLOOR, cli.CONTEXT, cli.WINDOW_MB, cli.AGGRESSIVE))) == c
+
+
+def test_unknown_runs_are_filled_with_the_string_that_fills_the_same_gap_elsewhere():
+    torch.manual_seed(0)
+    model = FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)).eval()
+    line = b"for item in records: total += item.value  # sum\n"
+    clean = torch.frombuffer(bytearray((line * 43)[:2048]), dtype=torch.uint8).view(4, 512).clone()
+    damaged, unknown = clean.clone(), torch.zeros(4, 512, dtype=torch.bool)
+    for r, a, n in ((0, 100, 12), (2, 300, 5), (3, 480, 16)):  # runs of 5-16 unknown bytes
+        damaged[r, a:a + n] = 0
+        unknown[r, a:a + n] = True
+    d = decide(model, damaged, unknown, RepairConfig(precision="fp32"))
+    assert torch.equal(d.fragments, clean)
+    assert (d.confidence[unknown] == 1.0).all()  # every source agreed
+    # without context the untrained model guesses the bytes one by one, and gets them wrong
+    assert not torch.equal(decide(model, damaged, unknown, RepairConfig(context_orders=())).fragments, clean)
