@@ -193,6 +193,8 @@ def info(
 THRESHOLD = typer.Option(0.5, help="Replace a byte only when the best value has at least this probability ...")
 FLOOR = typer.Option(1e-3, help="... the observed byte at most this (text-like fragments; model and context) ...")
 MODEL_FLOOR = typer.Option(0.02, help="... and at most this by the model alone.")
+ONE_BIT_FACTOR = typer.Option(3.0, help="Both floors this many times higher where the best value differs from the "
+                                        "observed byte in one bit (bit rot flips single bits).")
 BINARY_THRESHOLD = typer.Option(0.95, help="The threshold for fragments that do not look like text.")
 BINARY_FLOOR = typer.Option(1e-5, help="The floor for fragments that do not look like text.")
 CONTEXT = typer.Option("3,4", help="Context lengths (bytes each side) whose counts in the data sharpen the model; "
@@ -201,7 +203,8 @@ WINDOW_MB = typer.Option(2.0, help="MB of data whose context counts are pooled (
 AGGRESSIVE = typer.Option(False, help="Take the best value everywhere (same as --threshold 0).")
 
 
-def gate_config(threshold, floor, model_floor, binary_threshold, binary_floor, context, window_mb, aggressive, **kw):
+def gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
+                aggressive, **kw):
     from .decide import RepairConfig
     from .errors import InvalidInput
     orders = () if context.strip().lower() in ("off", "none", "0", "") else parse_floats(context, "--context")
@@ -209,7 +212,8 @@ def gate_config(threshold, floor, model_floor, binary_threshold, binary_floor, c
         raise InvalidInput(f"--context must be whole numbers of bytes, got {context!r}")
     if not (window_mb > 0) or window_mb > 1024:
         raise InvalidInput(f"--window-mb must be within (0, 1024], got {window_mb}")
-    return RepairConfig(threshold=threshold, floor=floor, model_floor=model_floor, binary_threshold=binary_threshold,
+    return RepairConfig(threshold=threshold, floor=floor, model_floor=model_floor, one_bit_factor=one_bit_factor,
+                        binary_threshold=binary_threshold,
                         binary_floor=binary_floor, context_orders=tuple(int(o) for o in orders),
                         window_fragments=max(1, round(window_mb * 2048)), aggressive=aggressive, **kw)
 
@@ -223,6 +227,7 @@ def repair(
     threshold: float = THRESHOLD,
     floor: float = FLOOR,
     model_floor: float = MODEL_FLOOR,
+    one_bit_factor: float = ONE_BIT_FACTOR,
     binary_threshold: float = BINARY_THRESHOLD,
     binary_floor: float = BINARY_FLOOR,
     context: str = CONTEXT,
@@ -247,8 +252,8 @@ def repair(
     from .jobs import plan_jobs
     from .repair import repair_files
     from .runtime import set_threads
-    cfg = gate_config(threshold, floor, model_floor, binary_threshold, binary_floor, context, window_mb, aggressive,
-                      zero_runs=zero_runs, batch_fragments=batch_size, device=device, precision=precision)
+    cfg = gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
+                      aggressive, zero_runs=zero_runs, batch_fragments=batch_size, device=device, precision=precision)
     jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
     set_threads(threads)
     progress = byte_progress(err)
@@ -284,6 +289,7 @@ def evaluate(
     threshold: float = THRESHOLD,
     floor: float = FLOOR,
     model_floor: float = MODEL_FLOOR,
+    one_bit_factor: float = ONE_BIT_FACTOR,
     binary_threshold: float = BINARY_THRESHOLD,
     binary_floor: float = BINARY_FLOOR,
     context: str = CONTEXT,
@@ -306,8 +312,8 @@ def evaluate(
     from .render import grid_progress
     from .render_eval import draw_samples, draw_table, save_plot, save_samples
     from .runtime import set_threads
-    rcfg = gate_config(threshold, floor, model_floor, binary_threshold, binary_floor, context, window_mb, aggressive,
-                       device=device, precision=precision)
+    rcfg = gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
+                       aggressive, device=device, precision=precision)
     kinds = [k.strip() for k in noise.split(",") if k.strip()]
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
                      models=[str(model) if model else None] + [str(c) for c in compare or []],

