@@ -10,7 +10,8 @@ distribution is then sharpened by the window's own context counts (`context.py`)
 between the same neighbours elsewhere vote for their value. With p that posterior and p_m the
 model's own probabilities at a position whose observed byte is o, o becomes argmax p when
 max p >= threshold, p[o] <= floor and p_m[o] <= model_floor; unknown positions always take
-argmax p. Where argmax p and o differ in a single bit, both floors are `one_bit_factor` times
+argmax p, and whole unknown runs take the string that fills the same gap elsewhere in the
+window when there is one (`context.fill_gaps`). Where argmax p and o differ in a single bit, both floors are `one_bit_factor` times
 higher: bit rot flips single bits, so such a correction is a priori likelier (on held-out text
 with 0.1% of bits flipped: 38% -> 48% of errors removed; clean text changed 0.0063% -> 0.0077%).
 Fragments that do not look like text (under 85% printable bytes) use a stricter pair,

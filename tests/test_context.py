@@ -67,10 +67,10 @@ def test_decide_repairs_from_context_alone_and_leaves_clean_text_alone():
 
 
 def test_cli_gate_defaults_are_the_library_defaults():
-    from fragfix import cli
-    c = RepairConfig()
-    assert cli.gate_config(*(o.default for o in (cli.THRESHOLD, cli.FLOOR, cli.MODEL_FLOOR, cli.ONE_BIT_FACTOR, cli.BINARY_THRESHOLD,
-                                                cli.BINARY_FLOOR, cli.CONTEXT, cli.WINDOW_MB, cli.AGGRESSIVE))) == c
+    from fragfix import options as o
+    defaults = (o.THRESHOLD, o.FLOOR, o.MODEL_FLOOR, o.ONE_BIT_FACTOR, o.BINARY_THRESHOLD, o.BINARY_FLOOR, o.CONTEXT,
+                o.WINDOW_MB, o.AGGRESSIVE)
+    assert o.gate_config(*(opt.default for opt in defaults)) == RepairConfig()
 
 
 def test_unknown_runs_are_filled_with_the_string_that_fills_the_same_gap_elsewhere():
