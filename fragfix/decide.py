@@ -77,6 +77,14 @@ class RepairConfig:
         if self.threshold == 0:
             self.aggressive = True  # threshold 0 means: always take the best value
 
+    def gate(self) -> dict:
+        """Every setting that decides which bytes change, for reports (JSON-able)."""
+        return {"threshold": self.threshold, "floor": self.floor, "model_floor": self.model_floor,
+                "one_bit_factor": self.one_bit_factor, "binary_threshold": self.binary_threshold,
+                "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
+                "context_weight": self.context_weight, "window_fragments": self.window_fragments,
+                "aggressive": self.aggressive, "max_entropy": self.max_entropy}
+
 
 class Decision(NamedTuple):
     fragments: torch.Tensor   # (B, 512) uint8, repaired

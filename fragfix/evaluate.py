@@ -133,9 +133,7 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
         if progress:
             progress(step + 1, len(grid))
     settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed, "fragments": len(clean),
-                "kinds": cfg.kinds, "levels": cfg.levels, "threshold": cfg.repair.threshold, "floor": cfg.repair.floor,
-                "binary_floor": cfg.repair.binary_floor,
-                "aggressive": cfg.repair.aggressive, "zero_as_unknown": cfg.zero_as_unknown,
+                "kinds": cfg.kinds, "levels": cfg.levels, **cfg.repair.gate(), "zero_as_unknown": cfg.zero_as_unknown,
                 "precision": "bf16" if bf16 else "fp32", "device": str(device)}
     return {"settings": settings, "rows": rows, "samples": samples}
 

@@ -187,8 +187,7 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
     model_meta = {"path": str(model_path), "head": model.config.head, "sha256": file_sha256(model_path)}
-    header = {"model": model_meta, "threshold": cfg.threshold, "floor": cfg.floor, "binary_floor": cfg.binary_floor,
-              "aggressive": cfg.aggressive, "zero_runs": cfg.zero_runs}
+    header = {"model": model_meta, **cfg.gate(), "zero_runs": cfg.zero_runs}
     if on_start:
         on_start(total_bytes, model_meta)
     t0 = time.perf_counter()
