@@ -21,7 +21,7 @@ from rich.console import Console
 from . import __version__
 from .errors import ExitCode, FragfixError
 from .options import (AGGRESSIVE, BINARY_FLOOR, BINARY_THRESHOLD, CONTEXT, FLOOR, MODEL_FLOOR, ONE_BIT_FACTOR,
-                      THRESHOLD, WINDOW_MB, gate_config, parse_floats)
+                      PASSES, THRESHOLD, WINDOW_MB, gate_config, parse_floats)
 
 try:  # typer >= 0.20 vendors click; older releases use it as a dependency
     from typer._click import exceptions as _cx
@@ -205,6 +205,7 @@ def repair(
     binary_floor: float = BINARY_FLOOR,
     context: str = CONTEXT,
     window_mb: float = WINDOW_MB,
+    passes: int = PASSES,
     aggressive: bool = AGGRESSIVE,
     mapfile: Optional[Path] = typer.Option(None, help="GNU ddrescue mapfile: bytes not '+' are unknown and filled."),
     zero_runs: int = typer.Option(0, help="Treat runs of at least N zero bytes as unknown (0: off)."),
@@ -226,7 +227,8 @@ def repair(
     from .repair import repair_files
     from .runtime import set_threads
     cfg = gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
-                      aggressive, zero_runs=zero_runs, batch_fragments=batch_size, device=device, precision=precision)
+                      passes, aggressive, zero_runs=zero_runs, batch_fragments=batch_size, device=device,
+                      precision=precision)
     jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
     set_threads(threads)
     progress = byte_progress(err)
@@ -259,6 +261,7 @@ def evaluate(
     binary_floor: float = BINARY_FLOOR,
     context: str = CONTEXT,
     window_mb: float = WINDOW_MB,
+    passes: int = PASSES,
     aggressive: bool = AGGRESSIVE,
     zero_as_unknown: bool = typer.Option(True, help="Give zeroed runs as unknown, as a ddrescue mapfile would."),
     samples: int = typer.Option(0, help="Show N damaged fragments as original / damaged / repaired hex."),
@@ -278,7 +281,7 @@ def evaluate(
     from .render_eval import draw_samples, draw_table, save_plot, save_samples
     from .runtime import set_threads
     rcfg = gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
-                       aggressive, device=device, precision=precision)
+                       passes, aggressive, device=device, precision=precision)
     kinds = [k.strip() for k in noise.split(",") if k.strip()]
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
                      models=[str(model) if model else None] + [str(c) for c in compare or []],

@@ -52,6 +52,7 @@ class RepairConfig:
     aggressive: bool = False  # take the best value everywhere
     max_entropy: float = 7.2  # fragments above this many bits/byte (random, compressed) are left alone
     zero_runs: int = 0        # treat runs of at least this many 0x00 bytes as unknown (0: off)
+    passes: int = 1           # repair passes over each window (2: a few more fixes where damage is dense)
     batch_fragments: int = 0     # fragments per model call (0: chosen by device)
     device: str = "auto"
     precision: str = "auto"
@@ -72,6 +73,8 @@ class RepairConfig:
             raise InvalidInput(f"zero-runs must be 0 (off) or a positive length, got {self.zero_runs}")
         if self.batch_fragments < 0:
             raise InvalidInput("batch size must be at least 1 (or 0: chosen by device)")
+        if not 1 <= self.passes <= 8:
+            raise InvalidInput(f"passes must be within 1..8, got {self.passes}")
         if self.window_fragments < 1:
             raise InvalidInput("the context window must hold at least one fragment")
         if self.threshold == 0:
@@ -83,7 +86,7 @@ class RepairConfig:
                 "one_bit_factor": self.one_bit_factor, "binary_threshold": self.binary_threshold,
                 "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
                 "context_weight": self.context_weight, "window_fragments": self.window_fragments,
-                "aggressive": self.aggressive, "max_entropy": self.max_entropy}
+                "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy}
 
 
 class Decision(NamedTuple):
@@ -111,7 +114,18 @@ def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tenso
            cfg: RepairConfig, bf16: bool = False, lengths: torch.Tensor | None = None) -> Decision:
     """Repair a window: (B, 512) uint8 bytes and (B, 512) bool unknown mask, on the CPU; the model
     runs in mini-batches, the context counts pool the whole window. `lengths` (B,) marks padded
-    tails (a file's last partial fragment): the model sees them as unknown, and they count for nothing."""
+    tails (a file's last partial fragment): the model sees them as unknown, and they count for nothing.
+    With `cfg.passes` > 1 each pass starts from the last one's output: repaired neighbours and
+    cleaner counts let it fix more where damage is dense."""
+    d = _decide_once(model, frags, unknown, cfg, bf16, lengths)
+    for _ in range(cfg.passes - 1):
+        again = _decide_once(model, d.fragments, unknown, cfg, bf16, lengths)
+        conf = torch.where(again.changed, again.confidence, d.confidence)
+        d = Decision(again.fragments, again.fragments != frags, conf, d.unknown)
+    return d
+
+
+def _decide_once(model, frags, unknown, cfg, bf16, lengths) -> Decision:
     b, n = frags.shape
     unknown = torch.zeros((b, n), dtype=torch.bool) if unknown is None else unknown
     valid = None if lengths is None else torch.arange(n).unsqueeze(0) < lengths.unsqueeze(1)

@@ -69,7 +69,7 @@ def test_decide_repairs_from_context_alone_and_leaves_clean_text_alone():
 def test_cli_gate_defaults_are_the_library_defaults():
     from fragfix import options as o
     defaults = (o.THRESHOLD, o.FLOOR, o.MODEL_FLOOR, o.ONE_BIT_FACTOR, o.BINARY_THRESHOLD, o.BINARY_FLOOR, o.CONTEXT,
-                o.WINDOW_MB, o.AGGRESSIVE)
+                o.WINDOW_MB, o.PASSES, o.AGGRESSIVE)
     assert o.gate_config(*(opt.default for opt in defaults)) == RepairConfig()
 
 
@@ -105,3 +105,19 @@ def test_one_bit_corrections_get_higher_floors():
     assert not decide(model, frags, None, plain).changed.any()
     d = decide(model, frags, None, RepairConfig(context_orders=(), one_bit_factor=3.0, precision="fp32"))
     assert d.changed.nonzero().tolist() == [[0, 10]] and d.fragments[0, 10] == ord("a")
+
+
+def test_a_second_pass_starts_from_the_first_ones_output(trained):
+    from conftest import text_bytes
+    from fragfix.checkpoints import load_model
+    model, _ = load_model(trained)
+    clean = torch.frombuffer(bytearray(text_bytes(64 * 512, 5)), dtype=torch.uint8).view(64, 512)
+    damaged = clean.clone()
+    hit = torch.rand(damaged.shape, generator=torch.Generator().manual_seed(0)) < 0.08
+    damaged[hit] = torch.randint(0, 256, (int(hit.sum()),), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    one = RepairConfig(precision="fp32")
+    first = decide(model, damaged, None, one)
+    twice = decide(model, damaged, None, RepairConfig(precision="fp32", passes=2))
+    assert torch.equal(twice.fragments, decide(model, first.fragments, None, one).fragments)
+    assert torch.equal(twice.changed, twice.fragments != damaged)
+    assert (twice.fragments != clean).sum() <= (first.fragments != clean).sum()
