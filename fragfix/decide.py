@@ -196,7 +196,7 @@ def row_gates(frags: torch.Tensor, valid: torch.Tensor | None, cfg: RepairConfig
 
 ONE_BIT = np.array([1 << i for i in range(8)], dtype=np.uint8)
 TOP = 8  # the model's most likely bytes kept per suspect position (the rest share what is left)
-HEAD_CHUNK = 8192  # suspect positions per 256-way head call
+HEAD_CHUNK = 2048  # suspect positions per 256-way head call ((2048, 256) float32: 2 MB)
 
 
 def _suspects(model, frags, unknown, cfg, dev, bf16):
