@@ -57,7 +57,10 @@ def _scan(buf: np.ndarray, k: int, sources: np.ndarray | None):
 
 
 def _bad_prefix(known: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(~known, dtype=np.int32)])  # windows stay far below 2**31
+    """bad[i]: how many of the first i bytes are not known; int32, as windows stay far below 2**31."""
+    bad = np.zeros(len(known) + 1, dtype=np.int32)
+    np.cumsum(~known, dtype=np.int32, out=bad[1:])
+    return bad
 
 
 class OrderCounts:
@@ -94,8 +97,8 @@ class OrderCounts:
                 src = bad[j + k + 1] - bad[j - k] == 0  # the middle and its context are known
                 hit = src & (self.ukeys[pos] == key)
                 pairs.append(pos[hit].astype(np.int64) * 256 + buf[j[hit]])
-                hits.append(j[hit])
-        self.hits = np.concatenate(hits) if hits else np.zeros(0, np.int64)
+                hits.append(j[hit].astype(np.int32))
+        self.hits = np.concatenate(hits) if hits else np.zeros(0, np.int32)
         if pairs and sum(map(len, pairs)):
             self.pair, self.count = np.unique(np.concatenate(pairs), return_counts=True)
         else:
