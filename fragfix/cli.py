@@ -297,7 +297,7 @@ def evaluate(
     progress = grid_progress(err)
     with progress:
         task = progress.add_task("evaluating", total=len(cfg.kinds) * len(cfg.levels))
-        result = run(cfg, progress=lambda done, total: progress.update(task, completed=done))
+        result = run(cfg, progress=lambda done, total: progress.update(task, completed=done, total=total))
     draw_table(result, err)
     draw_samples(result["samples"][:samples], err)
     if samples_dir is not None:

@@ -56,17 +56,18 @@ def evenly(ds: FragmentDataset, n: int) -> torch.Tensor:
     return torch.stack([ds[int(i)] for i in idx])
 
 
-def load_fragments(cfg: EvalConfig) -> tuple[torch.Tensor, str]:
+def load_fragments(cfg: EvalConfig) -> tuple[list[tuple[str, torch.Tensor]], str]:
+    """[(data name, (n, 512) uint8 clean fragments)], and a description of where they came from."""
     if cfg.data:
         ds = FragmentDataset(list_files(cfg.data), partial="drop")
         if len(ds) == 0:
             raise InvalidInput("no fragments of 512 bytes or more in the evaluation data")
-        return evenly(ds, cfg.max_fragments), ", ".join(cfg.data)
+        return [("given", evenly(ds, cfg.max_fragments))], ", ".join(cfg.data)
     from .sample import kind_of, python_sample, stdlib_root
     _, held = python_sample(("text", "binary"))
-    parts = [evenly(FragmentDataset([p for p in held if kind_of(p) == k], partial="drop"), cfg.max_fragments // 2)
-             for k in ("text", "binary")]
-    return torch.cat(parts), f"held-out files of {stdlib_root()} (text and binary, half each)"
+    groups = [(k, evenly(FragmentDataset([p for p in held if kind_of(p) == k], partial="drop"), cfg.max_fragments // 2))
+              for k in ("text", "binary")]
+    return groups, f"held-out files of {stdlib_root()} (text and binary, half each, scored apart)"
 
 
 def noise_seed(seed: int, kind: str, level: float) -> int:
@@ -101,7 +102,8 @@ def clean_bits_per_byte(model, noisy: torch.Tensor, unknown, clean: torch.Tensor
 
 
 def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Run the grid; returns {"settings", "rows", "samples"} (rows: one per model x kind x level)."""
+    """Run the grid; returns {"settings", "rows", "samples"} (rows: one per data x model x kind x level;
+    the default held-out sample is scored as two groups, text and binary, each repaired in its own window)."""
     from .bundled import resolve_model_path
     from .checkpoints import load_model
     from .runtime import resolve_device, use_bf16
@@ -110,29 +112,31 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     bf16 = use_bf16(device, cfg.repair.precision)
     paths = [resolve_model_path(m) for m in (cfg.models or [None])]
     models = [(str(p), load_model(p, device)[0]) for p in paths]
-    clean, described = load_fragments(cfg)
-    grid = [(k, lv) for k in cfg.kinds for lv in cfg.levels]
+    groups, described = load_fragments(cfg)
+    grid = [(name, clean, k, lv) for name, clean in groups for k in cfg.kinds for lv in cfg.levels]
     rows, samples = [], []
-    for step, (kind, level) in enumerate(grid):
+    for step, (name, clean, kind, level) in enumerate(grid):
         noisy = NoiseGenerator(NoiseSpec(kind, level), seed=noise_seed(cfg.seed, kind, level))(clean)
         unknown = noisy.erased if (kind == "zero" and cfg.zero_as_unknown) else None
         damaged = noisy.fragments != clean
-        rows.append({"model": "none (damaged)", "noise": kind, "level": level, **score(clean, noisy.fragments, noisy.fragments),
-                     "bits_per_byte": None, "mb_per_s": None})
+        rows.append({"model": "none (damaged)", "data": name, "noise": kind, "level": level,
+                     **score(clean, noisy.fragments, noisy.fragments), "bits_per_byte": None, "mb_per_s": None})
         for path, model in models:
             t0 = time.perf_counter()
             out = torch.cat([decide(model, noisy.fragments[i:i + window],
                                     None if unknown is None else unknown[i:i + window], cfg.repair, bf16).fragments
                              for i in range(0, len(clean), window)])
             secs = time.perf_counter() - t0
-            rows.append({"model": path, "noise": kind, "level": level, **score(clean, noisy.fragments, out),
+            rows.append({"model": path, "data": name, "noise": kind, "level": level,
+                         **score(clean, noisy.fragments, out),
                          "bits_per_byte": clean_bits_per_byte(model, noisy.fragments, unknown, clean, damaged),
                          "mb_per_s": clean.numel() / secs / 1e6})
             if path == models[0][0] and len(samples) < cfg.samples:
                 samples += pick_samples(clean, noisy.fragments, out, kind, level, cfg.samples - len(samples))
         if progress:
             progress(step + 1, len(grid))
-    settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed, "fragments": len(clean),
+    settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed,
+                "fragments": sum(len(c) for _, c in groups), "groups": [name for name, _ in groups],
                 "kinds": cfg.kinds, "levels": cfg.levels, **cfg.repair.gate(), "zero_as_unknown": cfg.zero_as_unknown,
                 "precision": "bf16" if bf16 else "fp32", "device": str(device)}
     return {"settings": settings, "rows": rows, "samples": samples}

@@ -20,16 +20,19 @@ def short(model: str) -> str:
 def draw_table(result: dict, console: Console) -> None:
     rows = result["rows"]
     models = list(dict.fromkeys(r["model"] for r in rows))
+    groups = list(dict.fromkeys(r.get("data", "") for r in rows))
     t = Table(title=f"error rate after repair (share of errors removed) — {result['settings']['fragments']:,} fragments",
               title_justify="left")
+    if len(groups) > 1:
+        t.add_column("data")
     t.add_column("noise")
     t.add_column("level", justify="right")
     for m in models:
         t.add_column(short(m), justify="right")
     cells: dict = {}
     for r in rows:
-        cells.setdefault((r["noise"], r["level"]), {})[r["model"]] = r
-    for (noise, level), by_model in cells.items():
+        cells.setdefault((r.get("data", ""), r["noise"], r["level"]), {})[r["model"]] = r
+    for (data, noise, level), by_model in cells.items():
         best = min(v["ber_after"] for v in by_model.values())
         line = []
         for m in models:
@@ -39,15 +42,17 @@ def draw_table(result: dict, console: Console) -> None:
                 continue
             s = f"{r['ber_after']:.4%}" + ("" if m.startswith("none") else f" ({r['removed']:+.0%})")
             line.append(f"[bold green]{s}[/]" if r["ber_after"] == best and len(by_model) > 1 else s)
-        t.add_row(noise, f"{level:g}", *line)
+        t.add_row(*([data] if len(groups) > 1 else []), noise, f"{level:g}", *line)
     console.print(t)
     for m in models[1:]:
-        mine = [r for r in rows if r["model"] == m]
-        bpb = [r["bits_per_byte"] for r in mine if r["bits_per_byte"] is not None]
-        speed = sorted(r["mb_per_s"] for r in mine)[len(mine) // 2]
-        extra = f", {sum(bpb) / len(bpb):.2f} bits/byte on clean bytes" if bpb else ""
-        console.print(f"{short(m)}: fixed {sum(r['fixed'] for r in mine):,} bytes, broke {sum(r['broken'] for r in mine):,}"
-                      f"{extra}, median {speed:.2f} MB/s")
+        for g in groups:
+            mine = [r for r in rows if r["model"] == m and r.get("data", "") == g]
+            bpb = [r["bits_per_byte"] for r in mine if r["bits_per_byte"] is not None]
+            speed = sorted(r["mb_per_s"] for r in mine)[len(mine) // 2]
+            extra = f", {sum(bpb) / len(bpb):.2f} bits/byte on clean bytes" if bpb else ""
+            on = f" on {g}" if len(groups) > 1 else ""
+            console.print(f"{short(m)}{on}: fixed {sum(r['fixed'] for r in mine):,} bytes, "
+                          f"broke {sum(r['broken'] for r in mine):,}{extra}, median {speed:.2f} MB/s")
 
 
 def _classify(o: int, d: int, r: int) -> str | None:
@@ -134,14 +139,17 @@ def save_plot(result: dict, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     rows = result["rows"]
-    kinds = list(dict.fromkeys(r["noise"] for r in rows))
+    groups = list(dict.fromkeys(r.get("data", "") for r in rows))
+    kinds = list(dict.fromkeys((g, r["noise"]) for g in groups for r in rows if r.get("data", "") == g))
     models = list(dict.fromkeys(r["model"] for r in rows))
     for mi, m in enumerate(models):
-        for ki, kind in enumerate(kinds):  # one colour per noise kind, one line style per model
-            pts = sorted((r["level"], r["ber_after"]) for r in rows if r["model"] == m and r["noise"] == kind)
+        for ki, (g, kind) in enumerate(kinds):  # one colour per data and noise kind, one line style per model
+            pts = sorted((r["level"], r["ber_after"]) for r in rows
+                         if r["model"] == m and r["noise"] == kind and r.get("data", "") == g)
             style = ":" if m.startswith("none") else ["-", "--", "-.", (0, (5, 1))][(mi - 1) % 4]
+            label = f"{short(m)} / {g + ' ' if len(groups) > 1 else ''}{kind}"
             ax.plot([p[0] for p in pts], [max(p[1], 1e-6) for p in pts], linestyle=style, marker="o",
-                    color=f"C{ki}", label=f"{short(m)} / {kind}")
+                    color=f"C{ki % 10}", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("noise level")

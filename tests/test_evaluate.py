@@ -12,7 +12,7 @@ from fragfix.noise import NoiseGenerator, NoiseSpec
 from conftest import make_corpus
 
 runner = CliRunner()
-FIELDS = {"model", "noise", "level", "ber_before", "ber_after", "removed", "fixed", "broken",
+FIELDS = {"model", "data", "noise", "level", "ber_before", "ber_after", "removed", "fixed", "broken",
           "fragments_recovered", "bits_per_byte", "mb_per_s"}
 
 
@@ -32,7 +32,8 @@ def test_rows_baseline_and_repair(trained, heldout):
     rows = res["rows"]
     assert len(rows) == 2 * 2 * 2  # kinds x levels x (baseline + model)
     assert all(set(r) == FIELDS for r in rows)
-    clean, _ = load_fragments(cfg)
+    [(name, clean)], _ = load_fragments(cfg)
+    assert name == "given" and {r["data"] for r in rows} == {"given"}
     for r in rows:
         if r["model"].startswith("none"):
             noisy = NoiseGenerator(NoiseSpec(r["noise"], r["level"]), seed=noise_seed(0, r["noise"], r["level"]))(clean)
@@ -51,7 +52,7 @@ def test_same_seed_same_numbers(trained, heldout):
 def test_evaluate_and_repair_agree(tmp_path, trained, heldout):
     """Repairing evaluate's damaged fragments with `fragfix repair` gives the error rate evaluate reported."""
     cfg, res = run(trained, heldout)
-    clean, _ = load_fragments(cfg)
+    [(_, clean)], _ = load_fragments(cfg)
     noisy = NoiseGenerator(NoiseSpec("byte", 0.05), seed=noise_seed(0, "byte", 0.05))(clean).fragments
     (tmp_path / "damaged.bin").write_bytes(bytes(noisy.reshape(-1).numpy()))
     r = runner.invoke(app, ["repair", str(tmp_path / "damaged.bin"), "-o", str(tmp_path / "fixed.bin"),
@@ -89,3 +90,22 @@ def test_cli_compare_json_plot_and_samples(tmp_path, trained, heldout):
 def test_bad_evaluate_options(trained, heldout, args, msg):
     r = runner.invoke(app, ["evaluate", "-d", str(heldout), "-m", str(trained)] + args)
     assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+
+
+def test_default_sample_is_scored_as_text_and_binary_apart():
+    groups, described = load_fragments(EvalConfig(max_fragments=20))
+    assert [name for name, _ in groups] == ["text", "binary"] and all(f.shape == (10, 512) for _, f in groups)
+    assert "scored apart" in described
+
+
+def test_table_has_a_data_column_and_a_summary_per_group():
+    from rich.console import Console
+    from fragfix.render_eval import draw_table
+    row = dict(noise="byte", level=0.01, ber_before=0.01, ber_after=0.005, removed=0.5, fixed=5, broken=1,
+               fragments_recovered=0.5, bits_per_byte=1.0, mb_per_s=2.0)
+    rows = [{**row, "model": m, "data": d} for d in ("text", "binary") for m in ("none (damaged)", "/m/default.st")]
+    console = Console(record=True, width=120)
+    draw_table({"rows": rows, "settings": {"fragments": 20}}, console)
+    out = console.export_text()
+    assert "data" in out and "text" in out and "binary" in out
+    assert "default on text: fixed 5 bytes, broke 1" in out and "default on binary:" in out
