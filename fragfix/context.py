@@ -13,9 +13,11 @@ from 50% to over 80% (orders 2-4, 1 MB of context).
 
 Everything here is numpy over one window: `buf` (N,) uint8 bytes, `known` (N,) bool (False for
 unknown bytes and padding, which never vote and never count as context), `q` (Q,) positions
-asked about. Keys pack the 2k context bytes exactly into a uint64 (k <= 4): no hash collisions.
+asked about. Keys pack the 2k context bytes exactly into a uint64 (k <= 4); a hash table of the
+query keys finds matching sources (slots shared by several keys fall back to a binary search).
 The model's distribution comes in sparse, as its top-M bytes per query (exact elsewhere only
-for the observed byte), so memory stays O(Q * M) whatever the window.
+for the observed byte), so memory stays O(Q * M) whatever the window. `fill_gaps` does the same
+for whole unknown runs: the strings found between the same bytes elsewhere.
 """
 from __future__ import annotations
 
