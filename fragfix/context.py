@@ -30,8 +30,30 @@ CHUNK = 1 << 15    # queries combined at a time
 
 
 def _hash(key: np.ndarray, bits: int = TABLE_BITS) -> np.ndarray:
-    """uint64 keys -> TABLE_BITS-bit hash-table slots (Fibonacci hashing: the multiply mixes all key bytes up)."""
+    """uint64 keys -> `bits`-bit hash-table slots (Fibonacci hashing: the multiply mixes all key bytes up)."""
     return ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)).astype(np.int64)
+
+
+class KeyTable:
+    """Where each of a few sorted unique uint64 keys sits, found for millions of candidate keys at once:
+    a hash table of slot -> key index (slots shared by several keys fall back to a binary search)."""
+
+    def __init__(self, ukeys: np.ndarray, bits: int = TABLE_BITS):
+        self.ukeys, self.bits = ukeys, bits
+        slots, first, shared = np.unique(_hash(ukeys, bits), return_index=True, return_counts=True)
+        self.table = np.full(1 << bits, -1, dtype=np.int64)
+        self.table[slots] = np.where(shared == 1, first, -2)
+
+    def find(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(where, index): the positions in `key` that hold one of the keys, and which one."""
+        pos = self.table[_hash(key, self.bits)]
+        where = np.flatnonzero(pos != -1)
+        key, pos = key[where], pos[where]
+        clash = pos == -2
+        if clash.any():
+            pos[clash] = np.searchsorted(self.ukeys, key[clash]).clip(0, len(self.ukeys) - 1)
+        same = self.ukeys[pos] == key
+        return where[same], pos[same]
 
 
 def _key(at, k: int, size: int) -> np.ndarray:
@@ -84,21 +106,12 @@ class OrderCounts:
         self.ukeys, qidx = np.unique(qkey[ok], return_inverse=True)
         pairs, hits = [], []
         if len(self.ukeys):
-            # a hash table of the query keys: slot -> key index, -1 empty, -2 shared by several keys
-            # (rare; those sources fall back to a binary search)
-            slots, first, shared = np.unique(_hash(self.ukeys), return_index=True, return_counts=True)
-            table = np.full(1 << TABLE_BITS, -1, dtype=np.int64)
-            table[slots] = np.where(shared == 1, first, -2)
+            table = KeyTable(self.ukeys)
             for j, key in _scan(buf, k, sources):
-                pos = table[_hash(key)]
-                maybe = np.flatnonzero(pos != -1)
-                j, key, pos = j[maybe], key[maybe], pos[maybe]
-                clash = pos == -2
-                if clash.any():
-                    pos[clash] = np.searchsorted(self.ukeys, key[clash]).clip(0, len(self.ukeys) - 1)
-                src = bad[j + k + 1] - bad[j - k] == 0  # the middle and its context are known
-                hit = src & (self.ukeys[pos] == key)
-                pairs.append(pos[hit].astype(np.int64) * 256 + buf[j[hit]])
+                where, pos = table.find(key)
+                j = j[where]
+                hit = bad[j + k + 1] - bad[j - k] == 0  # the middle and its context are known
+                pairs.append(pos[hit] * 256 + buf[j[hit]])
                 hits.append(j[hit].astype(np.int32))
         self.hits = np.concatenate(hits) if hits else np.zeros(0, np.int32)
         if pairs and sum(map(len, pairs)):
@@ -210,32 +223,24 @@ def fill_gaps(buf: np.ndarray, known: np.ndarray, q: np.ndarray, top_b: np.ndarr
     bad = _bad_prefix(known)
     rows, vals, confs = [], [], []
     for k in GAP_ORDERS:
+        # runs of at most MAX_GAP bytes, not filled yet, with k known bytes on each side
+        ok = ~done & (lengths <= MAX_GAP) & (starts >= k) & (ends + k <= n)
+        ok[ok] = (bad[starts[ok]] - bad[starts[ok] - k] == 0) & (bad[ends[ok] + k] - bad[ends[ok]] == 0)
+        if not ok.any():
+            continue
         left, right = _side_keys(buf, k)
-        for L in np.unique(lengths[(lengths <= MAX_GAP) & ~done]).tolist():
-            # runs of length L with k known bytes on each side
-            r = np.flatnonzero((lengths == L) & ~done & (starts >= k) & (ends + k <= n))
-            r = r[(bad[starts[r]] - bad[starts[r] - k] == 0) & (bad[ends[r] + k] - bad[ends[r]] == 0)]
-            if not len(r):
-                continue
+        for L in np.unique(lengths[ok]).tolist():
+            r = np.flatnonzero(ok & (lengths == L))
             # key of a gap starting at j: its k bytes on the left, then the k after its L bytes
             run_keys = (left[starts[r]] << np.uint64(8 * k)) | right[starts[r] + L]
             ukeys = np.unique(run_keys)
-            bits = int(np.clip(np.ceil(np.log2(len(ukeys) * 8)), 10, TABLE_BITS))
-            slots, slot_first, shared = np.unique(_hash(ukeys, bits), return_index=True, return_counts=True)
-            table = np.full(1 << bits, -1, dtype=np.int64)
-            table[slots] = np.where(shared == 1, slot_first, -2)
+            table = KeyTable(ukeys, int(np.clip(np.ceil(np.log2(len(ukeys) * 8)), 10, TABLE_BITS)))
             hit_u, hit_j = [], []
             for lo in range(k, n - L - k + 1, SLICE):
                 hi = min(lo + SLICE, n - L - k + 1)
-                key = (left[lo:hi] << np.uint64(8 * k)) | right[lo + L:hi + L]
-                pos = table[_hash(key, bits)]
-                j = np.flatnonzero(pos != -1)
-                key, pos = key[j], pos[j]
-                j += lo
-                clash = pos == -2
-                if clash.any():
-                    pos[clash] = np.searchsorted(ukeys, key[clash]).clip(0, len(ukeys) - 1)
-                hit = (ukeys[pos] == key) & (bad[j + L + k] - bad[j - k] == 0)  # the source is all known
+                where, pos = table.find((left[lo:hi] << np.uint64(8 * k)) | right[lo + L:hi + L])
+                j = where + lo
+                hit = bad[j + L + k] - bad[j - k] == 0  # the source is all known
                 hit_u.append(pos[hit])
                 hit_j.append(j[hit])
             hu, hj = np.concatenate(hit_u), np.concatenate(hit_j)
