@@ -148,7 +148,8 @@ def _decide_once(model, frags, unknown, cfg, bf16, lengths) -> Decision:
         if model.config.head == "sigmoid":
             out[i + s] = _sigmoid(model, f[rows_in], hid[rows_in], cfg, dev, bf16)[:s.numel()]
             continue
-        r, pos, top_b, top_p, p_obs = _suspects(model, f[rows_in], hid[rows_in], cfg, dev, bf16)
+        r, pos, top_b, top_p, p_obs = _suspects(model, f[rows_in], hid[rows_in], cfg, dev, bf16,
+                                                None if v is None else v[rows_in])
         keep = r < s.numel()  # the rows, not the repeats that padded them
         rr = s[r[keep]]
         thr, floor = row_gates(f, v, cfg)
@@ -199,10 +200,10 @@ TOP = 8  # the model's most likely bytes kept per suspect position (the rest sha
 HEAD_CHUNK = 2048  # suspect positions per 256-way head call ((2048, 256) float32: 2 MB)
 
 
-def _suspects(model, frags, unknown, cfg, dev, bf16):
+def _suspects(model, frags, unknown, cfg, dev, bf16, valid=None):
     """One model call over (b, 512) fragments: the positions worth a look (unknown, or the detector
-    fires) as (rows, positions), the model's TOP bytes and probabilities there (K, TOP), and its
-    probability of the observed byte (K,)."""
+    fires; never padding, where `valid` is False) as (rows, positions), the model's TOP bytes and
+    probabilities there (K, TOP), and its probability of the observed byte (K,)."""
     x = encode_input(frags, unknown, "categorical").to(dev, non_blocking=True)
     if dev.type == "cpu":  # the same network in oneDNN's fastest layout (see inference.py)
         trunk = cpu_trunk(model, bf16)
@@ -216,6 +217,8 @@ def _suspects(model, frags, unknown, cfg, dev, bf16):
         head_at = model.head_at
     unk = unknown.to(dev)
     cand = unk | (det >= cfg.detect) if not cfg.aggressive else torch.ones_like(unk)
+    if valid is not None:
+        cand &= valid.to(dev)
     idx = cand.nonzero(as_tuple=True)
     obs = frags.to(dev)[idx].long()
     parts = []
