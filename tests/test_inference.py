@@ -1,6 +1,7 @@
-"""The CPU inference form of the trunk computes what the training form computes."""
+"""The trunk computes what the Conv1d modules compute, and its CPU inference form does too."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
 from fragfix.inference import cpu_trunk
@@ -38,3 +39,33 @@ def test_cpu_trunk_follows_weight_updates():
     assert again is not first
     torch.testing.assert_close(again.features(x).squeeze(1).transpose(1, 2), model.features(x).detach(),
                                atol=1e-5, rtol=1e-5)
+
+
+def modules_forward(model, x):
+    """The reference: every layer through its own nn.Conv1d / nn.ConvTranspose1d forward."""
+    h = model.embed(x).transpose(1, 2) if model.config.head == "categorical" else x
+    h = F.gelu(model.stem_pw(model.stem_dw(h)))
+    skips = [h]
+    for conv in model.enc:
+        h = F.gelu(conv(h))
+        skips.append(h)
+    skips.pop()
+    for conv in model.mid:
+        h = h + F.gelu(conv(h))
+    for deconv in model.dec:
+        h = F.gelu(deconv(h)) + skips.pop()
+    for conv in model.refiners:
+        h = h + F.gelu(conv(h))
+    return h
+
+
+@pytest.mark.parametrize("head,stem,mid", [("categorical", "full", 2), ("categorical", "separable", 3),
+                                           ("sigmoid", "full", 1)])
+def test_trunk_is_the_modules_own_convolutions(head, stem, mid):
+    torch.manual_seed(1)
+    model = FragmentAutoencoder(ModelConfig(head=head, channels=(8, 12, 16, 24), embed_dim=4, stem=stem, mid_layers=mid))
+    x = torch.randint(0, 257, (2, 512)) if head == "categorical" else torch.rand(2, 1, 512)
+    torch.testing.assert_close(model.features(x), modules_forward(model, x), atol=1e-5, rtol=1e-5)
+    # gradients reach the modules' parameters through the views
+    model.features(x).sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith(("logits", "detector", "out")))
