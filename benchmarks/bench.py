@@ -31,7 +31,7 @@ from fragfix.decide import RepairConfig, repair_bytes
 from fragfix.jobs import plan_jobs
 from fragfix.mapfile import format_mapfile
 from fragfix.noise import NoiseGenerator, NoiseSpec
-from fragfix.repair import repair_files
+from fragfix.repair import Ranges, repair_files
 from fragfix.sample import kind_of, python_sample
 
 
@@ -144,8 +144,9 @@ def quality(tmp: Path, model: Path, held, mb: int) -> list[dict]:
             src, dst, mapf = tmp / f"q_{kind}.bin", tmp / f"q_{kind}.out", None
             src.write_bytes(bytes(noisy.fragments.reshape(-1).numpy()) + clean[n:])
             if noise == "zero":
-                bad = np.flatnonzero(noisy.erased.reshape(-1).numpy())
-                ranges = [(int(r[0]), int(r[-1]) + 1) for r in np.split(bad, np.flatnonzero(np.diff(bad) != 1) + 1) if len(r)]
+                bad = Ranges()
+                bad.add(np.flatnonzero(noisy.erased.reshape(-1).numpy()))
+                ranges = list(zip(bad.starts, bad.ends))
                 mapf = tmp / f"q_{kind}.map"
                 mapf.write_text(format_mapfile(ranges, len(clean)))
             jobs, _ = plan_jobs([src], dst, False, False, mapf)
