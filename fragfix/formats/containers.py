@@ -1,0 +1,149 @@
+"""gzip (multi-member), zlib and zip (stored and deflate entries): parse, check, repair by search.
+
+Every deflate stream goes through `deflate.Search` with the checks its container gives: gzip's
+CRC-32 and ISIZE after the member, zlib's Adler-32 after the stream, zip's CRC-32 and both sizes
+from the central directory (and the stream must end exactly where the entry's data ends). When a
+stream decodes cleanly but a stored field disagrees in one byte only, the field itself is the
+damaged part. Zip keeps a second copy of each entry's method, CRC, sizes and name in the central
+directory: where the two copies disagree, the copy that the entry's data verifies is restored over
+the other. Stored entries are checked by their CRC alone, located through the syndrome (crc.py).
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+
+from . import Part, crc
+from .deflate import KEEP, Search
+
+M = 0xFFFFFFFF
+
+
+def _le32(b, at: int) -> int:
+    return struct.unpack_from("<I", b, at)[0]
+
+
+def _one_byte(x: int, at: int, big_endian: bool = False) -> list[tuple[int, int]] | None:
+    """An xor confined to one byte of a 4-byte field at `at`, as an edit; None otherwise."""
+    for i in range(4):
+        if x and x & ~(0xFF << 8 * i) & M == 0:
+            return [(at + (3 - i if big_endian else i), (x >> 8 * i) & 0xFF)]
+    return None
+
+
+def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadline, scorer, tick,
+                 stored_at, fix_fields, expect_len=None, expect_end=None, size_at=None) -> tuple[Part, int | None]:
+    """Check and, if need be, repair one deflate stream; returns the part and where the stream ends."""
+    part = Part(name, checks=["inflate", kind] + (["size"] if size_at or expect_len is not None else []))
+    s = Search(buf, start, stop, kind, verify, expect_len, scorer, deadline, expect_end)
+    tr = s.tr
+    if expect_len is None and size_at is not None and tr.end is not None:
+        s.expect_len = size_at(tr.end)
+    if s.intact():
+        return part, tr.end
+    if tr.error is None and tr.end is not None and (expect_end is None or tr.end == expect_end):
+        edits = fix_fields(tr.end, tr.outlen[-1], tr.sum)
+        if edits:  # the data decodes cleanly and a stored field is one byte off: the field is the damage
+            part.status, part.edits, part.compared, part.first_bad = "restored", edits, 1, edits[0][0]
+            part.note = "a stored checksum or size field was damaged"
+            return part, tr.end
+        if kind == "crc32":
+            tr.syndrome = tr.sum ^ stored_at(tr.end)
+    o = s.run(tick=tick)
+    part.candidates, part.compared = o.tried, o.compared
+    if o.edits:
+        part.status, part.edits, part.first_bad = "restored", o.edits, o.edits[0][0]
+        patched = bytearray(buf)
+        for p, x in o.edits:
+            patched[p] ^= x
+        return part, Search(patched, start, stop, kind, verify, None, None, deadline).tr.end
+    part.status, part.first_bad = "damaged", o.first_bad
+    where = f"inflate failed near offset {tr.error}" if tr.error is not None else (
+        "the checksum fails" if o.case == "in-step" else "the stream ends in the wrong place")
+    if o.case == "too large to search":
+        where += f" (output over {KEEP >> 20} MB: checked, not searched)"
+    part.note = f"{where}; no single-bit, single-byte or two-bit edit passed every check in the time budget"
+    return part, None
+
+
+# ---- gzip ------------------------------------------------------------------------------------
+def looks_like_gzip(d: bytes) -> bool:
+    return len(d) >= 18 and d[:3] == b"\x1f\x8b\x08"
+
+
+def _gzip_body(d: bytes, pos: int) -> int | None:
+    """Where a member's deflate data starts, or None for a header that does not parse."""
+    if d[pos:pos + 3] != b"\x1f\x8b\x08" or d[pos + 3] & 0xE0 or pos + 10 > len(d):
+        return None
+    flg, p = d[pos + 3], pos + 10
+    try:
+        if flg & 4:
+            p += 2 + struct.unpack_from("<H", d, p)[0]
+        for bit in (8, 16):
+            if flg & bit:
+                p = d.index(0, p) + 1
+    except (ValueError, struct.error):
+        return None
+    if flg & 2:
+        p += 2
+    return p if p < len(d) else None
+
+
+def repair_gzip(d: bytes, deadline, scorer, tick) -> list[Part]:
+    parts, pos, i = [], 0, 0
+    while pos < len(d):
+        if d[pos:pos + 2] != b"\x1f\x8b":
+            if any(d[pos:]):
+                parts.append(Part(f"data after member {i - 1}", checks=[], note=f"{len(d) - pos} bytes not in any member"))
+            break
+        body = _gzip_body(d, pos)
+        if body is None:
+            parts.append(Part(f"member {i}", "unsupported", first_bad=pos, note="the member header does not parse"))
+            break
+
+        def verify(end, n, c):
+            if end + 8 > len(d) or _le32(d, end + 4) != n & M:
+                return None
+            return _le32(d, end) == c
+
+        def fix_fields(end, n, c):
+            if end + 8 > len(d):
+                return None
+            xc, xn = _le32(d, end) ^ c, _le32(d, end + 4) ^ (n & M)
+            return _one_byte(xc, end) if not xn else _one_byte(xn, end + 4) if not xc else None
+
+        part, end = deflate_part(d, body, len(d), f"member {i}", "crc32", verify, deadline, scorer, tick,
+                                 lambda e: _le32(d, e) if e + 4 <= len(d) else 0, fix_fields,
+                                 size_at=lambda e: _le32(d, e + 4) if e + 8 <= len(d) else None)
+        parts.append(part)
+        if end is None:
+            break
+        pos, i = end + 8, i + 1
+    return parts
+
+
+# ---- zlib ------------------------------------------------------------------------------------
+def looks_like_zlib(d: bytes) -> bool:
+    if len(d) < 8 or d[0] & 0x0F != 8 or d[0] >> 4 > 7 or d[1] & 0x20 or (d[0] * 256 + d[1]) % 31:
+        return False
+    if d[:2] in (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda"):
+        return True
+    try:  # a rarer header: only if the stream starts decoding
+        zlib.decompressobj().decompress(d[:64])
+        return True
+    except zlib.error:
+        return False
+
+
+def repair_zlib(d: bytes, deadline, scorer, tick) -> list[Part]:
+    end_at = len(d) - 4
+
+    def verify(end, n, c):
+        return struct.unpack_from(">I", d, end)[0] == c if end == end_at else None
+
+    def fix_fields(end, n, c):
+        return _one_byte(struct.unpack_from(">I", d, end)[0] ^ c, end, big_endian=True) if end == end_at else None
+
+    part, _ = deflate_part(d, 2, len(d), "stream", "adler32", verify, deadline, scorer, tick,
+                           lambda e: 0, fix_fields, expect_end=end_at)
+    return [part]

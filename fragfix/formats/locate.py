@@ -1,0 +1,137 @@
+"""Where to look first: an order of input positions for the candidate search, from the evidence.
+
+The decoded output of a damaged stream shows where it went wrong: a wrong literal is a byte that
+its neighbours make unlikely, and a desynchronised stream turns into bytes unlike what came
+before. `surprise` scores every output byte by the data's own context counts (leave-one-out:
+how often the same neighbours, elsewhere in this output, surround this byte); a scorer from the
+model adds its own view. Output positions map back to input through the trace's per-STEP output
+lengths. When a single output byte is wrong and nothing copied it, the CRC syndrome names it
+outright (crc.py), and that piece goes first.
+"""
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+
+from . import crc
+from .deflate import STEP, Trace
+
+
+def surprise(data: bytes) -> np.ndarray:
+    """Bits of surprise per byte from leave-one-out counts of the byte between the same 1 and 2
+    neighbours on each side elsewhere in `data`."""
+    a = np.frombuffer(data, np.uint8).astype(np.int64)
+    n = len(a)
+    if n < 8:
+        return np.zeros(n)
+    p = np.pad(a, 2)
+    total = np.zeros(n)
+    for k in (1, 2):
+        left = sum(p[2 - j:2 - j + n] << (8 * (j - 1)) for j in range(1, k + 1))
+        right = sum(p[2 + j:2 + j + n] << (8 * (j - 1)) for j in range(1, k + 1))
+        ctx = (left << (16 * k)) | right
+        key = (ctx << 8) | a
+        _, ci, cc = np.unique(ctx, return_inverse=True, return_counts=True)
+        _, ki, kc = np.unique(key, return_inverse=True, return_counts=True)
+        others, same = cc[ci] - 1, kc[ki] - 1
+        total += -np.log2((same + 0.5) / (others + 1.0))
+    return total
+
+
+def _piece_of(tr: Trace, x: int) -> int:
+    """The piece whose decoding produced output byte x."""
+    return max(1, bisect.bisect_right(tr.outlen, x))
+
+
+def ranked_positions(tr: Trace, start: int, stop: int, case: str, scorer, kind: str) -> list[int]:
+    end = min(stop, tr.error + STEP if tr.error is not None else stop)
+    if case == "error":
+        return list(range(end - 1, start - 1, -1))
+    score = surprise(tr.out)
+    if scorer is not None and len(tr.out):
+        score = score + scorer(tr.out)
+    if case == "wrong-end":
+        # the change point: where the output turns less plausible than what came before
+        dev = np.cumsum(score - score.mean()) if len(score) else np.zeros(1)
+        k = _piece_of(tr, int(np.argmin(dev))) if len(score) else 1
+        p0 = min(end - 1, tr.pos(k) + 2 * STEP)
+        return list(range(p0, start - 1, -1)) + list(range(p0 + 1, end))
+    # in step: pieces by their least plausible output byte; the syndrome's pick first
+    kmax = len(tr.outlen) - 1
+    if kmax < 1:
+        return list(range(end - 1, start - 1, -1))
+    smooth = np.maximum.reduce([np.roll(score, s) for s in (-1, 0, 1)]) if len(score) > 2 else score
+    bounds = np.asarray(tr.outlen)
+    piece_score = np.full(kmax, -np.inf)
+    nonempty = bounds[1:] > bounds[:-1]
+    if len(smooth):
+        red = np.maximum.reduceat(smooth, np.minimum(bounds[:-1], len(smooth) - 1))
+        piece_score[nonempty] = red[nonempty]
+    first = []
+    if kind == "crc32" and tr.syndrome is not None:
+        for edit in crc.locate(tr.syndrome, len(tr.out), _SINGLE):
+            first.append(_piece_of(tr, edit[0][0]) - 1)
+    pieces = first + [int(i) for i in np.argsort(-piece_score, kind="stable")]
+    out, seen = [], set()
+    for i in pieces:  # piece i+1 produced the output; its code may have begun in the piece before
+        for p in range(min(end, tr.pos(i + 1)) - 1, max(start, tr.pos(i - 1)) - 1, -1):
+            if p not in seen:
+                seen.add(p)
+                out.append(p)
+    out += [p for p in range(end - 1, start - 1, -1) if p not in seen]
+    return out
+
+
+_SINGLE = {crc.TABLE[v]: [(0, 0, v)] for v in range(1, 256)}
+
+
+def context_counts(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted 5-gram keys (2 bytes, byte, 2 bytes) and their counts, and the same for the
+    4-byte contexts around the middle byte: what `context_bits` looks up."""
+    a = np.frombuffer(data, np.uint8).astype(np.int64)
+    if len(a) < 5:
+        e = np.zeros(0, np.int64)
+        return e, e, e, e
+    ctx, key = _grams(a)
+    k5, c5 = np.unique(key, return_counts=True)
+    k4, c4 = np.unique(ctx, return_counts=True)
+    return k5, c5, k4, c4
+
+
+def _grams(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ctx = (a[:-4] << 24) | (a[1:-3] << 16) | (a[3:-1] << 8) | a[4:]
+    return ctx, (ctx << 8) | a[2:-2]
+
+
+def context_bits(counts, data: bytes, own: bool = False) -> np.ndarray:
+    """Bits of surprise of each of `data`'s middle bytes (5-gram keys) under `counts`; `own`:
+    `data` is part of what was counted, so its own sightings are left out."""
+    k5, c5, k4, c4 = counts
+    a = np.frombuffer(data, np.uint8).astype(np.int64)
+    if len(a) < 5 or len(k5) == 0:
+        return np.zeros(max(len(a) - 4, 0))
+    ctx, key = _grams(a)
+
+    def look(keys, counts_, q):
+        i = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+        return np.where(keys[i] == q, counts_[i], 0)
+    c5_, c4_ = look(k5, c5, key), look(k4, c4, ctx)
+    if own:
+        c5_, c4_ = np.maximum(c5_ - 1, 0), np.maximum(c4_ - 1, 0)
+    return -np.log2((c5_ + 0.5) / (c4_ + 1.0))
+
+
+def gain(counts, damaged: bytes, candidate: bytes) -> float:
+    """How many bits of surprise a candidate's output removes where it differs from the damaged
+    output (only the 5-grams that changed count: the rest are the same bytes on both sides)."""
+    d, c = context_bits(counts, damaged, own=True), context_bits(counts, candidate)
+    if len(damaged) != len(candidate):
+        return float(d.sum() - c.sum())
+    a = np.frombuffer(damaged, np.uint8)
+    b = np.frombuffer(candidate, np.uint8)
+    if len(a) < 5:
+        return 0.0
+    diff = a != b
+    changed = np.convolve(diff, np.ones(5), "valid") > 0  # 5-grams that hold a changed byte
+    return float(d[changed].sum() - c[changed].sum())

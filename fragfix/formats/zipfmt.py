@@ -1,0 +1,145 @@
+"""zip archives: every entry's data checked against the central directory, both header copies kept in step.
+
+The central directory (found from the end-of-central-directory record) is the map: each record
+gives the entry's method, CRC-32, sizes, name and where its local header lies. The local header
+repeats method, CRC, sizes and name; where the copies disagree, the one that the entry's data
+verifies is written over the other. Deflated data is repaired by `containers.deflate_part`,
+stored data through the CRC syndrome. Zip64, encryption and multi-disk archives are reported as
+unsupported and left alone.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+
+from . import Part, crc
+from .containers import deflate_part
+
+EOCD, CDH, LFH = b"PK\x05\x06", b"PK\x01\x02", b"PK\x03\x04"
+
+
+def looks_like_zip(d: bytes) -> bool:
+    return d[:4] == LFH or _eocd(d) is not None
+
+
+def _eocd(d: bytes) -> int | None:
+    at = d.rfind(EOCD, max(0, len(d) - 65557))
+    return at if at >= 0 and at + 22 <= len(d) else None
+
+
+def _records(d: bytes, at: int) -> list[dict] | str:
+    n, size, off = struct.unpack_from("<HII", d, at + 10)
+    out, p = [], off
+    for i in range(n):
+        if d[p:p + 4] != CDH or p + 46 > len(d):
+            return f"central directory record {i} at offset {p} is damaged"
+        flags, method, _, _, crc_, csize, usize, nlen, xlen, clen = struct.unpack_from("<HHHHIIIHHH", d, p + 8)
+        local = struct.unpack_from("<I", d, p + 42)[0]
+        out.append({"at": p, "flags": flags, "method": method, "crc": crc_, "csize": csize, "usize": usize,
+                    "name": d[p + 46:p + 46 + nlen], "local": local})
+        p += 46 + nlen + xlen + clen
+    return out
+
+
+# (field, offset in the local header, offset in the central record, struct code)
+FIELDS = (("method", 8, 10, "<H"), ("crc", 14, 16, "<I"), ("csize", 18, 20, "<I"), ("usize", 22, 24, "<I"))
+
+
+def _diff_edits(d: bytes, a: int, b: int, n: int) -> list[tuple[int, int]]:
+    """Edits that make d[a:a+n] equal to d[b:b+n]."""
+    return [(a + i, x ^ y) for i, (x, y) in enumerate(zip(d[a:a + n], d[b:b + n])) if x != y]
+
+
+def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
+    at = _eocd(d)
+    if at is None:
+        return [Part("central directory", "unsupported", note="no end-of-central-directory record found")]
+    recs = _records(d, at)
+    if isinstance(recs, str):
+        return [Part("central directory", "unsupported", note=recs)]
+    return [_entry(d, r, deadline, scorer, tick) for r in recs]
+
+
+def _entry(d: bytes, r: dict, deadline, scorer, tick) -> Part:
+    name = r["name"].decode("utf-8", "replace")
+    lo = r["local"]
+    if r["method"] not in (0, 8) or r["flags"] & 1 or M32 in (r["csize"], r["usize"], lo):
+        return Part(name, "unsupported", checks=[], note="zip64, encrypted or not deflate/stored: left alone")
+    edits = []
+    if d[lo:lo + 4] != LFH:
+        if lo + 30 > len(d) or sum(x != y for x, y in zip(d[lo:lo + 4], LFH)) > 1:
+            return Part(name, "damaged", checks=[], first_bad=lo, note="the local header is missing")
+        edits += [(lo + i, x ^ y) for i, (x, y) in enumerate(zip(d[lo:lo + 4], LFH)) if x != y]
+    nlen = len(r["name"])
+    xlen = struct.unpack_from("<H", d, lo + 28)[0]
+    if struct.unpack_from("<H", d, lo + 26)[0] != nlen:  # the data's CRC below proves the central copy
+        edits += _diff_edits(d, lo + 26, r["at"] + 28, 2)
+    start = lo + 30 + nlen + xlen
+    stop = start + r["csize"]
+    if stop > len(d):
+        return Part(name, "damaged", checks=[], first_bad=lo, note="the entry's data runs past the end of the file")
+    part = _data(d, r, start, stop, r["crc"], r["usize"], deadline, scorer, tick, name)
+    if part.status == "damaged" and not r["flags"] & 8:  # perhaps the central copy is the damaged one
+        local = {f: struct.unpack_from(c, d, lo + a)[0] for f, a, _, c in FIELDS}
+        if local != {f: r[f] for f, *_ in FIELDS} and local["method"] in (0, 8) and \
+                start + local["csize"] <= len(d):
+            alt = _data(d, {**r, **local}, start, start + local["csize"], local["crc"], local["usize"], deadline,
+                        scorer, tick, name)
+            if alt.status != "damaged":
+                for f, a, c, code in FIELDS:  # the central directory takes the verified local values
+                    edits += _diff_edits(d, r["at"] + c, lo + a, struct.calcsize(code))
+                alt.edits = edits + alt.edits
+                alt.status, alt.compared = "restored", alt.compared + 1
+                alt.note = "central directory record restored from the local header"
+                return alt
+    if part.status != "damaged":
+        # names are not covered by any checksum: two copies that differ cannot say which is right
+        if d[lo + 30:lo + 30 + nlen] != r["name"]:
+            part.note = "the entry's name differs between its local header and the central directory; left as is"
+        fixed = []
+        if not r["flags"] & 8:
+            for f, a, c, code in FIELDS:  # the local header takes the verified central values
+                fixed += _diff_edits(d, lo + a, r["at"] + c, struct.calcsize(code))
+        edits += fixed
+        if edits:
+            part.edits = sorted(edits + part.edits)
+            part.status = "restored"
+            part.compared = max(part.compared, 1)
+            part.first_bad = part.edits[0][0]
+            part.note = part.note or "local header restored from the central directory"
+    return part
+
+
+M32 = 0xFFFFFFFF
+
+
+def _data(d, r, start, stop, crc_, usize, deadline, scorer, tick, name) -> Part:
+    if r["method"] == 0:
+        return stored_part(d, start, stop, crc_, name, usize)
+
+    def verify(end, n, c):
+        return c == crc_ if end == stop and n == usize else None
+
+    part, _ = deflate_part(d, start, stop, name, "crc32", verify, deadline, scorer, tick, lambda e: crc_,
+                           lambda e, n, c: None, expect_len=usize, expect_end=stop)
+    return part
+
+
+def stored_part(d: bytes, start: int, stop: int, stored: int, name: str, size: int | None = None) -> Part:
+    """Data covered directly by a CRC-32: single-byte and two-bit errors located by the syndrome."""
+    part = Part(name, checks=["crc32"] + (["size"] if size is not None else []))
+    if size is not None and stop - start != size:
+        part.status, part.first_bad, part.note = "damaged", start, "stored size disagrees with the data"
+        return part
+    cands, compared = crc.candidates(d[start:stop], stored, start)
+    part.compared = compared
+    if not compared:
+        return part
+    part.first_bad = start
+    if len(cands) == 1:
+        part.status, part.edits, part.first_bad = "restored", cands[0], cands[0][0][0]
+        return part
+    part.status = "damaged"
+    part.note = (f"{len(cands)} candidate repairs explain the CRC; none taken" if cands
+                 else "no single-byte or two-bit error explains the CRC")
+    return part
