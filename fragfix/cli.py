@@ -20,8 +20,8 @@ from rich.console import Console
 
 from . import __version__
 from .errors import ExitCode, FragfixError
-from .options import (AGGRESSIVE, BINARY_FLOOR, BINARY_THRESHOLD, CONTEXT, FLOOR, MODEL_FLOOR, ONE_BIT_FACTOR,
-                      PASSES, THRESHOLD, WINDOW_MB, gate_config, parse_floats)
+from .options import (ACCEPT_PROBABLE, AGGRESSIVE, BINARY_FLOOR, BINARY_THRESHOLD, CONTEXT, FLOOR, FORMAT_BUDGET,
+                      FORMATS, MODEL_FLOOR, ONE_BIT_FACTOR, PASSES, THRESHOLD, WINDOW_MB, gate_config, parse_floats)
 
 try:  # typer >= 0.20 vendors click; older releases use it as a dependency
     from typer._click import exceptions as _cx
@@ -207,6 +207,9 @@ def repair(
     window_mb: float = WINDOW_MB,
     passes: int = PASSES,
     aggressive: bool = AGGRESSIVE,
+    formats: bool = FORMATS,
+    format_budget: float = FORMAT_BUDGET,
+    accept_probable: bool = ACCEPT_PROBABLE,
     mapfile: Optional[Path] = typer.Option(None, help="GNU ddrescue mapfile: bytes not '+' are unknown and filled."),
     zero_runs: int = typer.Option(0, help="Treat runs of at least N zero bytes as unknown (0: off)."),
     report: Optional[Path] = typer.Option(None, help="Write a JSON report of every changed byte."),
@@ -228,7 +231,8 @@ def repair(
     from .runtime import set_threads
     cfg = gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
                       passes, aggressive, zero_runs=zero_runs, batch_fragments=batch_size, device=device,
-                      precision=precision)
+                      precision=precision, formats=formats, format_budget=format_budget,
+                      accept_probable=accept_probable)
     jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
     set_threads(threads)
     progress = byte_progress(err)

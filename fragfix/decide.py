@@ -54,6 +54,9 @@ class RepairConfig:
     zero_runs: int = 0        # treat runs of at least this many 0x00 bytes as unknown (0: off)
     passes: int = 1           # repair passes over each window (2: a few more fixes where damage is dense)
     batch_fragments: int = 0     # fragments per model call (0: chosen by device)
+    formats: bool = True      # gzip, zlib, zip and PNG files: verified search instead of the gate (verified.py)
+    format_budget: float = 30.0  # seconds of search per checksummed file
+    accept_probable: bool = False  # also write checksummed repairs that are probable, not verified
     device: str = "auto"
     precision: str = "auto"
 
@@ -71,6 +74,8 @@ class RepairConfig:
             raise InvalidInput(f"context weight must be positive, got {self.context_weight}")
         if self.zero_runs < 0:
             raise InvalidInput(f"zero-runs must be 0 (off) or a positive length, got {self.zero_runs}")
+        if not (0 < self.format_budget <= 86400):
+            raise InvalidInput(f"format-budget must be within (0, 86400] seconds, got {self.format_budget}")
         if self.batch_fragments < 0:
             raise InvalidInput("batch size must be at least 1 (or 0: chosen by device)")
         if not 1 <= self.passes <= 8:

@@ -72,3 +72,24 @@ def cpu_trunk(model: FragmentAutoencoder, bf16: bool) -> CpuTrunk:
     if cache.get(dtype, (None,))[0] != key:
         cache[dtype] = (key, CpuTrunk(model, dtype))
     return cache[dtype][1]
+
+
+@torch.no_grad()
+def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, rows: int = 64) -> "np.ndarray":
+    """Bits of surprise, -log2 p(observed byte), for every byte of `data` from the model's view of
+    the 512-byte fragment around it (CPU, categorical head): how implausible the model finds it."""
+    import numpy as np
+    from .autoencoder import encode_input
+    n = len(data)
+    k = -(-n // 512)
+    buf = torch.zeros(k * 512, dtype=torch.uint8)
+    buf[:n] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    pad = torch.arange(k * 512) >= n  # the last fragment's tail: shown to the model as unknown
+    frags, unknown = buf.view(k, 512), pad.view(k, 512)
+    tr = cpu_trunk(model, bf16)
+    out = torch.empty(k, 512)
+    for i in range(0, k, rows):
+        h = tr.features(encode_input(frags[i:i + rows], unknown[i:i + rows], "categorical")).squeeze(1)
+        logp = torch.log_softmax((h @ tr.head_w + tr.head_b).float(), -1)  # (rows, 512, 256)
+        out[i:i + rows] = -logp.gather(2, frags[i:i + rows].long().unsqueeze(2)).squeeze(2) / 0.6931471805599453
+    return out.view(-1)[:n].numpy().astype(np.float64)

@@ -20,6 +20,12 @@ WINDOW_MB = typer.Option(2.0, help="MB of data whose context counts are pooled (
 PASSES = typer.Option(1, help="Repair passes over each window: 2 fixes a few more bytes where damage is dense, "
                                 "at twice the time.")
 AGGRESSIVE = typer.Option(False, help="Take the best value everywhere (same as --threshold 0).")
+FORMATS = typer.Option(True, "--formats/--no-formats",
+                       help="Repair gzip, zlib, zip and PNG files by search, accepted only when their own checksums "
+                            "pass (--no-formats: treat them like any other file).")
+FORMAT_BUDGET = typer.Option(30.0, help="Seconds of search per checksummed file.")
+ACCEPT_PROBABLE = typer.Option(False, help="Also write checksummed repairs that pass every check but were found "
+                                           "among too many candidates to be called verified.")
 
 
 def gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn, TransferSpeedColumn, DownloadColumn)
 from rich.table import Table
@@ -96,8 +97,19 @@ def draw_repair(s: dict, console: Console) -> None:
     console.print(f"changed {t['changed']:,} bytes in {t['fragments_touched']:,} fragments: "
                   f"{t['suspected']:,} suspected corruption, {t['unknown_filled']:,} unknown bytes filled "
                   f"(of {t['unknown_bytes']:,} marked unknown)")
+    if t.get("format_files"):
+        console.print(f"checksummed files: {t['format_files']:,} checked, {t['format_restored']:,} restored and "
+                      f"verified, {t['format_probable']:,} probable, {t['format_damaged']:,} still damaged")
     for f in s["files"]:
-        if len(s["files"]) > 1:
+        fm = f.get("format")
+        if fm and fm["status"] != "intact":
+            bad = [p for p in fm["parts"] if p["status"] != "intact"]
+            where = "; ".join(f"{p['name']}: {p['status']}" + (f" at offset {p['first_bad']}" if p["first_bad"]
+                              is not None else "") + (f" ({p['note']})" if p["note"] else "") for p in bad[:3])
+            console.print(escape(f"  {f['input']}: {fm['format']} {fm['status']} "
+                                 f"({fm['candidates']:,} candidates, {fm['seconds']:.1f} s, chance of a wrong repair "
+                                 f"passing {fm['false_pass']:.1e}; written {fm['written']}): {where}"))
+        elif len(s["files"]) > 1:
             console.print(f"  {f['input']}: {f['totals']['changed']:,} bytes changed")
     outs = [f["output"] for f in s["files"] if f["output"]]
     if outs:

@@ -27,6 +27,7 @@ from .errors import InvalidInput, IOFailure
 from .jobs import Job, check_input, check_outputs, make_output_folders
 from .mapfile import format_mapfile, read_mapfile
 from .report import ReportWriter, empty_totals
+from .verified import model_scorer, repair_checksummed, sniff
 
 F = 512
 Progress = Callable[[int], None]  # bytes done since the last call
@@ -187,7 +188,8 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
     model_meta = {"path": str(model_path), "head": model.config.head, "sha256": file_sha256(model_path)}
-    header = {"model": model_meta, **cfg.gate(), "zero_runs": cfg.zero_runs}
+    header = {"model": model_meta, **cfg.gate(), "zero_runs": cfg.zero_runs,
+              "formats": {"on": cfg.formats, "budget_s": cfg.format_budget, "accept_probable": cfg.accept_probable}}
     if on_start:
         on_start(total_bytes, model_meta)
     t0 = time.perf_counter()
@@ -196,7 +198,19 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1)
         make_output_folders(jobs)
         pending, count = [], 0
+        scorer = None
         for job, size in zip(jobs, sizes):
+            fmt = sniff(job.src, size) if cfg.formats and job.mapfile is None and not cfg.zero_runs else None
+            if fmt is not None:  # checksummed: verified search, not the gate (the report stays in file order)
+                if pending:
+                    files += _run_batch(model, pending, cfg, bf16, progress)
+                    pending, count = [], 0
+                scorer = scorer or model_scorer(model, bf16)
+                files.append(repair_checksummed(job, size, fmt, report, force, preserve, cfg.format_budget,
+                                                cfg.accept_probable, scorer))
+                if progress:
+                    progress(size)
+                continue
             fr = FileRepair(job, size, cfg, report, outer, force, preserve)
             pieces = fr.chunks(window * F)
             piece = next(pieces)

@@ -16,7 +16,9 @@ import numpy as np
 from .atomic import atomic_write
 
 TOTAL_KEYS = ("size", "fragments", "fragments_touched", "changed", "suspected", "unknown_bytes",
-              "unknown_filled", "skipped_fragments")
+              "unknown_filled", "skipped_fragments",
+              # checksummed files (gzip, zlib, zip, PNG): checked, restored and verified, probable, left damaged
+              "format_files", "format_restored", "format_probable", "format_damaged")
 
 
 def empty_totals() -> dict:
@@ -47,14 +49,15 @@ class ReportWriter:
         self._first_change = True
 
     def changes(self, offsets: np.ndarray, old: np.ndarray, new: np.ndarray, conf: np.ndarray,
-                unknown: np.ndarray) -> None:
+                unknown: np.ndarray, reason: str | None = None) -> None:
+        """`reason`: one for every change (checksummed repairs); else unknown or suspected by byte."""
         if not self.f or len(offsets) == 0:
             return
         parts = []
         for o, a, b, c, u in zip(offsets.tolist(), old.tolist(), new.tolist(), conf.tolist(), unknown.tolist()):
             cs = "null" if math.isnan(c) else f"{c:.4f}"
             parts.append(f'{{"offset": {o}, "old": {a}, "new": {b}, "confidence": {cs}, '
-                         f'"reason": "{"unknown" if u else "suspected"}"}}')
+                         f'"reason": "{reason or ("unknown" if u else "suspected")}"}}')
         self._w(("" if self._first_change else ",") + "\n" + ",\n".join(parts))
         self._first_change = False
 

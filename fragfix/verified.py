@@ -1,0 +1,100 @@
+"""The repair path for checksummed files (gzip, zlib, zip, PNG): search and verification, no gate.
+
+`repair_files` sends a file here when its content is one of these formats. The whole file is
+read (these are searched, not streamed; up to MAX_BYTES), `formats.repair` looks for the edits
+that make every check pass, and the output gets them only when the result is verified (or, with
+`accept_probable`, probable). Otherwise the output is the input, byte for byte, and the report says
+which member, entry or chunk is damaged and where. The model takes part as a scorer: how
+implausible it finds each decoded byte decides where the search looks first.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import formats
+from .atomic import atomic_write
+from .errors import IOFailure
+from .jobs import Job
+
+MAX_BYTES = 256 << 20   # larger checksummed files take the streaming path (left alone by the entropy gate)
+HEAD, TAIL = 4096, 65557  # enough to recognise every format: magic at the start, zip's directory at the end
+
+
+def sniff(path: Path, size: int) -> str | None:
+    """The checksummed format of a file by its content (start and end), or None."""
+    if size > MAX_BYTES:
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD)
+            if size > HEAD + TAIL:
+                f.seek(size - TAIL)
+                head += f.read(TAIL)
+            else:
+                head += f.read()
+    except OSError as e:
+        raise IOFailure(f"reading {path} failed: {e.strerror}") from None
+    return formats.detect(head)
+
+
+def model_scorer(model, bf16: bool, limit: int = 4 << 20) -> Callable[[bytes], np.ndarray] | None:
+    """The model's surprise at each decoded byte (CPU, categorical head); None where it cannot run."""
+    if model.config.head != "categorical" or next(model.parameters()).device.type != "cpu":
+        return None
+    from .inference import byte_surprise
+
+    def score(data: bytes) -> np.ndarray:
+        return byte_surprise(model, data, bf16) if len(data) <= limit else np.zeros(len(data))
+    return score
+
+
+def repair_checksummed(job: Job, size: int, fmt: str, report, force: bool, preserve: bool, budget_s: float,
+                       accept_probable: bool, scorer=None, tick=None) -> dict:
+    t0 = time.perf_counter()
+    st = job.src.stat()
+    try:
+        with open(job.src, "rb") as f:
+            data = f.read(size + 1)
+    except OSError as e:
+        raise IOFailure(f"reading {job.src} failed: {e.strerror}") from None
+    if len(data) != size:
+        raise IOFailure(f"{job.src} changed size while being read ({size} -> {len(data)} bytes)")
+    result = formats.repair(data, fmt, budget_s, scorer, tick)
+    take = result.status == "restored" or (result.status == "probable" and accept_probable)
+    edits = result.edits if take else []
+    out = formats.apply(data, edits)
+    info = result.to_dict()
+    info["written"] = "repaired" if edits else "unchanged"
+    report.begin_file({"input": str(job.src), "size": size,
+                       "output": None if job.dst is None else str(job.dst), "format": info})
+    if edits:
+        at = np.array([p for p, _ in edits], dtype=np.int64)
+        old = np.frombuffer(data, np.uint8)[at]
+        new = np.frombuffer(out, np.uint8)[at]
+        conf = np.full(len(at), 1.0 - result.false_pass)
+        report.changes(at, old, new, conf, np.zeros(len(at), bool),
+                       reason="verified" if result.status == "restored" else "probable")
+    if job.dst is not None:
+        mode = stat.S_IMODE(st.st_mode) if preserve else None
+        if mode is not None and edits:
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never carry set-id bits to altered bytes
+        with atomic_write(job.dst, force=force, mode=mode) as f:
+            f.write(out)
+            if preserve:
+                f.flush()
+                os.utime(f.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+    from .report import empty_totals
+    totals = {**empty_totals(), "size": size, "fragments": -(-size // 512), "changed": len(edits),
+              "suspected": len(edits), "format_files": 1,
+              "format_restored": int(bool(edits)) if result.status == "restored" else 0,
+              "format_probable": int(result.status == "probable"),
+              "format_damaged": int(result.status == "damaged")}
+    report.end_file(totals, {"seconds": round(time.perf_counter() - t0, 3)})
+    return {"input": str(job.src), "output": None if job.dst is None else str(job.dst), "totals": totals,
+            "format": info}
