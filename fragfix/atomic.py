@@ -21,6 +21,8 @@ def check_output_path(path: Path, force: bool, inputs: tuple[Path, ...] = ()) ->
     path = Path(path)
     if path.is_dir():
         raise InvalidInput(f"output is a folder, expected a file path: {path}")
+    if path.exists() and not path.is_file():  # a device, FIFO or socket: --force must never replace it
+        raise InvalidInput(f"output exists and is not a regular file (refused even with --force): {path}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InvalidInput(f"output folder does not exist: {parent}")
@@ -34,6 +36,29 @@ def check_output_path(path: Path, force: bool, inputs: tuple[Path, ...] = ()) ->
             raise InvalidInput(f"output exists (use --force to overwrite): {path}")
 
 
+def check_distinct(writes: list[Path], reads: list[tuple[Path, str]]) -> None:
+    """Every path a command writes differs from every other path it writes and from every path it
+    reads (given as (path, what it is)), compared as files: resolved through links, and by inode."""
+    seen: list[Path] = []
+    for w in writes:
+        for other in seen:
+            if _same(w, other):
+                raise InvalidInput(f"two outputs name the same file: {w} and {other}")
+        for r, what in reads:
+            if _same(w, r):
+                raise InvalidInput(f"output is the {what}: {w}")
+        seen.append(w)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+    except (OSError, RuntimeError):
+        pass
+    return same_file(a, b)
+
+
 def same_file(a: Path, b: Path) -> bool:
     """True when two paths name the same file, through symlinks and hard links."""
     try:
@@ -43,7 +68,7 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, force: bool = False, mode: int | None = None) -> Iterator[BinaryIO]:
+def atomic_write(path: Path, force: bool = False, mode=None) -> Iterator[BinaryIO]:
     """Yield a binary file; on clean exit it replaces `path` atomically, on any exception it vanishes.
 
     Without `force` the final step is a link (fails if the target appeared meanwhile), so a
@@ -61,7 +86,8 @@ def atomic_write(path: Path, force: bool = False, mode: int | None = None) -> It
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode() if mode is None else mode)  # mkstemp makes 0600
+        m = mode() if callable(mode) else mode  # a callable: the mode is known only when the data is
+        os.chmod(tmp, _default_mode() if m is None else m)  # mkstemp makes 0600
         if force:
             os.replace(tmp, path)
         else:

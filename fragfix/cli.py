@@ -17,6 +17,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import ExitCode, FragfixError
@@ -74,7 +75,7 @@ def command(fn):
         except FragfixError as e:
             if STATE["debug"]:
                 raise
-            err.print(f"[bold red]fragfix: error:[/] {e}", markup=True, soft_wrap=True)
+            err.print(f"[bold red]fragfix: error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
             raise typer.Exit(int(e.exit_code))
         except KeyboardInterrupt:
             err.print("fragfix: interrupted; no partial output was left behind")
@@ -145,6 +146,7 @@ def train(
     patience: int = typer.Option(0, help="Stop after this many epochs without improvement (0: never)."),
     out_dir: Path = typer.Option(Path("checkpoints"), "--out-dir", "-o", help="Checkpoint folder."),
     resume: bool = typer.Option(False, help="Continue from OUT_DIR/autoencoder_last.*."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace checkpoints already in OUT_DIR."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or auto (bf16 where fast)."),
     threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
@@ -164,8 +166,12 @@ def train(
     cfg = TrainConfig(data=[str(p) for p in data_dir], out_dir=str(out_dir), epochs=epochs, batch_size=batch_size,
                       lr=lr, noise=noise, seed=seed, val_fraction=val_fraction, steps_per_epoch=steps_per_epoch,
                       patience=patience, device=device, precision=precision, threads=threads, workers=workers,
-                      resume=resume, model=mcfg)
+                      resume=resume, force=force, model=mcfg)
     from .training import train as run
+    if force and not resume:
+        old = [p for p in cfg.paths() if p.exists()]
+        if old:
+            err.print(escape(f"--force: replacing {', '.join(str(p) for p in old)}"))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 draws and reports
         for _ in run(cfg):
             pass
@@ -279,7 +285,7 @@ def evaluate(
     threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
 ):
     """Corrupt held-out data at several noise kinds and levels, repair it, and show how much was fixed."""
-    from .atomic import atomic_write_bytes, check_output_path
+    from .atomic import atomic_write_bytes, check_distinct, check_output_path
     from .evaluate import EvalConfig, evaluate as run
     from .render import grid_progress
     from .render_eval import draw_samples, draw_table, save_plot, save_samples
@@ -294,6 +300,9 @@ def evaluate(
     for out in (plot, json_out):
         if out is not None:
             check_output_path(out, force)
+    check_distinct([o for o in (plot, json_out) if o is not None],
+                   [(p, "model or data this command reads") for p in [model, *(compare or []), *(data_dir or [])]
+                    if p is not None])
     if plot is not None:
         from .render_eval import _plt
         _plt()  # a missing extra is a clear error before the run, not after it
@@ -306,13 +315,13 @@ def evaluate(
     draw_samples(result["samples"][:samples], err)
     if samples_dir is not None:
         save_samples(result["samples"], samples_dir)
-        err.print(f"samples saved in {samples_dir}")
+        err.print(f"samples saved in {samples_dir}", markup=False)
     if plot is not None:
         save_plot(result, plot)
-        err.print(f"plot: {plot}")
+        err.print(f"plot: {plot}", markup=False)
     if json_out is not None:
         atomic_write_bytes(json_out, json.dumps(result, indent=1).encode(), force=force)
-        err.print(f"json: {json_out}")
+        err.print(f"json: {json_out}", markup=False)
     if as_json:
         emit_json(result)
 

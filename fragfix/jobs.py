@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import check_output_path
+from .atomic import check_distinct, check_output_path
 from .errors import InvalidInput
 
 
@@ -81,9 +81,14 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
     return [Job(src, output / rel) for src, rel in pairs], skipped
 
 
-def check_outputs(jobs: list[Job], report: Path | None, force: bool) -> None:
-    """Refuse clobbering before any work: existing outputs without force, outputs that are inputs."""
+def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path | None = None) -> None:
+    """Refuse clobbering before any work: existing outputs without force, outputs that are inputs,
+    two outputs that are one file, an output that is the mapfile or the model."""
     inputs = tuple(j.src for j in jobs)
+    writes = [p for j in jobs for p in (j.dst, j.map_out) if p is not None] + ([report] if report else [])
+    reads = ([(p, "input file itself") for p in inputs] + [(j.mapfile, "mapfile") for j in jobs if j.mapfile]
+             + ([(model, "model this command reads")] if model else []))
+    check_distinct(writes, reads)
     for j in jobs:
         for out in (j.dst, j.map_out):
             # with several inputs, subfolders of the (checked) output folder are ours to create

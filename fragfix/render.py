@@ -46,8 +46,8 @@ def draw_training(events, console: Console) -> dict | None:
             elif isinstance(ev, Finished):
                 if ev.stopped_early:
                     console.print("stopped early: validation loss stopped improving")
-                console.print(f"best checkpoint: {ev.best_path} (val loss {ev.best_val_loss:.4f})\n"
-                              f"last checkpoint: {ev.last_path}")
+                console.print(escape(f"best checkpoint: {ev.best_path} (val loss {ev.best_val_loss:.4f})\n"
+                                     f"last checkpoint: {ev.last_path}"))
                 summary = {"best": ev.best_path, "last": ev.last_path, "best_val_loss": ev.best_val_loss,
                            "epochs": ev.epochs_run, "stopped_early": ev.stopped_early, "history": history}
     return summary
@@ -66,7 +66,7 @@ def draw_info(d: dict, console: Console) -> None:
         rows.append(("recipe", d["recipe"]))
     for k, v in rows:
         if v is not None:
-            t.add_row(f"[bold]{k}", str(v))
+            t.add_row(f"[bold]{k}", escape(str(v)))
     console.print(t)
 
 
@@ -93,7 +93,7 @@ def draw_repair(s: dict, console: Console) -> None:
     t = s["totals"]
     mb = t["size"] / 1e6
     console.print(f"read {t['size']:,} bytes in {t['fragments']:,} fragments ({mb / max(s['seconds'], 1e-9):.2f} MB/s) "
-                  f"with {s['model']['head']} model {s['model']['path']}")
+                  f"with {s['model']['head']} model {escape(s['model']['path'])}")
     console.print(f"changed {t['changed']:,} bytes in {t['fragments_touched']:,} fragments: "
                   f"{t['suspected']:,} suspected corruption, {t['unknown_filled']:,} unknown bytes filled "
                   f"(of {t['unknown_bytes']:,} marked unknown)")
@@ -110,11 +110,14 @@ def draw_repair(s: dict, console: Console) -> None:
                                  f"({fm['candidates']:,} candidates, {fm['seconds']:.1f} s, chance of a wrong repair "
                                  f"passing {fm['false_pass']:.1e}; written {fm['written']}): {where}"))
         elif len(s["files"]) > 1:
-            console.print(f"  {f['input']}: {f['totals']['changed']:,} bytes changed")
+            console.print(f"  {escape(f['input'])}: {f['totals']['changed']:,} bytes changed")
     outs = [f["output"] for f in s["files"] if f["output"]]
     if outs:
-        console.print(f"wrote {outs[0]}" if len(outs) == 1 else f"wrote {len(outs)} files")
+        console.print(f"wrote {escape(outs[0])}" if len(outs) == 1 else f"wrote {len(outs)} files")
+    setid = [f["output"] for f in s["files"] if f.get("dropped_setid")]
+    if setid:
+        console.print(escape(f"setuid/setgid bits not carried to {len(setid)} changed output(s): {', '.join(setid[:3])}"))
     if s.get("report"):
-        console.print(f"report: {s['report']}")
+        console.print(f"report: {escape(s['report'])}")
     if s.get("skipped"):
         console.print(f"[yellow]skipped {len(s['skipped'])} empty files")

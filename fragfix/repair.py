@@ -80,6 +80,7 @@ class FileRepair:
         self.ranges = Ranges() if job.map_out is not None else None  # only --map-out needs them
         self.done = 0
         self.t0 = None
+        self.dropped_setid = False
 
     def chunks(self, chunk: int) -> Iterator[tuple[int, bytes, np.ndarray]]:
         """(offset, bytes, unknown mask) pieces of the input, read lazily."""
@@ -108,6 +109,9 @@ class FileRepair:
                                     "output": None if self.job.dst is None else str(self.job.dst)})
             if self.job.dst is not None:
                 mode = stat.S_IMODE(self.stat.st_mode) if self.preserve else None
+                if mode is not None:  # altered bytes never keep a set-id bit (known only at the end)
+                    keep = mode
+                    mode = lambda: keep & ~(stat.S_ISUID | stat.S_ISGID) if self.totals["changed"] else keep  # noqa: E731
                 self.out = self.stack.enter_context(atomic_write(self.job.dst, force=self.force, mode=mode))
         arr = np.frombuffer(data, dtype=np.uint8)
         t = self.totals
@@ -128,6 +132,8 @@ class FileRepair:
     def finish(self) -> dict:
         if self.done != self.size:
             raise IOFailure(f"{self.job.src} changed size while being read ({self.size} -> {self.done} bytes)")
+        setid = stat.S_IMODE(self.stat.st_mode) & (stat.S_ISUID | stat.S_ISGID)
+        self.dropped_setid = bool(self.out is not None and self.preserve and setid and self.totals["changed"])
         if self.out is not None and self.preserve:
             self.out.flush()
             os.utime(self.out.fileno(), ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
@@ -140,7 +146,7 @@ class FileRepair:
             with atomic_write(self.job.map_out, force=self.force) as f:
                 f.write(text.encode())
         return {"input": str(self.job.src), "output": None if self.job.dst is None else str(self.job.dst),
-                "totals": self.totals}
+                "totals": self.totals, "dropped_setid": self.dropped_setid}
 
 
 def _run_batch(model, pending: list, cfg: RepairConfig, bf16: bool, progress: Progress | None) -> list[dict]:
@@ -184,7 +190,7 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     model, _ = load_model(model_path, device)
     bf16 = use_bf16(device, cfg.precision)
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
-    check_outputs(jobs, report_path, force)
+    check_outputs(jobs, report_path, force, model_path)
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
     model_meta = {"path": str(model_path), "head": model.config.head, "sha256": file_sha256(model_path)}

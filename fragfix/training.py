@@ -51,6 +51,7 @@ class TrainConfig:
     threads: int = 0
     workers: int = 0
     resume: bool = False
+    force: bool = False                 # replace checkpoints already in out_dir (without it: refused)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self):
@@ -164,6 +165,10 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
     else:
         train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop")
     best_path, last_path, resume_path = cfg.paths()
+    there = [p for p in (best_path, last_path, resume_path) if p.exists() or p.is_symlink()]
+    if there and not cfg.resume and not cfg.force:
+        raise InvalidInput(f"{cfg.out_dir} already holds checkpoints ({', '.join(p.name for p in there)}); "
+                           "use --resume to continue them or --force to replace them")
     if rank == 0:
         try:
             Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)

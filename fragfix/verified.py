@@ -80,8 +80,9 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, force: bool, prese
         conf = np.full(len(at), 1.0 - result.false_pass)
         report.changes(at, old, new, conf, np.zeros(len(at), bool),
                        reason="verified" if result.status == "restored" else "probable")
+    mode = stat.S_IMODE(st.st_mode) if preserve else None
+    dropped = bool(mode is not None and edits and mode & (stat.S_ISUID | stat.S_ISGID) and job.dst is not None)
     if job.dst is not None:
-        mode = stat.S_IMODE(st.st_mode) if preserve else None
         if mode is not None and edits:
             mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never carry set-id bits to altered bytes
         with atomic_write(job.dst, force=force, mode=mode) as f:
@@ -97,4 +98,4 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, force: bool, prese
               "format_damaged": int(result.status == "damaged")}
     report.end_file(totals, {"seconds": round(time.perf_counter() - t0, 3)})
     return {"input": str(job.src), "output": None if job.dst is None else str(job.dst), "totals": totals,
-            "format": info}
+            "format": info, "dropped_setid": dropped}

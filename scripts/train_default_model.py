@@ -30,11 +30,14 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=1)
     ap.add_argument("--work-dir", default=str(ROOT / "runs" / "default"))
     ap.add_argument("--out", default=str(ROOT / "fragfix" / "models" / "default.safetensors"))
+    ap.add_argument("--resume", action="store_true", help="continue the run in --work-dir")
+    ap.add_argument("--force", action="store_true", help="replace the checkpoints in --work-dir")
     a = ap.parse_args()
     train_files, val_files = python_sample(("text", "binary"))
     cfg = TrainConfig(data=[str(p) for p in train_files], val_data=[str(p) for p in val_files],
                       out_dir=a.work_dir, epochs=a.epochs, steps_per_epoch=a.steps_per_epoch,
                       batch_size=a.batch_size, max_val_fragments=1024, seed=0, precision="auto",
+                      resume=a.resume, force=a.force,
                       model=ModelConfig(channels=tuple(int(c) for c in a.channels.split(",")), refine=a.refine))
     t0 = time.time()
     for ev in train(cfg):
