@@ -226,15 +226,20 @@ class Search:
         o.first_bad = order[0] if order else None
         bits = [1 << b for b in range(8)]
         others = [v for v in range(1, 256) if v & (v - 1)]
-        near = 4096 if in_step else 8192
-        phases = [(order[:near], bits), (order[:256 if in_step else 1024], others), (order[near:], bits)]
+        if in_step:
+            phases = [(order[:4096], bits), (order[:256], others), (order[4096:], bits)]
+        else:  # one flipped bit is the likeliest damage (bit rot): every bit near the evidence first
+            phases = [(order[:8192], bits), "two-bits", (order[:1024], others), (order[8192:], bits)]
         if in_step:  # candidates back in step are compared in batches, most plausible first
             from .locate import context_counts
             self.counts, self.held = context_counts(tr.out), []
         deferred: list = []
-        for i, (positions, xors) in enumerate(phases):
-            if i == 1 and two_bits and not in_step and self._two_bits(tick):
-                return o
+        for phase in phases:
+            if phase == "two-bits":
+                if two_bits and self._two_bits(tick):
+                    return o
+                continue
+            positions, xors = phase
             for j, p in enumerate(positions):
                 for x in xors:
                     if self.test([(p, x)], in_step):
