@@ -126,9 +126,7 @@ def repair_gzip(d: bytes, deadline, scorer, tick) -> list[Part]:
 def looks_like_zlib(d: bytes) -> bool:
     if len(d) < 8 or d[0] & 0x0F != 8 or d[0] >> 4 > 7 or d[1] & 0x20 or (d[0] * 256 + d[1]) % 31:
         return False
-    if d[:2] in (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda"):
-        return True
-    try:  # a rarer header: only if the stream starts decoding
+    try:  # two bytes are no proof (text can start "x^"): the stream must start decoding too
         zlib.decompressobj().decompress(d[:64])
         return True
     except zlib.error:

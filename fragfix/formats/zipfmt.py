@@ -19,7 +19,9 @@ EOCD, CDH, LFH = b"PK\x05\x06", b"PK\x01\x02", b"PK\x03\x04"
 
 
 def looks_like_zip(d: bytes) -> bool:
-    return d[:4] == LFH or _eocd(d) is not None
+    """A zip starts with a local header: a file that only holds an end record somewhere near its end
+    (a disk image, a self-extracting program) keeps the ordinary path."""
+    return d[:4] == LFH
 
 
 def _eocd(d: bytes) -> int | None:
