@@ -75,9 +75,10 @@ def cpu_trunk(model: FragmentAutoencoder, bf16: bool) -> CpuTrunk:
 
 
 @torch.no_grad()
-def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, rows: int = 64) -> "np.ndarray":
+def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, rows: int = 64):
     """Bits of surprise, -log2 p(observed byte), for every byte of `data` from the model's view of
-    the 512-byte fragment around it (CPU, categorical head): how implausible the model finds it."""
+    the 512-byte fragment around it (CPU, categorical head): how implausible the model finds it.
+    Returns a float64 numpy array of len(data)."""
     import numpy as np
     from .autoencoder import encode_input
     n = len(data)

@@ -82,6 +82,20 @@ class FormatResult:
                 "false_pass": self.false_pass, "seconds": round(self.seconds, 3), "parts": parts}
 
 
+def choose(part: Part, pos: int, ok: list) -> Part:
+    """A part whose check failed (part.compared > 0) is restored by its one passing candidate;
+    none, or several, leave it damaged at `pos`."""
+    if not part.compared:
+        return part
+    if len(ok) == 1:
+        part.status, part.edits, part.first_bad = "restored", ok[0], ok[0][0][0]
+    else:
+        part.status, part.first_bad = "damaged", pos
+        part.note = f"{len(ok)} candidate repairs pass every check; none taken" if ok else \
+            "no single-byte or two-bit error explains the CRC"
+    return part
+
+
 def detect(data: bytes) -> str | None:
     """The checksummed format this data is, by content; None for anything else."""
     from . import containers, png, zipfmt

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from . import Part, crc
+from . import Part
 from .deflate import KEEP, Search
 
 M = 0xFFFFFFFF

@@ -14,7 +14,7 @@ import itertools
 import struct
 import zlib
 
-from . import Part, crc
+from . import Part, choose, crc
 from .containers import _one_byte
 
 SIG = b"\x89PNG\r\n\x1a\n"
@@ -75,25 +75,19 @@ def repair(d: bytes, deadline, scorer, tick) -> list[Part]:
         if (p, n) in idat:
             continue
         typ = d[p + 4:p + 8].decode("latin-1")
-        cands, compared = crc.candidates(d[p + 4:p + 8 + n], _be32(d, p + 8 + n), p + 4)
-        field = _one_byte(zlib.crc32(d[p + 4:p + 8 + n]) ^ _be32(d, p + 8 + n), p + 8 + n, big_endian=True)
-        parts.append(_part(f"{typ} chunk at {p}", p, cands + ([field] if field else []), compared, 32, ["crc32"]))
+        cands, compared = _candidates(d, p, n)
+        parts.append(choose(Part(f"{typ} chunk at {p}", checks=["crc32"], compared=compared), p, cands))
     if idat:
         parts += _image_data(d, idat, chunks)
     return parts
 
 
-def _part(name, pos, ok, compared, bits, checks) -> Part:
-    part = Part(name, checks=checks, bits=bits, compared=compared)
-    if not compared:
-        return part
-    if len(ok) == 1:
-        part.status, part.edits, part.first_bad = "restored", ok[0], ok[0][0][0]
-    else:
-        part.status, part.first_bad = "damaged", pos
-        part.note = f"{len(ok)} candidate repairs pass every check; none taken" if ok else \
-            "no single-byte or two-bit error explains the CRC"
-    return part
+def _candidates(d: bytes, p: int, n: int) -> tuple[list, int]:
+    """Edits that explain chunk p's failed CRC: in its type and data (the syndrome), or in the
+    stored CRC itself when the syndrome is one byte of it; and how many patterns were compared."""
+    cands, compared = crc.candidates(d[p + 4:p + 8 + n], _be32(d, p + 8 + n), p + 4)
+    field = _one_byte(zlib.crc32(d[p + 4:p + 8 + n]) ^ _be32(d, p + 8 + n), p + 8 + n, big_endian=True)
+    return cands + ([field] if field else []), compared
 
 
 def _raw_size(d: bytes, chunks) -> int | None:
@@ -113,10 +107,9 @@ def _image_data(d: bytes, idat, chunks) -> list[Part]:
     size = _raw_size(d, chunks)
     options, info = [], []
     for p, n in idat:
-        cands, compared = crc.candidates(d[p + 4:p + 8 + n], _be32(d, p + 8 + n), p + 4)
-        field = _one_byte(zlib.crc32(d[p + 4:p + 8 + n]) ^ _be32(d, p + 8 + n), p + 8 + n, big_endian=True)
+        cands, compared = _candidates(d, p, n)
         info.append((p, n, compared))
-        options.append([[]] if not compared else cands + ([field] if field else []))
+        options.append([[]] if not compared else cands)
 
     def inflates(edits) -> bool:
         buf = bytearray(d)
@@ -138,7 +131,7 @@ def _image_data(d: bytes, idat, chunks) -> list[Part]:
             continue
         mine = {tuple(e for e in c if p + 4 <= e[0] < p + 12 + n) for c in passing}
         ok = [list(m) for m in mine if m] if len(passing) == 1 else []
-        part = _part(f"IDAT chunk at {p}", p, ok, compared, 64, checks)
+        part = choose(Part(f"IDAT chunk at {p}", checks=checks, bits=64, compared=compared), p, ok)
         if len(passing) > 1:
             part.note = f"{len(passing)} combinations of candidate repairs pass every check; none taken"
         elif not passing:

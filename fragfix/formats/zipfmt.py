@@ -10,9 +10,8 @@ unsupported and left alone.
 from __future__ import annotations
 
 import struct
-import zlib
 
-from . import Part, crc
+from . import Part, choose, crc
 from .containers import deflate_part
 
 EOCD, CDH, LFH = b"PK\x05\x06", b"PK\x01\x02", b"PK\x03\x04"
@@ -135,13 +134,4 @@ def stored_part(d: bytes, start: int, stop: int, stored: int, name: str, size: i
         return part
     cands, compared = crc.candidates(d[start:stop], stored, start)
     part.compared = compared
-    if not compared:
-        return part
-    part.first_bad = start
-    if len(cands) == 1:
-        part.status, part.edits, part.first_bad = "restored", cands[0], cands[0][0][0]
-        return part
-    part.status = "damaged"
-    part.note = (f"{len(cands)} candidate repairs explain the CRC; none taken" if cands
-                 else "no single-byte or two-bit error explains the CRC")
-    return part
+    return choose(part, start, cands)
