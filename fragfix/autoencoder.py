@@ -25,6 +25,14 @@ import torch.nn.functional as F
 FRAGMENT_SIZE = 512
 UNKNOWN = 256  # the extra input token for bytes known to be unreadable (mapfile, zero runs)
 HEADS = ("categorical", "sigmoid")
+MAX_WIDTH = 1024  # channels; the bundled model uses at most 96
+
+
+def _whole(value, name: str, lo: int, hi: int) -> int:
+    """An int (not a bool or float) within [lo, hi], or a ValueError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+    return value
 
 
 @dataclass
@@ -39,17 +47,19 @@ class ModelConfig:
     fragment_size: int = FRAGMENT_SIZE
 
     def __post_init__(self):
-        self.channels = tuple(int(c) for c in self.channels)
+        # a checkpoint's metadata is untrusted input: exact types and sane bounds before any allocation
+        if not isinstance(self.channels, (list, tuple)) or len(self.channels) != 4:
+            raise ValueError("channels must be four widths")
+        self.channels = tuple(_whole(c, "channels", 1, MAX_WIDTH) for c in self.channels)
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r} (choose from {', '.join(HEADS)})")
-        if len(self.channels) != 4 or min(self.channels) < 1:
-            raise ValueError("channels must be four positive widths")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError("kernel_size must be odd and positive")
+        if _whole(self.kernel_size, "kernel_size", 1, 63) % 2 == 0:
+            raise ValueError("kernel_size must be odd")
         if self.stem not in ("separable", "full"):
             raise ValueError("stem must be 'separable' or 'full'")
-        if self.embed_dim < 1 or self.mid_layers < 0 or self.refine < 0:
-            raise ValueError("embed_dim must be positive and mid_layers not negative")
+        _whole(self.embed_dim, "embed_dim", 1, 256)
+        _whole(self.mid_layers, "mid_layers", 0, 8)
+        _whole(self.refine, "refine", 0, 8)
         if self.fragment_size != FRAGMENT_SIZE:
             raise ValueError(f"fragment_size must be {FRAGMENT_SIZE}")
 

@@ -8,7 +8,10 @@ The resume file beside `…_last` holds optimizer state and RNG state, also as s
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -41,22 +44,41 @@ def save_model(path: Path, model: FragmentAutoencoder, info: dict[str, Any]) -> 
     atomic_write_bytes(Path(path), st_save(tensors, metadata=meta), force=True)
 
 
+def read_checked(path: Path, what: str = "checkpoint") -> bytes:
+    """The whole file, if it is a regular file under MAX_FILE: never a FIFO or device that would
+    block or stream forever. Opened non-blocking and read to the size checked, never past it."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise InvalidInput(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{what} is a folder, expected a file: {path}") from None
+    except PermissionError:
+        raise InvalidInput(f"{what} is not readable (permission denied): {path}") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidInput(f"{what} is a folder, expected a file: {path}")
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInput(f"{what} is not a regular file: {path}")
+        if st.st_size > MAX_FILE:
+            raise CheckpointError(f"not a fragfix {what} (too large, {st.st_size} bytes): {path}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(st.st_size)
+    except OSError as e:
+        raise InvalidInput(f"cannot read {what} {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    return data
+
+
 def read_header(path: Path) -> tuple[dict, dict, bytes]:
     """Checked header of a fragfix checkpoint: (tensor entries, metadata, whole file bytes)."""
     path = Path(path)
-    if not path.exists():
-        raise InvalidInput(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise InvalidInput(f"checkpoint is a folder, expected a file: {path}")
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE:
-            raise CheckpointError(f"not a fragfix checkpoint (too large, {size} bytes): {path}")
-        data = path.read_bytes()
-    except PermissionError:
-        raise InvalidInput(f"checkpoint is not readable (permission denied): {path}") from None
-    except OSError as e:
-        raise InvalidInput(f"cannot read checkpoint {path}: {e.strerror}") from None
+    data = read_checked(path)
     if len(data) < 8:
         raise CheckpointError(f"not a fragfix checkpoint (truncated or empty): {path}")
     (n,) = struct.unpack("<Q", data[:8])
@@ -65,7 +87,7 @@ def read_header(path: Path) -> tuple[dict, dict, bytes]:
     try:
         header = json.loads(data[8:8 + n])
         assert isinstance(header, dict)
-    except (ValueError, AssertionError, UnicodeDecodeError):
+    except (ValueError, AssertionError, UnicodeDecodeError, RecursionError):
         raise CheckpointError(f"not a fragfix checkpoint (unreadable header): {path}") from None
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -94,7 +116,7 @@ def _meta_json(meta: dict, key: str, path: Path) -> dict:
         value = json.loads(meta.get(key, "{}"))
         assert isinstance(value, dict)
         return value
-    except (ValueError, AssertionError):
+    except (ValueError, AssertionError, TypeError, RecursionError):
         raise CheckpointError(f"damaged checkpoint metadata ({key}): {path}") from None
 
 
@@ -114,8 +136,8 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Fragment
         config = ModelConfig(**_meta_json(meta, "model_config", path))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint has an incompatible model config ({e}): {path}") from None
-    model = FragmentAutoencoder(config)
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes without memory: a config asking for GBs fails here, cheaply
+        expected = FragmentAutoencoder(config).state_dict()
     if set(header) != set(expected):
         missing = sorted(set(expected) - set(header))[:3]
         extra = sorted(set(header) - set(expected))[:3]
@@ -125,6 +147,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Fragment
         if _DTYPES.get(e.get("dtype")) != t.dtype or list(e["shape"]) != list(t.shape):
             raise CheckpointError(f"checkpoint tensor {name!r} has dtype {e.get('dtype')} shape {e['shape']}, "
                                   f"expected {t.dtype} {list(t.shape)}: {path}")
+    model = FragmentAutoencoder(config)  # every shape now matches tensors held in the file (< MAX_FILE)
     try:
         tensors = st_load(data)
     except Exception as e:  # safetensors raises its own types for corrupt bodies
@@ -134,6 +157,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Fragment
         raise CheckpointError(f"checkpoint holds NaN or infinite weights: {path}")
     info = _meta_json(meta, "info", path)
     info["path"] = str(path)
+    info["sha256"] = hashlib.sha256(data).hexdigest()  # of the bytes loaded, not a second read
     return model.to(device).eval(), info
 
 
@@ -159,10 +183,10 @@ def save_resume(path: Path, model: FragmentAutoencoder, optimizer: torch.optim.O
 def load_resume(path: Path, device: str | torch.device = "cpu") -> tuple[FragmentAutoencoder, dict, dict]:
     """(model with its weights, loop state, optimizer state_dict) from a resume file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInput(f"nothing to resume: {path} not found")
+    raw = read_checked(path, "resume state")
     try:
-        raw = path.read_bytes()
         (n,) = struct.unpack("<Q", raw[:8])
         if n > MAX_HEADER:
             raise ValueError

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 from array import array
-import hashlib
 import os
 import stat
 import time
@@ -23,8 +22,9 @@ import torch
 
 from .atomic import atomic_write
 from .decide import RepairConfig, decide
+from .inference import cpu_trunk
 from .errors import InvalidInput, IOFailure
-from .jobs import Job, check_input, check_outputs, make_output_folders
+from .jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from .mapfile import format_mapfile, read_mapfile
 from .report import ReportWriter, empty_totals
 from .verified import model_scorer, repair_checksummed, sniff
@@ -85,13 +85,21 @@ class FileRepair:
     def chunks(self, chunk: int) -> Iterator[tuple[int, bytes, np.ndarray]]:
         """(offset, bytes, unknown mask) pieces of the input, read lazily."""
         margin = max(self.cfg.zero_runs - 1, 0)
-        try:
-            f = self.stack.enter_context(open(self.job.src, "rb", buffering=0))
-        except OSError as e:
-            raise InvalidInput(f"cannot open {self.job.src}: {e.strerror}") from None
-        prev, data, pos = b"", _read(f, chunk, self.job.src), 0
+        f = self.stack.enter_context(open_input(self.job.src, self.size))
+        left = self.size  # read exactly the size checked: a file that grows cannot grow the output
+
+        def take() -> bytes:
+            nonlocal left
+            b = read_upto(f, min(chunk, left), self.job.src)
+            left -= len(b)
+            if len(b) < min(chunk, left + len(b)):
+                raise IOFailure(f"{self.job.src} shrank while being read (expected {self.size} bytes)")
+            if left == 0 and read_upto(f, 1, self.job.src):
+                raise IOFailure(f"{self.job.src} grew while being read (expected {self.size} bytes)")
+            return b
+        prev, data, pos = b"", take(), 0
         while data:
-            ahead = _read(f, chunk, self.job.src)
+            ahead = take() if left else b""
             unk = self.unknown.mask(pos, pos + len(data))
             if self.cfg.zero_runs:
                 window = np.frombuffer(prev + data + ahead[:margin], dtype=np.uint8)
@@ -187,13 +195,15 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     from .checkpoints import load_model
     from .runtime import release_memory, resolve_device, use_bf16
     device = resolve_device(cfg.device)
-    model, _ = load_model(model_path, device)
+    model, info = load_model(model_path, device)
     bf16 = use_bf16(device, cfg.precision)
+    if device.type == "cpu":
+        cpu_trunk(model, bf16)  # weights prepared now, so the speed shown is the repair's alone
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
     check_outputs(jobs, report_path, force, model_path)
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
-    model_meta = {"path": str(model_path), "head": model.config.head, "sha256": file_sha256(model_path)}
+    model_meta = {"path": str(model_path), "head": model.config.head, "sha256": info["sha256"]}
     header = {"model": model_meta, **cfg.gate(), "zero_runs": cfg.zero_runs,
               "formats": {"on": cfg.formats, "budget_s": cfg.format_budget, "accept_probable": cfg.accept_probable}}
     if on_start:
@@ -240,20 +250,6 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
             "seconds": round(seconds, 3), "bytes_per_s": total_bytes / seconds if seconds else 0.0, "files": files}
 
 
-def _read(f, n: int, path: Path) -> bytes:
-    try:
-        parts, got = [], 0
-        while got < n:
-            b = f.read(n - got)
-            if not b:
-                break
-            parts.append(b)
-            got += len(b)
-        return b"".join(parts)
-    except OSError as e:
-        raise IOFailure(f"reading {path} failed: {e.strerror}") from None
-
-
 class Ranges:
     """Sorted [start, end) byte ranges, merged as they come, 16 bytes each (a list of lists took ~100)."""
 
@@ -272,11 +268,3 @@ class Ranges:
             starts, ends = starts[1:], ends[1:]
         self.starts.extend(starts.tolist())
         self.ends.extend(ends.tolist())
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
