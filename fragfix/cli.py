@@ -7,6 +7,7 @@ its exit code here, and only here; `--debug` shows tracebacks instead.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -54,6 +55,7 @@ app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
                   help="Learn what healthy data looks like, and repair damaged binary files.")
 err = Console(stderr=True, highlight=False)
 STATE = {"debug": False}
+PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.ENOENT)
 
 
 def _raise_interrupt(signum, frame):
@@ -86,8 +88,9 @@ def command(fn):
         except OSError as e:
             if STATE["debug"]:
                 raise
-            err.print(f"fragfix: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), soft_wrap=True)
-            raise typer.Exit(int(ExitCode.IO))
+            err.print(f"fragfix: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), soft_wrap=True, markup=False)
+            # a path the user typed that cannot name a file is bad input, not a failing machine
+            raise typer.Exit(int(ExitCode.INVALID if e.errno in PATH_ERRNOS else ExitCode.IO))
         except Exception as e:  # a bug: still one line, and the way to see more
             if STATE["debug"]:
                 raise

@@ -5,11 +5,13 @@ Every input and output is checked before any work starts, so a bad path fails fa
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .atomic import check_distinct, check_output_path
-from .errors import InvalidInput
+from .errors import InvalidInput, IOFailure
 
 
 @dataclass
@@ -19,6 +21,7 @@ class Job:
     dst: Path | None
     mapfile: Path | None = None
     map_out: Path | None = None
+    folder: Path | None = None  # -o as a folder (several inputs, or -r): it and subfolders are ours to create
 
 
 def check_input(path: Path) -> int:
@@ -38,22 +41,57 @@ def check_input(path: Path) -> int:
     return size
 
 
+def open_input(path: Path, size: int) -> BinaryIO:
+    """An input opened for reading and checked again through its descriptor: still a regular file of
+    the size checked before the run. O_NONBLOCK makes a FIFO swapped in meanwhile fail here instead
+    of blocking the open forever (it changes nothing for regular files)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise InvalidInput(f"cannot open {path}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        os.close(fd)
+        raise IOFailure(f"{path} changed before it could be read (now not a regular file of {size} bytes)")
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def read_upto(f, n: int, path: Path) -> bytes:
+    """Up to n bytes (fewer only at the end of the file), through short reads; errors as IOFailure."""
+    try:
+        parts, got = [], 0
+        while got < n:
+            b = f.read(n - got)
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+        return b"".join(parts)
+    except OSError as e:
+        raise IOFailure(f"reading {path} failed: {e.strerror}") from None
+
+
 def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run: bool,
-              mapfile: Path | None = None, map_out: Path | None = None) -> tuple[list[Job], list[str]]:
+              mapfile: Path | None = None, map_out: Path | None = None) -> tuple[list[Job], list[dict]]:
     """Inputs + -o -> (jobs, skipped). One file: -o names the output file. Several, or -r: -o is a
     folder and each output keeps its path relative to the input folder it came from. Empty files
     found in folders are skipped (and listed); named ones are an error."""
     if not inputs:
         raise InvalidInput("no input files given")
     pairs: list[tuple[Path, Path]] = []  # (file, path relative to its root)
-    skipped: list[str] = []
+    skipped: list[dict] = []  # {path, why}: files in folders left alone, and why
     for p in map(Path, inputs):
         if p.is_dir():
             if not recursive:
                 raise InvalidInput(f"is a folder, expected a file (use -r for folders): {p}")
-            for q in sorted(q for q in p.rglob("*") if q.is_file() and not q.is_symlink()):
-                if q.stat().st_size == 0:
-                    skipped.append(str(q))
+            for q in sorted(p.rglob("*")):
+                if q.is_symlink():  # a link may lead out of the folder, or loop: named, never followed
+                    skipped.append({"path": str(q), "why": "symbolic link"})
+                elif not q.is_file():
+                    if not q.is_dir():
+                        skipped.append({"path": str(q), "why": "not a regular file"})
+                elif q.stat().st_size == 0:
+                    skipped.append({"path": str(q), "why": "empty"})
                 else:
                     pairs.append((q, q.relative_to(p)))
         else:
@@ -61,6 +99,8 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
     single = len(inputs) == 1 and not Path(inputs[0]).is_dir()
     if (mapfile or map_out) and not single:
         raise InvalidInput("--mapfile and --map-out take exactly one input file")
+    if map_out and dry_run:
+        raise InvalidInput("--dry-run writes only the report; --map-out would write a file")
     if output is None and not dry_run:
         raise InvalidInput("an output is needed: -o OUTPUT (or --dry-run to write only the report)")
     for src, _ in pairs:
@@ -78,7 +118,7 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
         raise InvalidInput(f"with several inputs, -o must be a folder: {output}")
     if not output.exists() and not output.parent.is_dir():
         raise InvalidInput(f"output folder's parent does not exist: {output.parent}")
-    return [Job(src, output / rel) for src, rel in pairs], skipped
+    return [Job(src, output / rel, folder=output) for src, rel in pairs], skipped
 
 
 def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path | None = None) -> None:
@@ -91,8 +131,8 @@ def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path
     check_distinct(writes, reads)
     for j in jobs:
         for out in (j.dst, j.map_out):
-            # with several inputs, subfolders of the (checked) output folder are ours to create
-            if out is not None and (len(jobs) == 1 or out.parent.is_dir()):
+            # under an output folder, missing subfolders (and the folder itself) are ours to create
+            if out is not None and (j.folder is None or out.parent.is_dir()):
                 check_output_path(out, force, inputs)
     if report is not None:
         check_output_path(report, force, inputs)

@@ -5,6 +5,8 @@ The gate's defaults mirror `decide.RepairConfig` (a test keeps them equal).
 """
 from __future__ import annotations
 
+import math
+
 import typer
 
 THRESHOLD = typer.Option(0.5, help="Replace a byte only when the best value has at least this probability ...")
@@ -34,7 +36,7 @@ def gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold,
     from .decide import RepairConfig
     from .errors import InvalidInput
     orders = () if context.strip().lower() in ("off", "none", "0", "") else parse_floats(context, "--context")
-    if any(o != int(o) for o in orders):
+    if any(not math.isfinite(o) or o != int(o) for o in orders):
         raise InvalidInput(f"--context must be whole numbers of bytes, got {context!r}")
     if not (window_mb > 0) or window_mb > 1024:
         raise InvalidInput(f"--window-mb must be within (0, 1024], got {window_mb}")

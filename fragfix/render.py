@@ -2,6 +2,8 @@
 (or a console the caller chooses); the library never draws anything itself."""
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -120,4 +122,8 @@ def draw_repair(s: dict, console: Console) -> None:
     if s.get("report"):
         console.print(f"report: {escape(s['report'])}")
     if s.get("skipped"):
-        console.print(f"[yellow]skipped {len(s['skipped'])} empty files")
+        whys = Counter(k["why"] for k in s["skipped"])
+        console.print(escape(f"skipped {len(s['skipped'])} files in the input folders ("
+                             + ", ".join(f"{n} {why}" for why, n in whys.items()) + "): "
+                             + ", ".join(k["path"] for k in s["skipped"][:3]) + (" …" if len(s["skipped"]) > 3 else "")),
+                      style="yellow")

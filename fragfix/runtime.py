@@ -62,14 +62,27 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_count(value: int, what: str, zero: str = "automatic") -> int:
+    """0 (automatic) up to the cores this process may use: more threads or workers than cores only
+    slow the work down, and absurd counts exhaust memory or crash the thread pool."""
+    cores = available_cores()
+    if not 0 <= value <= cores:
+        raise InvalidInput(f"{what} must be from 0 ({zero}) to {cores} (the cores available here), got {value}")
+    return value
+
+
 def set_threads(threads: int | None, world_size: int = 1) -> None:
     """Default: the cores this process may use, shared out among local processes (torchrun)."""
-    if threads is None or threads <= 0:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:
-            cores = os.cpu_count() or 1
-        threads = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
+    threads = check_count(threads or 0, "--threads")
+    if threads == 0:
+        threads = max(1, available_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
     torch.set_num_threads(threads)
 
 

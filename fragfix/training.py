@@ -22,7 +22,7 @@ from .checkpoints import load_resume, save_model, save_resume
 from .errors import CheckpointError, InvalidInput
 from .fragments import FragmentDataset, list_files, split_files
 from .noise import NoiseGenerator, parse_noise
-from .runtime import autocast, set_threads, use_bf16
+from .runtime import autocast, check_count, set_threads, use_bf16
 
 CLEAN_SHARE = 0.125  # share of undamaged positions the categorical loss looks at each step
 DEFAULT_NOISE = "byte:0.002-0.15,bitflip:0.0005-0.02,burst:0.005-0.1,zero:0.005-0.15"
@@ -63,8 +63,10 @@ class TrainConfig:
             raise InvalidInput("unknown share must be within [0, 1]")
         if self.schedule not in ("cosine", "constant"):
             raise InvalidInput("schedule must be cosine or constant")
-        if self.steps_per_epoch < 0 or self.patience < 0 or self.workers < 0 or self.max_val_fragments < 1:
-            raise InvalidInput("steps per epoch, patience and workers must not be negative")
+        if self.steps_per_epoch < 0 or self.patience < 0 or self.max_val_fragments < 1:
+            raise InvalidInput("steps per epoch and patience must not be negative")
+        check_count(self.workers, "--workers", zero="load in the main process")
+        check_count(self.threads, "--threads")
         try:
             self.noise_specs = parse_noise(self.noise)
         except ValueError as e:

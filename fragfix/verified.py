@@ -20,7 +20,7 @@ import numpy as np
 from . import formats
 from .atomic import atomic_write
 from .errors import IOFailure
-from .jobs import Job
+from .jobs import Job, open_input, read_upto
 
 MAX_BYTES = 256 << 20   # larger checksummed files take the streaming path (left alone by the entropy gate)
 HEAD, TAIL = 4096, 65557  # enough to recognise every format: magic at the start, zip's directory at the end
@@ -31,13 +31,13 @@ def sniff(path: Path, size: int) -> str | None:
     if size > MAX_BYTES:
         return None
     try:
-        with open(path, "rb") as f:
-            head = f.read(HEAD)
+        with open_input(path, size) as f:
+            head = read_upto(f, HEAD, path)
             if size > HEAD + TAIL:
                 f.seek(size - TAIL)
-                head += f.read(TAIL)
+                head += read_upto(f, TAIL, path)
             else:
-                head += f.read()
+                head += read_upto(f, size - len(head), path)
     except OSError as e:
         raise IOFailure(f"reading {path} failed: {e.strerror}") from None
     return formats.detect(head)
@@ -59,8 +59,8 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, force: bool, prese
     t0 = time.perf_counter()
     st = job.src.stat()
     try:
-        with open(job.src, "rb") as f:
-            data = f.read(size + 1)
+        with open_input(job.src, size) as f:
+            data = read_upto(f, size + 1, job.src)
     except OSError as e:
         raise IOFailure(f"reading {job.src} failed: {e.strerror}") from None
     if len(data) != size:

@@ -177,7 +177,7 @@ def test_small_files_batched_together_match_one_by_one(tmp_path, trained):
                             "--precision", "fp32", "--context", "off", "--json"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
-    assert summary["skipped"] == [str(src / "empty.txt")] and len(summary["files"]) == 30
+    assert summary["skipped"] == [{"path": str(src / "empty.txt"), "why": "empty"}] and len(summary["files"]) == 30
     for f in sorted(src.glob("f*.txt")):
         one = tmp_path / f"one_{f.name}"
         assert runner.invoke(app, ["repair", str(f), "-o", str(one), "-m", str(trained), "--precision", "fp32",
