@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -34,6 +35,21 @@ def check_output_path(path: Path, force: bool, inputs: tuple[Path, ...] = ()) ->
                 raise InvalidInput(f"output is the input file itself: {path}")
         if not force:
             raise InvalidInput(f"output exists (use --force to overwrite): {path}")
+
+
+def check_output_folder(folder: Path, force: bool) -> None:
+    """A folder a command fills with files of names known only after the run: it must be new (its
+    parent existing) or empty, or --force lets those files replace any of the same names."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInput(f"not a folder: {folder}")
+    if folder.is_dir():
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise IOFailure(f"folder is not writable: {folder}")
+        if any(folder.iterdir()) and not force:
+            raise InvalidInput(f"folder is not empty (use --force to write into it): {folder}")
+    elif not (folder.parent if str(folder.parent) else Path(".")).is_dir():
+        raise InvalidInput(f"folder's parent does not exist: {folder.parent}")
 
 
 def check_distinct(writes: list[Path], reads: list[tuple[Path, str]]) -> None:
@@ -67,43 +83,119 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+class Batch:
+    """The outputs of one run, committed together: each is written and fsynced to a temporary file
+    beside its target; only when all are complete (the `with` block ends cleanly) are they moved
+    into place, and on any error or interrupt none is: the temporary files and the folders the
+    run made vanish. A run never leaves some of its outputs behind and not others."""
+
+    def __init__(self):
+        self.staged: list[tuple[str, Path, bool]] = []  # (temporary file, target, force)
+        self.made_dirs: list[Path] = []
+
+    def __enter__(self) -> "Batch":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+        return False
+
+    def mkdir(self, folder: Path) -> None:
+        """Make a folder (and missing parents), remembered so that a failed run removes it again."""
+        missing = [p for p in [Path(folder), *Path(folder).parents] if not p.exists()]
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.made_dirs += reversed(missing)
+
+    @contextlib.contextmanager
+    def stage(self, path: Path, force: bool = False, mode=None) -> Iterator[BinaryIO]:
+        path = Path(path)
+        parent = path.parent if str(path.parent) else Path(".")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fragfix-tmp", dir=parent)
+        except OSError as e:
+            raise IOFailure(f"cannot create a file in {parent}: {e.strerror}") from e
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            m = mode() if callable(mode) else mode  # a callable: the mode is known only when the data is
+            os.chmod(tmp, _default_mode() if m is None else m)  # mkstemp makes 0600
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise _failure(path, e) from e
+            raise
+        self.staged.append((tmp, path, force))
+
+    def commit(self) -> None:
+        """Move every staged file into place, signals held off meanwhile. New names first (a link:
+        fails if the name appeared meanwhile, and those made so far are taken back), then
+        replacements (--force), which cannot be taken back and so come last."""
+        held = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        linked: list[Path] = []
+        try:
+            for tmp, path, force in sorted(self.staged, key=lambda s: s[2]):
+                if force:
+                    os.replace(tmp, path)
+                    continue
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise InvalidInput(f"output exists (use --force to overwrite): {path}") from None
+                linked.append(path)
+        except BaseException as e:
+            for path in linked:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            self.discard()
+            if isinstance(e, OSError):
+                raise _failure(path, e) from e
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for tmp, _, force in self.staged:
+            if not force:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        for folder in {(p.parent if str(p.parent) else Path(".")) for _, p, _ in self.staged}:
+            _fsync_dir(folder)
+        self.staged = []
+
+    def discard(self) -> None:
+        for tmp, _, _ in self.staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self.staged = []
+        for folder in reversed(self.made_dirs):  # deepest first; a folder holding anything else stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self.made_dirs = []
+
+
 @contextlib.contextmanager
-def atomic_write(path: Path, force: bool = False, mode=None) -> Iterator[BinaryIO]:
+def atomic_write(path: Path, force: bool = False, mode=None, batch: Batch | None = None) -> Iterator[BinaryIO]:
     """Yield a binary file; on clean exit it replaces `path` atomically, on any exception it vanishes.
+    With `batch`, it is only staged: the batch moves it into place with the run's other outputs.
 
     Without `force` the final step is a link (fails if the target appeared meanwhile), so a
     concurrent writer's file is never overwritten either.
     """
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".fragfix-tmp", dir=parent)
-    except OSError as e:
-        raise IOFailure(f"cannot create a file in {parent}: {e.strerror}") from e
-    committed = False
-    try:
-        with os.fdopen(fd, "wb") as f:
+    if batch is not None:
+        with batch.stage(path, force, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        m = mode() if callable(mode) else mode  # a callable: the mode is known only when the data is
-        os.chmod(tmp, _default_mode() if m is None else m)  # mkstemp makes 0600
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise InvalidInput(f"output exists (use --force to overwrite): {path}") from None
-            os.unlink(tmp)
-        committed = True
-        _fsync_dir(parent)
-    except OSError as e:
-        raise IOFailure(f"writing {path} failed: {e.strerror or e}" + (" (disk full)" if e.errno == errno.ENOSPC else "")) from e
-    finally:
-        if not committed:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        return
+    with Batch() as own, own.stage(path, force, mode) as f:
+        yield f
+
+
+def _failure(path: Path, e: OSError) -> IOFailure:
+    return IOFailure(f"writing {path} failed: {e.strerror or e}" + (" (disk full)" if e.errno == errno.ENOSPC else ""))
 
 
 def _default_mode() -> int:

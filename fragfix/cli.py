@@ -59,6 +59,10 @@ PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.ENOENT)
 
 
 def _raise_interrupt(signum, frame):
+    # the first SIGINT/SIGTERM starts the cleanup; more of them, close behind, must not interrupt
+    # it (a second KeyboardInterrupt inside an except block printed a traceback, or exit 143)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -67,7 +71,8 @@ def command(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM cleans up like Ctrl-C
+            for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM cleans up like Ctrl-C
+                signal.signal(sig, _raise_interrupt)
         except ValueError:  # not the main thread (some test runners)
             pass
         try:
@@ -288,7 +293,7 @@ def evaluate(
     threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
 ):
     """Corrupt held-out data at several noise kinds and levels, repair it, and show how much was fixed."""
-    from .atomic import atomic_write_bytes, check_distinct, check_output_path
+    from .atomic import Batch, atomic_write, check_distinct, check_output_folder, check_output_path
     from .evaluate import EvalConfig, evaluate as run
     from .render import grid_progress
     from .render_eval import draw_samples, draw_table, save_plot, save_samples
@@ -303,7 +308,9 @@ def evaluate(
     for out in (plot, json_out):
         if out is not None:
             check_output_path(out, force)
-    check_distinct([o for o in (plot, json_out) if o is not None],
+    if samples_dir is not None:
+        check_output_folder(samples_dir, force)
+    check_distinct([o for o in (plot, json_out, samples_dir) if o is not None],
                    [(p, "model or data this command reads") for p in [model, *(compare or []), *(data_dir or [])]
                     if p is not None])
     if plot is not None:
@@ -316,15 +323,17 @@ def evaluate(
         result = run(cfg, progress=lambda done, total: progress.update(task, completed=done, total=total))
     draw_table(result, err)
     draw_samples(result["samples"][:samples], err)
-    if samples_dir is not None:
-        save_samples(result["samples"], samples_dir)
-        err.print(f"samples saved in {samples_dir}", markup=False)
-    if plot is not None:
-        save_plot(result, plot)
-        err.print(f"plot: {plot}", markup=False)
-    if json_out is not None:
-        atomic_write_bytes(json_out, json.dumps(result, indent=1).encode(), force=force)
-        err.print(f"json: {json_out}", markup=False)
+    with Batch() as batch:  # the run's files appear together, or none of them
+        if samples_dir is not None:
+            save_samples(result["samples"], samples_dir, batch)
+        if plot is not None:
+            save_plot(result, plot, batch)
+        if json_out is not None:
+            with atomic_write(json_out, force=force, batch=batch) as f:
+                f.write(json.dumps(result, indent=1).encode())
+    for what, path in (("samples saved in", samples_dir), ("plot:", plot), ("json:", json_out)):
+        if path is not None:
+            err.print(f"{what} {path}", markup=False)
     if as_json:
         emit_json(result)
 

@@ -62,7 +62,7 @@ class FragmentDataset(torch.utils.data.Dataset):
             if span is not None and span.count > 0:
                 self.spans.append(span)
         self._ends = np.cumsum([s.count for s in self.spans]).tolist()
-        self._maps: dict[int, np.memmap] = {}
+        self._fds: dict[int, int] = {}
 
     def _whole(self, path: Path) -> Span | None:
         try:
@@ -94,19 +94,40 @@ class FragmentDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         k, frag = self._locate(i)
-        m = self._maps.get(k)
-        if m is None:
-            if len(self._maps) > 64:  # bound open maps on huge folders
-                self._maps.clear()
-            m = self._maps[k] = np.memmap(self.spans[k].path, dtype=np.uint8, mode="r")
+        # pread, not a memory map: a training file truncated meanwhile killed training with SIGBUS
+        fd = self._fds.get(k)
+        if fd is None:
+            if len(self._fds) > 64:  # bound open files on huge folders
+                self.close()
+            try:
+                fd = self._fds[k] = os.open(self.spans[k].path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            except OSError as e:
+                raise InvalidInput(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
+        want = min(F, self.spans[k].size - frag * F)
+        try:
+            data = os.pread(fd, want, frag * F)
+        except OSError as e:
+            raise InvalidInput(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
+        if len(data) != want:
+            raise InvalidInput(f"training file changed while training (now shorter): {self.spans[k].path}")
         chunk = np.zeros(F, dtype=np.uint8)
-        data = m[frag * F:(frag + 1) * F]
-        chunk[:len(data)] = data
+        chunk[:want] = np.frombuffer(data, dtype=np.uint8)
         return torch.from_numpy(chunk)
 
-    def __getstate__(self):  # DataLoader workers open their own maps
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getstate__(self):  # DataLoader workers open their own files
         d = self.__dict__.copy()
-        d["_maps"] = {}
+        d["_fds"] = {}
         return d
 
     def summary(self) -> dict:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .atomic import check_distinct, check_output_path
+from .atomic import Batch, check_distinct, check_output_path
 from .errors import InvalidInput, IOFailure
 
 
@@ -138,6 +138,6 @@ def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path
         check_output_path(report, force, inputs)
 
 
-def make_output_folders(jobs: list[Job]) -> None:
+def make_output_folders(jobs: list[Job], batch: Batch) -> None:
     for parent in sorted({j.dst.parent for j in jobs if j.dst is not None}):
-        parent.mkdir(parents=True, exist_ok=True)
+        batch.mkdir(parent)

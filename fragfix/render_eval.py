@@ -105,15 +105,17 @@ def _plt():
         raise InvalidInput("pictures need matplotlib: pip install 'fragfix[plot]'") from None
 
 
-def save_samples(samples: list[dict], folder: Path, pictures: bool = True) -> list[Path]:
-    """Hex text for every sample, and a PNG (bytes as pixels) when matplotlib is installed."""
-    from .atomic import atomic_write_bytes
-    folder.mkdir(parents=True, exist_ok=True)
+def save_samples(samples: list[dict], folder: Path, batch, pictures: bool = True) -> list[Path]:
+    """Hex text for every sample, and a PNG (bytes as pixels) when matplotlib is installed, staged in
+    `batch` (an atomic.Batch). The CLI checked the folder before the run (new, empty, or --force)."""
+    from .atomic import atomic_write
+    batch.mkdir(folder)
     written = []
     for s in samples:
         stem = f"{s['noise']}_{s['level']:g}_{s['index']}"
         text = "\n".join(t.plain for t in sample_texts(s)) + "\n"
-        atomic_write_bytes(folder / f"{stem}.txt", text.encode(), force=True)
+        with atomic_write(folder / f"{stem}.txt", force=True, batch=batch) as f:
+            f.write(text.encode())
         written.append(folder / f"{stem}.txt")
     try:
         plt = _plt() if pictures else None
@@ -129,13 +131,16 @@ def save_samples(samples: list[dict], folder: Path, pictures: bool = True) -> li
                 ax.set_title(key)
                 ax.axis("off")
             fig.suptitle(f"{s['noise']} {s['level']:g}: fragment {s['index']} (16 x 32 bytes as pixels)")
-            fig.savefig(folder / f"{stem}.png", dpi=80)
-            plt.close(fig)
+            try:
+                with atomic_write(folder / f"{stem}.png", force=True, batch=batch) as f:
+                    fig.savefig(f, format="png", dpi=80)
+            finally:
+                plt.close(fig)
             written.append(folder / f"{stem}.png")
     return written
 
 
-def save_plot(result: dict, path: Path) -> None:
+def save_plot(result: dict, path: Path, batch=None) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     rows = result["rows"]
@@ -160,7 +165,7 @@ def save_plot(result: dict, path: Path) -> None:
     fig.tight_layout()
     from .atomic import atomic_write
     try:
-        with atomic_write(Path(path), force=True) as f:  # the CLI checked --force before the run
+        with atomic_write(Path(path), force=True, batch=batch) as f:  # the CLI checked --force before the run
             fig.savefig(f, format="png", dpi=100)
     finally:
         plt.close(fig)

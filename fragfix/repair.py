@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .atomic import atomic_write
-from .decide import RepairConfig, decide
+from .atomic import Batch, atomic_write
+from .decide import Decision, RepairConfig, decide
 from .inference import cpu_trunk
 from .errors import InvalidInput, IOFailure
 from .jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
@@ -69,8 +69,8 @@ class FileRepair:
     """One file's side of the pipeline: its input chunks, its atomic output, totals and report."""
 
     def __init__(self, job: Job, size: int, cfg: RepairConfig, report: ReportWriter, outer: ExitStack,
-                 force: bool, preserve: bool):
-        self.job, self.size, self.cfg, self.report = job, size, cfg, report
+                 batch: Batch, force: bool, preserve: bool):
+        self.job, self.size, self.cfg, self.report, self.batch = job, size, cfg, report, batch
         self.force, self.preserve = force, preserve
         self.unknown = UnknownMap(read_mapfile(job.mapfile, self.size).bad_ranges() if job.mapfile else [])
         self.stat = job.src.stat()
@@ -120,7 +120,8 @@ class FileRepair:
                 if mode is not None:  # altered bytes never keep a set-id bit (known only at the end)
                     keep = mode
                     mode = lambda: keep & ~(stat.S_ISUID | stat.S_ISGID) if self.totals["changed"] else keep  # noqa: E731
-                self.out = self.stack.enter_context(atomic_write(self.job.dst, force=self.force, mode=mode))
+                self.out = self.stack.enter_context(atomic_write(self.job.dst, force=self.force, mode=mode,
+                                                                  batch=self.batch))
         arr = np.frombuffer(data, dtype=np.uint8)
         t = self.totals
         t["fragments"] += -(-len(data) // F)
@@ -145,13 +146,13 @@ class FileRepair:
         if self.out is not None and self.preserve:
             self.out.flush()
             os.utime(self.out.fileno(), ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
-        self.stack.close()  # commits the output (rename into place)
+        self.stack.close()  # the output is complete: staged, moved into place with the run's others
         seconds = time.perf_counter() - self.t0
         self.report.end_file(self.totals, {"seconds": round(seconds, 3)})
         if self.job.map_out is not None:
             text = format_mapfile(list(zip(self.ranges.starts, self.ranges.ends)), self.size,
                                   f"bytes guessed by fragfix repair of {self.job.src.name}")
-            with atomic_write(self.job.map_out, force=self.force) as f:
+            with atomic_write(self.job.map_out, force=self.force, batch=self.batch) as f:
                 f.write(text.encode())
         return {"input": str(self.job.src), "output": None if self.job.dst is None else str(self.job.dst),
                 "totals": self.totals, "dropped_setid": self.dropped_setid}
@@ -171,7 +172,7 @@ def _run_batch(model, pending: list, cfg: RepairConfig, bf16: bool, progress: Pr
         flat_u[:len(data)] = torch.from_numpy(unk)
         lengths[row + c - 1] = len(data) - (c - 1) * F
         row += c
-    d = decide(model, frags, unknown, cfg, bf16, lengths)
+    d = _decide_sparse(model, frags, unknown, cfg, bf16, lengths)
     finished, row = [], 0
     for (fr, pos, data, unk, last), c in zip(pending, counts):
         n = len(data)
@@ -186,6 +187,26 @@ def _run_batch(model, pending: list, cfg: RepairConfig, bf16: bool, progress: Pr
             finished.append(fr.finish())
         row += c
     return finished
+
+
+def _decide_sparse(model, frags: torch.Tensor, unknown: torch.Tensor, cfg: RepairConfig, bf16: bool,
+                   lengths: torch.Tensor) -> Decision:
+    """decide() without the rows deep inside runs of zeros: a zero fragment with no unknown byte
+    whose neighbours are zero too has nothing near it to repair from or to repair, and sparse
+    images and disk dumps are mostly such rows (a 2 GB sparse file ran at 3.6 MB/s through the model)."""
+    quiet = ~(frags.bool().any(1) | unknown.any(1))  # (k,) all zero, nothing unknown
+    deep = quiet.clone()
+    deep[1:] &= quiet[:-1]
+    deep[:-1] &= quiet[1:]
+    if not deep.any():
+        return decide(model, frags, unknown, cfg, bf16, lengths)
+    keep = (~deep).nonzero().squeeze(1)
+    out = Decision(frags.clone(), torch.zeros_like(unknown), torch.full(frags.shape, float("nan")), unknown)
+    if keep.numel():
+        d = decide(model, frags[keep], unknown[keep], cfg, bf16, lengths[keep])
+        for whole, part in zip(out, d):
+            whole[keep] = part
+    return out
 
 
 def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_path: Path | None = None,
@@ -211,8 +232,9 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     t0 = time.perf_counter()
     files: list[dict] = []
     with ExitStack() as outer:
-        report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1)
-        make_output_folders(jobs)
+        batch = outer.enter_context(Batch())  # exits last: all outputs move into place together, or none
+        report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1, batch=batch)
+        make_output_folders(jobs, batch)
         pending, count = [], 0
         scorer = None
         for job, size in zip(jobs, sizes):
@@ -222,12 +244,12 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                     files += _run_batch(model, pending, cfg, bf16, progress)
                     pending, count = [], 0
                 scorer = scorer or model_scorer(model, bf16)
-                files.append(repair_checksummed(job, size, fmt, report, force, preserve, cfg.format_budget,
+                files.append(repair_checksummed(job, size, fmt, report, batch, force, preserve, cfg.format_budget,
                                                 cfg.accept_probable, scorer))
                 if progress:
                     progress(size)
                 continue
-            fr = FileRepair(job, size, cfg, report, outer, force, preserve)
+            fr = FileRepair(job, size, cfg, report, outer, batch, force, preserve)
             pieces = fr.chunks(window * F)
             piece = next(pieces)
             while piece is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import Batch, atomic_write
 
 TOTAL_KEYS = ("size", "fragments", "fragments_touched", "changed", "suspected", "unknown_bytes",
               "unknown_filled", "skipped_fragments",
@@ -28,8 +28,9 @@ def empty_totals() -> dict:
 class ReportWriter:
     """Stream a report to `path` (or nowhere, when path is None) inside an ExitStack."""
 
-    def __init__(self, path: Path | None, stack: ExitStack, force: bool, header: dict, many: bool):
-        self.f = stack.enter_context(atomic_write(Path(path), force=force)) if path else None
+    def __init__(self, path: Path | None, stack: ExitStack, force: bool, header: dict, many: bool,
+                 batch: Batch | None = None):
+        self.f = stack.enter_context(atomic_write(Path(path), force=force, batch=batch)) if path else None
         self.many = many
         self.header = header
         self._first_file = True

@@ -54,7 +54,7 @@ def model_scorer(model, bf16: bool, limit: int = 4 << 20) -> Callable[[bytes], n
     return score
 
 
-def repair_checksummed(job: Job, size: int, fmt: str, report, force: bool, preserve: bool, budget_s: float,
+def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool, preserve: bool, budget_s: float,
                        accept_probable: bool, scorer=None, tick=None) -> dict:
     t0 = time.perf_counter()
     st = job.src.stat()
@@ -85,7 +85,7 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, force: bool, prese
     if job.dst is not None:
         if mode is not None and edits:
             mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never carry set-id bits to altered bytes
-        with atomic_write(job.dst, force=force, mode=mode) as f:
+        with atomic_write(job.dst, force=force, mode=mode, batch=batch) as f:
             f.write(out)
             if preserve:
                 f.flush()

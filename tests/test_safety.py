@@ -122,13 +122,13 @@ def test_write_error_mid_output_leaves_nothing_and_keeps_the_old_output(tmp_path
     class Full:
         calls = 0
 
-    def failing_atomic(path, force=False, mode=None):
+    def failing_atomic(path, force=False, mode=None, batch=None):
         from contextlib import contextmanager
         from fragfix.atomic import atomic_write
 
         @contextmanager
         def cm():
-            with atomic_write(path, force=force, mode=mode) as f:
+            with atomic_write(path, force=force, mode=mode, batch=batch) as f:
                 class W:
                     def write(self, b):
                         raise OSError(28, "No space left on device")
