@@ -23,7 +23,7 @@ import torch
 from .atomic import Batch, atomic_write
 from .decide import Decision, RepairConfig, decide
 from .inference import cpu_trunk
-from .errors import InvalidInput, IOFailure
+from .errors import IOFailure
 from .jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from .mapfile import format_mapfile, read_mapfile
 from .report import ReportWriter, empty_totals
