@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .autoencoder import FRAGMENT_SIZE
-from .errors import InvalidInput
+from .errors import InvalidInput, IOFailure
 
 F = FRAGMENT_SIZE
 
@@ -102,14 +102,14 @@ class FragmentDataset(torch.utils.data.Dataset):
             try:
                 fd = self._fds[k] = os.open(self.spans[k].path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             except OSError as e:
-                raise InvalidInput(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
+                raise IOFailure(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
         want = min(F, self.spans[k].size - frag * F)
         try:
             data = os.pread(fd, want, frag * F)
         except OSError as e:
-            raise InvalidInput(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
+            raise IOFailure(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
         if len(data) != want:
-            raise InvalidInput(f"training file changed while training (now shorter): {self.spans[k].path}")
+            raise IOFailure(f"training file changed while training (now shorter): {self.spans[k].path}")
         chunk = np.zeros(F, dtype=np.uint8)
         chunk[:want] = np.frombuffer(data, dtype=np.uint8)
         return torch.from_numpy(chunk)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .autoencoder import FragmentAutoencoder, ModelConfig, encode_input
+from .atomic import check_distinct
 from .checkpoints import load_resume, save_model, save_resume
 from .errors import CheckpointError, InvalidInput
 from .fragments import FragmentDataset, list_files, split_files
@@ -167,6 +168,8 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
     else:
         train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop")
     best_path, last_path, resume_path = cfg.paths()
+    check_distinct([best_path, last_path, resume_path],
+                   [(f, "training data") for f in files + (list_files(cfg.val_data) if cfg.val_data else [])])
     there = [p for p in (best_path, last_path, resume_path) if p.exists() or p.is_symlink()]
     if there and not cfg.resume and not cfg.force:
         raise InvalidInput(f"{cfg.out_dir} already holds checkpoints ({', '.join(p.name for p in there)}); "

@@ -74,6 +74,36 @@ def test_no_output_names_another_output_or_an_input(tmp_path, src, untrained, ca
     refused(args, tmp_path, "same file" if b in ("output",) or (a, b) == ("map-out", "output") else "output is the")
 
 
+# What each command writes and reads: every write must differ from every other write and every read.
+TABLE = {"evaluate": (["plot", "json-out", "samples-dir"], ["model", "compare", "data-dir"]),
+         "repair": (["output", "report", "map-out"], ["input", "mapfile", "model"])}
+PAIRS = [(cmd, w, o) for cmd, (writes, reads) in TABLE.items() for i, w in enumerate(writes)
+         for o in writes[i + 1:] + reads]
+
+
+@pytest.mark.parametrize("cmd,a,b", PAIRS)
+def test_every_write_differs_from_every_other_path_of_the_command(tmp_path, src, untrained, cmd, a, b):
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(untrained.read_bytes())
+    (tmp_path / "other.safetensors").write_bytes(untrained.read_bytes())
+    mapfile = tmp_path / "in.map"
+    mapfile.write_text(f"0x0 +\n0x0 {hex(src.stat().st_size)} +\n")
+    paths = {"output": tmp_path / "o.out", "report": tmp_path / "r.json", "map-out": tmp_path / "g.map",
+             "mapfile": mapfile, "model": model, "input": src, "plot": tmp_path / "p.png",
+             "json-out": tmp_path / "e.json", "samples-dir": tmp_path / "samples", "compare": tmp_path / "other.safetensors",
+             "data-dir": src}
+    paths[a] = paths[b]
+    if cmd == "repair":
+        args = ["repair", str(paths["input"]), "-o", str(paths["output"])]
+        args += [x for k in ("report", "map-out", "mapfile", "model") for x in (f"--{k}", str(paths[k]))]
+    else:
+        args = ["evaluate"] + [x for k in ("plot", "json-out", "samples-dir", "model", "compare", "data-dir")
+                               for x in (f"--{k}", str(paths[k]))]
+    res = refused(args + ["--force"], tmp_path, "")
+    why = "same file" if b in TABLE[cmd][0] else "not a folder" if a == "samples-dir" else "output is the"
+    assert why in res.output
+
+
 def test_a_link_to_another_output_is_the_same_file(tmp_path, src, untrained):
     (tmp_path / "r.json").write_text("{}")
     (tmp_path / "link").symlink_to(tmp_path / "r.json")
@@ -85,6 +115,15 @@ def test_a_link_to_another_output_is_the_same_file(tmp_path, src, untrained):
 def test_brackets_in_paths_are_shown_as_they_are(tmp_path, untrained, name):
     res = runner.invoke(app, ["repair", str(tmp_path / name), "-m", str(untrained), "-o", str(tmp_path / "o")])
     assert res.exit_code == 2 and f"no such file: {tmp_path / name}" in res.output.replace("\n", "")
+
+
+@pytest.mark.parametrize("args", [["repair", "{src}", "-o", "{tmp}/o", "--context", "[/]"],
+                                  ["evaluate", "--levels", "[/x]"], ["evaluate", "--noise", "[/x]"],
+                                  ["train", "-d", "{src}", "-o", "{tmp}/ck", "--noise", "[/x]"]])
+def test_brackets_in_option_values_are_shown_as_they_are(tmp_path, src, untrained, args):
+    args = [a.format(src=src, tmp=tmp_path) for a in args]
+    res = refused(args + (["-m", str(untrained)] if args[0] == "repair" else []), tmp_path, "[/")
+    assert "Traceback" not in res.output
 
 
 def test_changed_setuid_file_loses_the_bit(tmp_path, untrained):
