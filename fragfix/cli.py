@@ -23,7 +23,8 @@ from rich.markup import escape
 from . import __version__
 from .errors import ExitCode, FragfixError
 from .options import (ACCEPT_PROBABLE, AGGRESSIVE, BINARY_FLOOR, BINARY_THRESHOLD, CONTEXT, FLOOR, FORMAT_BUDGET,
-                      FORMATS, MODEL_FLOOR, ONE_BIT_FACTOR, PASSES, THRESHOLD, WINDOW_MB, gate_config, parse_floats)
+                      FORMATS, MODEL_FLOOR, ONE_BIT_FACTOR, PASSES, THRESHOLD, WINDOW_MB, gate_config, parse_floats,
+                      parse_ints)
 
 try:  # typer >= 0.20 vendors click; older releases use it as a dependency
     from typer._click import exceptions as _cx
@@ -126,14 +127,6 @@ def emit_json(obj) -> None:
     sys.stdout.flush()
 
 
-def parse_ints(text: str, what: str) -> tuple[int, ...]:
-    from .errors import InvalidInput
-    try:
-        return tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise InvalidInput(f"{what} must be comma-separated integers, got {text!r}") from None
-
-
 @command
 def train(
     data_dir: List[Path] = typer.Option(..., "--data-dir", "-d", help="Folder(s) or files of clean data (repeatable)."),
@@ -228,6 +221,7 @@ def repair(
     zero_runs: int = typer.Option(0, help="Treat runs of at least N zero bytes as unknown (0: off)."),
     report: Optional[Path] = typer.Option(None, help="Write a JSON report of every changed byte."),
     map_out: Optional[Path] = typer.Option(None, help="Write the guessed byte ranges as a ddrescue mapfile."),
+    plot: Optional[Path] = typer.Option(None, help="Draw a block map of what changed where (PNG; the plot extra)."),
     dry_run: bool = typer.Option(False, help="Write nothing but the report."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     no_preserve: bool = typer.Option(False, help="Do not copy the input's permission bits and mtime."),
@@ -248,13 +242,19 @@ def repair(
                       precision=precision, formats=formats, format_budget=format_budget,
                       accept_probable=accept_probable)
     jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
+    if plot is not None:
+        from .errors import InvalidInput
+        from .pictures import require
+        if dry_run:
+            raise InvalidInput("--dry-run writes only the report; --plot would write a picture")
+        require()  # a missing extra is a clear error before the run
     set_threads(threads)
     progress = byte_progress(err)
     with progress:
         task = progress.add_task("repairing", total=None)
         summary = repair_files(jobs, resolve_model_path(model), cfg, report, force,
                                progress=lambda n: progress.advance(task, n), preserve=not no_preserve,
-                               on_start=lambda total, m: progress.update(task, total=total))
+                               on_start=lambda total, m: progress.update(task, total=total), plot=plot)
     summary["skipped"] = skipped
     if as_json:
         emit_json(summary)
@@ -296,7 +296,8 @@ def evaluate(
     from .atomic import Batch, atomic_write, check_distinct, check_output_folder, check_output_path
     from .evaluate import EvalConfig, evaluate as run
     from .render import grid_progress
-    from .render_eval import draw_samples, draw_table, save_plot, save_samples
+    from .pictures import evaluate_figure, save_samples
+    from .render_eval import draw_samples, draw_table
     from .runtime import set_threads
     rcfg = gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
                        passes, aggressive, device=device, precision=precision)
@@ -314,8 +315,8 @@ def evaluate(
                    [(p, "model or data this command reads") for p in [model, *(compare or []), *(data_dir or [])]
                     if p is not None])
     if plot is not None:
-        from .render_eval import _plt
-        _plt()  # a missing extra is a clear error before the run, not after it
+        from .pictures import require
+        require()  # a missing extra is a clear error before the run, not after it
     set_threads(threads)
     progress = grid_progress(err)
     with progress:
@@ -327,7 +328,7 @@ def evaluate(
         if samples_dir is not None:
             save_samples(result["samples"], samples_dir, batch)
         if plot is not None:
-            save_plot(result, plot, batch)
+            evaluate_figure(result, plot, batch)
         if json_out is not None:
             with atomic_write(json_out, force=force, batch=batch) as f:
                 f.write(json.dumps(result, indent=1).encode())

@@ -131,8 +131,11 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
                          **score(clean, noisy.fragments, out),
                          "bits_per_byte": clean_bits_per_byte(model, noisy.fragments, unknown, clean, damaged),
                          "mb_per_s": clean.numel() / secs / 1e6})
-            if path == models[0][0] and len(samples) < cfg.samples:
-                samples += pick_samples(clean, noisy.fragments, out, kind, level, cfg.samples - len(samples))
+            # samples: the first model's, spread over the noise kinds at the middle level
+            share = -(-cfg.samples // len(cfg.kinds))
+            if path == models[0][0] and level == cfg.levels[len(cfg.levels) // 2] and len(samples) < cfg.samples:
+                samples += pick_samples(clean, noisy.fragments, out, unknown, kind, level,
+                                        min(share, cfg.samples - len(samples)))
         if progress:
             progress(step + 1, len(grid))
     settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed,
@@ -142,8 +145,10 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     return {"settings": settings, "rows": rows, "samples": samples}
 
 
-def pick_samples(clean, damaged, repaired, kind, level, n) -> list[dict]:
-    """Up to n damaged fragments of this grid cell, as byte lists for the hex view and pictures."""
+def pick_samples(clean, damaged, repaired, unknown, kind, level, n) -> list[dict]:
+    """Up to n damaged fragments of this grid cell, as byte lists for the hex view and pictures
+    (`unknown`: the positions given to the repair as unknown)."""
     hit = ((damaged != clean).any(1)).nonzero().squeeze(1)[:n].tolist()
     return [{"noise": kind, "level": level, "index": i, "original": clean[i].tolist(),
-             "damaged": damaged[i].tolist(), "repaired": repaired[i].tolist()} for i in hit]
+             "damaged": damaged[i].tolist(), "repaired": repaired[i].tolist(),
+             "unknown": [] if unknown is None else unknown[i].nonzero().squeeze(1).tolist()} for i in hit]

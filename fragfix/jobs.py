@@ -121,11 +121,13 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
     return [Job(src, output / rel, folder=output) for src, rel in pairs], skipped
 
 
-def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path | None = None) -> None:
+def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path | None = None,
+                  plot: Path | None = None) -> None:
     """Refuse clobbering before any work: existing outputs without force, outputs that are inputs,
     two outputs that are one file, an output that is the mapfile or the model."""
     inputs = tuple(j.src for j in jobs)
-    writes = [p for j in jobs for p in (j.dst, j.map_out) if p is not None] + ([report] if report else [])
+    single = [p for p in (report, plot) if p is not None]  # one per run, beside the per-file outputs
+    writes = [p for j in jobs for p in (j.dst, j.map_out) if p is not None] + single
     reads = ([(p, "input file itself") for p in inputs] + [(j.mapfile, "mapfile") for j in jobs if j.mapfile]
              + ([(model, "model this command reads")] if model else []))
     check_distinct(writes, reads)
@@ -134,8 +136,8 @@ def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path
             # under an output folder, missing subfolders (and the folder itself) are ours to create
             if out is not None and (j.folder is None or out.parent.is_dir()):
                 check_output_path(out, force, inputs)
-    if report is not None:
-        check_output_path(report, force, inputs)
+    for out in single:
+        check_output_path(out, force, inputs)
 
 
 def make_output_folders(jobs: list[Job], batch: Batch) -> None:

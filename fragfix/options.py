@@ -53,3 +53,11 @@ def parse_floats(text: str, what: str) -> list[float]:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise InvalidInput(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    from .errors import InvalidInput
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise InvalidInput(f"{what} must be comma-separated integers, got {text!r}") from None

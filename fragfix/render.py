@@ -121,6 +121,8 @@ def draw_repair(s: dict, console: Console) -> None:
         console.print(escape(f"setuid/setgid bits not carried to {len(setid)} changed output(s): {', '.join(setid[:3])}"))
     if s.get("report"):
         console.print(f"report: {escape(s['report'])}")
+    if s.get("plot"):
+        console.print(f"block map: {escape(s['plot'])}")
     if s.get("skipped"):
         whys = Counter(k["why"] for k in s["skipped"])
         console.print(escape(f"skipped {len(s['skipped'])} files in the input folders ("

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .atomic import Batch, atomic_write
+from .blockmap import BlockMap
 from .decide import Decision, RepairConfig, decide
 from .inference import cpu_trunk
 from .errors import IOFailure
@@ -69,8 +70,9 @@ class FileRepair:
     """One file's side of the pipeline: its input chunks, its atomic output, totals and report."""
 
     def __init__(self, job: Job, size: int, cfg: RepairConfig, report: ReportWriter, outer: ExitStack,
-                 batch: Batch, force: bool, preserve: bool):
+                 batch: Batch, force: bool, preserve: bool, blocks: bool = False):
         self.job, self.size, self.cfg, self.report, self.batch = job, size, cfg, report, batch
+        self.blocks = BlockMap(size) if blocks else None  # only --plot needs them
         self.force, self.preserve = force, preserve
         self.unknown = UnknownMap(read_mapfile(job.mapfile, self.size).bad_ranges() if job.mapfile else [])
         self.stat = job.src.stat()
@@ -134,6 +136,8 @@ class FileRepair:
         self.report.changes(idx + pos, arr[idx], new[idx], conf[idx], unk[idx])
         if self.ranges is not None:
             self.ranges.add(np.flatnonzero(changed | unk) + pos)
+        if self.blocks is not None:
+            self.blocks.add_repair(pos, changed, unk)
         if self.out is not None:
             self.out.write(new.tobytes())
         self.done += len(data)
@@ -155,7 +159,8 @@ class FileRepair:
             with atomic_write(self.job.map_out, force=self.force, batch=self.batch) as f:
                 f.write(text.encode())
         return {"input": str(self.job.src), "output": None if self.job.dst is None else str(self.job.dst),
-                "totals": self.totals, "dropped_setid": self.dropped_setid}
+                "totals": self.totals, "dropped_setid": self.dropped_setid,
+                **({"blocks": self.blocks.to_dict()} if self.blocks is not None else {})}
 
 
 def _run_batch(model, pending: list, cfg: RepairConfig, bf16: bool, progress: Progress | None) -> list[dict]:
@@ -211,8 +216,11 @@ def _decide_sparse(model, frags: torch.Tensor, unknown: torch.Tensor, cfg: Repai
 
 def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_path: Path | None = None,
                  force: bool = False, progress: Progress | None = None, preserve: bool = True,
-                 on_start: Callable[[int, dict], None] | None = None) -> dict:
-    """Repair every job with one model; returns the summary (totals, per-file totals, model, speed)."""
+                 on_start: Callable[[int, dict], None] | None = None, plot: Path | None = None) -> dict:
+    """Repair every job with one model; returns the summary (totals, per-file totals, model, speed).
+    With `plot`, each file's block map is kept and drawn there (pictures.repair_map), committed
+    with the run's other outputs."""
+    blocks = plot is not None
     from .checkpoints import load_model
     from .runtime import release_memory, resolve_device, use_bf16
     device = resolve_device(cfg.device)
@@ -221,7 +229,7 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     if device.type == "cpu":
         cpu_trunk(model, bf16)  # weights prepared now, so the speed shown is the repair's alone
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
-    check_outputs(jobs, report_path, force, model_path)
+    check_outputs(jobs, report_path, force, model_path, plot)
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
     model_meta = {"path": str(model_path), "head": model.config.head, "sha256": info["sha256"]}
@@ -245,11 +253,11 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                     pending, count = [], 0
                 scorer = scorer or model_scorer(model, bf16)
                 files.append(repair_checksummed(job, size, fmt, report, batch, force, preserve, cfg.format_budget,
-                                                cfg.accept_probable, scorer))
+                                                cfg.accept_probable, scorer, blocks=blocks))
                 if progress:
                     progress(size)
                 continue
-            fr = FileRepair(job, size, cfg, report, outer, batch, force, preserve)
+            fr = FileRepair(job, size, cfg, report, outer, batch, force, preserve, blocks)
             pieces = fr.chunks(window * F)
             piece = next(pieces)
             while piece is not None:
@@ -267,8 +275,12 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         for f in files:
             totals = {k: totals[k] + f["totals"][k] for k in totals}
         report.close(totals)
+        if plot is not None:
+            from .pictures import repair_map
+            repair_map({"files": files, "totals": totals}, plot, batch)
     seconds = time.perf_counter() - t0
-    return {**header, "report": None if report_path is None else str(report_path), "totals": totals,
+    return {**header, "report": None if report_path is None else str(report_path),
+            "plot": None if plot is None else str(plot), "totals": totals,
             "seconds": round(seconds, 3), "bytes_per_s": total_bytes / seconds if seconds else 0.0, "files": files}
 
 

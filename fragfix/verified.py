@@ -19,6 +19,7 @@ import numpy as np
 
 from . import formats
 from .atomic import atomic_write
+from .blockmap import BlockMap
 from .errors import IOFailure
 from .jobs import Job, open_input, read_upto
 
@@ -55,7 +56,7 @@ def model_scorer(model, bf16: bool, limit: int = 4 << 20) -> Callable[[bytes], n
 
 
 def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool, preserve: bool, budget_s: float,
-                       accept_probable: bool, scorer=None, tick=None) -> dict:
+                       accept_probable: bool, scorer=None, tick=None, blocks: bool = False) -> dict:
     t0 = time.perf_counter()
     st = job.src.stat()
     try:
@@ -97,5 +98,13 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool
               "format_probable": int(result.status == "probable"),
               "format_damaged": int(result.status == "damaged")}
     report.end_file(totals, {"seconds": round(time.perf_counter() - t0, 3)})
-    return {"input": str(job.src), "output": None if job.dst is None else str(job.dst), "totals": totals,
-            "format": info, "dropped_setid": dropped}
+    out = {"input": str(job.src), "output": None if job.dst is None else str(job.dst), "totals": totals,
+           "format": info, "dropped_setid": dropped}
+    if blocks:
+        m = BlockMap(size)
+        m.add("verified" if result.status == "restored" else "probable", np.array([p for p, _ in edits], np.int64))
+        if not edits:  # still damaged (or a probable repair not taken): where each check first fails
+            m.add("checksum_fails", np.array([p.first_bad for p in result.parts
+                                              if p.status != "intact" and p.first_bad is not None], np.int64))
+        out["blocks"] = m.to_dict()
+    return out
