@@ -204,23 +204,5 @@ def encode_input(fragments: torch.Tensor, unknown: torch.Tensor | None, head: st
     return x
 
 
-@torch.no_grad()
-def reconstruct(model: FragmentAutoencoder, fragments: torch.Tensor,
-                unknown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, 512) uint8 in -> (B, 512) uint8 best guess and (B, 512) float confidence (None for sigmoid).
-
-    The dense reconstruction, every position: for the sparse, gated repair see `repair.decide`.
-    """
-    model.eval()
-    dev = next(model.parameters()).device
-    x = encode_input(fragments.to(dev), None if unknown is None else unknown.to(dev), model.config.head)
-    y = model(x)
-    if model.config.head == "sigmoid":
-        return (y.squeeze(1) * 255).round().clamp(0, 255).to(torch.uint8).cpu(), None
-    p = y.float().softmax(dim=1)  # (B, 256, 512)
-    conf, best = p.max(dim=1)
-    return best.to(torch.uint8).cpu(), conf.cpu()
-
-
 __all__ = ["FRAGMENT_SIZE", "UNKNOWN", "HEADS", "ModelConfig", "FragmentAutoencoder", "trunk",
-           "encode_input", "reconstruct"]
+           "encode_input"]

@@ -33,6 +33,7 @@ import torch
 from .autoencoder import FragmentAutoencoder, encode_input
 from .context import MAX_ORDER, fill_gaps, posterior
 from .errors import InvalidInput
+from .fragments import cut
 from .inference import cpu_trunk
 from .runtime import auto_batch, autocast
 
@@ -98,7 +99,6 @@ class Decision(NamedTuple):
     fragments: torch.Tensor   # (B, 512) uint8, repaired
     changed: torch.Tensor     # (B, 512) bool, new != old
     confidence: torch.Tensor  # (B, 512) float32, probability of the new value (NaN: none)
-    unknown: torch.Tensor     # (B, 512) bool, positions that were unknown on input
 
 
 def byte_entropy(frags: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,7 +126,7 @@ def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tenso
     for _ in range(cfg.passes - 1):
         again = _decide_once(model, d.fragments, unknown, cfg, bf16, lengths)
         conf = torch.where(again.changed, again.confidence, d.confidence)
-        d = Decision(again.fragments, again.fragments != frags, conf, d.unknown)
+        d = Decision(again.fragments, again.fragments != frags, conf)
     return d
 
 
@@ -179,7 +179,7 @@ def _decide_once(model, frags, unknown, cfg, bf16, lengths) -> Decision:
         conf.view(-1)[at] = torch.from_numpy(p_best[take].astype(np.float32))
     if valid is not None:  # padding is no data: whatever the model put there is dropped
         out = torch.where(valid, out, frags)
-    return Decision(out, out != frags, conf, unknown)
+    return Decision(out, out != frags, conf)
 
 
 PRINTABLE = torch.zeros(256, dtype=torch.bool)
@@ -256,26 +256,21 @@ def _sigmoid(model, frags, unknown, cfg, dev, bf16):
     return torch.where(take, rec, frags)
 
 
+def decide_windows(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tensor | None, cfg: RepairConfig,
+                   bf16: bool = False, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """decide() over any number of fragments, window by window (`cfg.window_fragments` pooled for
+    the context counts each): (k, 512) uint8 repaired fragments."""
+    step = cfg.window_fragments
+    return torch.cat([decide(model, frags[i:i + step], None if unknown is None else unknown[i:i + step], cfg, bf16,
+                             None if lengths is None else lengths[i:i + step]).fragments
+                      for i in range(0, len(frags), step)])
+
+
 def repair_bytes(model: FragmentAutoencoder, data: bytes, cfg: RepairConfig | None = None,
                  unknown: torch.Tensor | None = None, bf16: bool = False) -> bytes:
     """Repair a whole buffer in memory (any length, 0 included); the result has the same length."""
-    cfg = cfg or RepairConfig()
-    n = len(data)
-    if n == 0:
+    if len(data) == 0:
         return b""
-    k = -(-n // 512)
-    buf = torch.zeros(k * 512, dtype=torch.uint8)
-    buf[:n] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    unk = torch.zeros(k * 512, dtype=torch.bool)
-    if unknown is not None:
-        unk[:n] = unknown
-    lengths = torch.full((k,), 512)
-    lengths[-1] = n - (k - 1) * 512
-    out = []
-    step = cfg.window_fragments
-    for i in range(0, k, step):
-        j = i + step
-        d = decide(model, buf[i * 512:j * 512].view(-1, 512), unk[i * 512:j * 512].view(-1, 512), cfg, bf16,
-                   lengths[i:j])
-        out.append(d.fragments.reshape(-1))
-    return bytes(torch.cat(out)[:n].numpy())
+    frags, unk, lengths, _ = cut([(data, None if unknown is None else unknown.numpy())])
+    out = decide_windows(model, frags, unk, cfg or RepairConfig(), bf16, lengths)
+    return bytes(out.reshape(-1)[:len(data)].numpy())

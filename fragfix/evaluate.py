@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .autoencoder import encode_input
-from .decide import RepairConfig, decide
+from .decide import RepairConfig, decide_windows
 from .errors import InvalidInput
 from .fragments import FragmentDataset, list_files
 from .noise import KINDS, NoiseGenerator, NoiseSpec
@@ -108,7 +108,6 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     from .checkpoints import load_model
     from .runtime import resolve_device, use_bf16
     device = resolve_device(cfg.repair.device)
-    window = cfg.repair.window_fragments
     bf16 = use_bf16(device, cfg.repair.precision)
     paths = [resolve_model_path(m) for m in (cfg.models or [None])]
     models = [(str(p), load_model(p, device)[0]) for p in paths]
@@ -123,9 +122,7 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
                      **score(clean, noisy.fragments, noisy.fragments), "bits_per_byte": None, "mb_per_s": None})
         for path, model in models:
             t0 = time.perf_counter()
-            out = torch.cat([decide(model, noisy.fragments[i:i + window],
-                                    None if unknown is None else unknown[i:i + window], cfg.repair, bf16).fragments
-                             for i in range(0, len(clean), window)])
+            out = decide_windows(model, noisy.fragments, unknown, cfg.repair, bf16)
             secs = time.perf_counter() - t0
             rows.append({"model": path, "data": name, "noise": kind, "level": level,
                          **score(clean, noisy.fragments, out),

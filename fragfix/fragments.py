@@ -18,7 +18,6 @@ import torch
 from .autoencoder import FRAGMENT_SIZE
 from .errors import InvalidInput, IOFailure
 
-F = FRAGMENT_SIZE
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class FragmentDataset(torch.utils.data.Dataset):
         except OSError:
             self.skipped.append((str(path), "unreadable"))
             return None
-        n = size // F + (1 if self.partial == "pad" and size % F else 0)
+        n = size // FRAGMENT_SIZE + (1 if self.partial == "pad" and size % FRAGMENT_SIZE else 0)
         if n == 0:
             self.skipped.append((str(path), "empty" if size == 0 else "shorter than one fragment"))
             return None
@@ -90,7 +89,7 @@ class FragmentDataset(torch.utils.data.Dataset):
 
     def length(self, i: int) -> int:
         k, frag = self._locate(i)
-        return min(F, self.spans[k].size - frag * F)
+        return min(FRAGMENT_SIZE, self.spans[k].size - frag * FRAGMENT_SIZE)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         k, frag = self._locate(i)
@@ -103,14 +102,14 @@ class FragmentDataset(torch.utils.data.Dataset):
                 fd = self._fds[k] = os.open(self.spans[k].path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             except OSError as e:
                 raise IOFailure(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
-        want = min(F, self.spans[k].size - frag * F)
+        want = min(FRAGMENT_SIZE, self.spans[k].size - frag * FRAGMENT_SIZE)
         try:
-            data = os.pread(fd, want, frag * F)
+            data = os.pread(fd, want, frag * FRAGMENT_SIZE)
         except OSError as e:
             raise IOFailure(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
         if len(data) != want:
             raise IOFailure(f"training file changed while training (now shorter): {self.spans[k].path}")
-        chunk = np.zeros(F, dtype=np.uint8)
+        chunk = np.zeros(FRAGMENT_SIZE, dtype=np.uint8)
         chunk[:want] = np.frombuffer(data, dtype=np.uint8)
         return torch.from_numpy(chunk)
 
@@ -135,6 +134,27 @@ class FragmentDataset(torch.utils.data.Dataset):
                 "bytes": sum(s.size for s in self.spans), "skipped": len(self.skipped)}
 
 
+def cut(pieces: Sequence[tuple[bytes, np.ndarray | None]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                       list[int]]:
+    """Pieces of bytes (each with an optional bool unknown mask) packed into fragments, each piece
+    starting a fragment of its own: (k, 512) uint8 bytes, (k, 512) bool unknown, (k,) true lengths
+    (a piece's last fragment is zero-padded), and how many fragments each piece took."""
+    counts = [-(-len(data) // FRAGMENT_SIZE) for data, _ in pieces]
+    k = sum(counts)
+    frags = torch.zeros(k, FRAGMENT_SIZE, dtype=torch.uint8)
+    unknown = torch.zeros(k, FRAGMENT_SIZE, dtype=torch.bool)
+    lengths = torch.full((k,), FRAGMENT_SIZE)
+    row = 0
+    for (data, unk), c in zip(pieces, counts):
+        n = len(data)
+        frags[row:row + c].view(-1)[:n] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if unk is not None:
+            unknown[row:row + c].view(-1)[:n] = torch.as_tensor(unk)
+        lengths[row + c - 1] = n - (c - 1) * FRAGMENT_SIZE
+        row += c
+    return frags, unknown, lengths, counts
+
+
 def split_files(files: Sequence[Path], val_fraction: float, seed: int,
                 partial: str = "pad") -> tuple[FragmentDataset, FragmentDataset]:
     """Split by file, deterministically from the seed, so no file's fragments land on both sides.
@@ -147,7 +167,7 @@ def split_files(files: Sequence[Path], val_fraction: float, seed: int,
     whole = FragmentDataset(files, partial=partial)
     if len(whole) == 0:
         why = ", ".join(f"{p} ({r})" for p, r in whole.skipped[:3]) or "no files"
-        raise InvalidInput(f"no usable fragments (files shorter than {F} bytes give none with partial=drop): {why}")
+        raise InvalidInput(f"no usable fragments (files shorter than {FRAGMENT_SIZE} bytes give none with partial=drop): {why}")
     spans = whole.spans
     if val_fraction == 0:
         return whole, FragmentDataset([], partial)

@@ -25,7 +25,8 @@ class Job:
 
 
 def check_input(path: Path) -> int:
-    """A readable, non-empty regular file: its size. Otherwise a one-line InvalidInput."""
+    """A readable regular file: its size (0 for an empty one, which repairs to an empty file).
+    Otherwise a one-line InvalidInput."""
     path = Path(path)
     if not path.exists():
         raise InvalidInput(f"no such file: {path}")
@@ -35,10 +36,7 @@ def check_input(path: Path) -> int:
         raise InvalidInput(f"not a regular file: {path}")
     if not os.access(path, os.R_OK):
         raise InvalidInput(f"file is not readable (permission denied): {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise InvalidInput(f"file is empty, nothing to repair: {path}")
-    return size
+    return path.stat().st_size
 
 
 def open_input(path: Path, size: int) -> BinaryIO:
@@ -74,8 +72,8 @@ def read_upto(f, n: int, path: Path) -> bytes:
 def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run: bool,
               mapfile: Path | None = None, map_out: Path | None = None) -> tuple[list[Job], list[dict]]:
     """Inputs + -o -> (jobs, skipped). One file: -o names the output file. Several, or -r: -o is a
-    folder and each output keeps its path relative to the input folder it came from. Empty files
-    found in folders are skipped (and listed); named ones are an error."""
+    folder and each output keeps its path relative to the input folder it came from. An empty file
+    repairs to an empty file; links and special files in folders are skipped (and listed)."""
     if not inputs:
         raise InvalidInput("no input files given")
     pairs: list[tuple[Path, Path]] = []  # (file, path relative to its root)
@@ -90,8 +88,6 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
                 elif not q.is_file():
                     if not q.is_dir():
                         skipped.append({"path": str(q), "why": "not a regular file"})
-                elif q.stat().st_size == 0:
-                    skipped.append({"path": str(q), "why": "empty"})
                 else:
                     pairs.append((q, q.relative_to(p)))
         else:
@@ -108,7 +104,7 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
     if single:
         return [Job(pairs[0][0], None if dry_run else output, mapfile, map_out)], skipped
     if not pairs:
-        raise InvalidInput("no non-empty files found in the input folders")
+        raise InvalidInput("no files found in the input folders")
     rels = [r for _, r in pairs]
     if len(set(rels)) != len(rels):
         raise InvalidInput("two inputs would write the same output name; repair them separately")

@@ -113,6 +113,9 @@ def draw_repair(s: dict, console: Console) -> None:
                                  f"passing {fm['false_pass']:.1e}; written {fm['written']}): {where}"))
         elif len(s["files"]) > 1:
             console.print(f"  {escape(f['input'])}: {f['totals']['changed']:,} bytes changed")
+    empty = sum(bool(f.get("empty")) for f in s["files"])
+    if empty:
+        console.print(f"{empty:,} empty file{'s' if empty > 1 else ''}: nothing to repair, written empty")
     outs = [f["output"] for f in s["files"] if f["output"]]
     if outs:
         console.print(f"wrote {escape(outs[0])}" if len(outs) == 1 else f"wrote {len(outs)} files")

@@ -22,7 +22,9 @@ import torch
 
 from .atomic import Batch, atomic_write
 from .blockmap import BlockMap
+from .autoencoder import FRAGMENT_SIZE
 from .decide import Decision, RepairConfig, decide
+from .fragments import cut
 from .inference import cpu_trunk
 from .errors import IOFailure
 from .jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
@@ -30,7 +32,6 @@ from .mapfile import format_mapfile, read_mapfile
 from .report import ReportWriter, empty_totals
 from .verified import model_scorer, repair_checksummed, sniff
 
-F = 512
 Progress = Callable[[int], None]  # bytes done since the last call
 
 
@@ -84,8 +85,9 @@ class FileRepair:
         self.t0 = None
         self.dropped_setid = False
 
-    def chunks(self, chunk: int) -> Iterator[tuple[int, bytes, np.ndarray]]:
-        """(offset, bytes, unknown mask) pieces of the input, read lazily."""
+    def chunks(self, chunk: int) -> Iterator[tuple[int, bytes, np.ndarray, bool]]:
+        """(offset, bytes, unknown mask, last) pieces of the input, read lazily (one ahead: a zero
+        run may cross into the next piece, and the last piece is known as such)."""
         margin = max(self.cfg.zero_runs - 1, 0)
         f = self.stack.enter_context(open_input(self.job.src, self.size))
         left = self.size  # read exactly the size checked: a file that grows cannot grow the output
@@ -106,27 +108,31 @@ class FileRepair:
             if self.cfg.zero_runs:
                 window = np.frombuffer(prev + data + ahead[:margin], dtype=np.uint8)
                 unk |= zero_run_mask(window, self.cfg.zero_runs)[len(prev):len(prev) + len(data)]
-            yield pos, data, unk
+            yield pos, data, unk, not ahead
             pos += len(data)
             prev = data[-margin:] if margin else b""
             data = ahead
 
+    def start(self) -> None:
+        """Open the report entry and the output (staged: it appears with the run's other outputs)."""
+        self.t0 = time.perf_counter()
+        self.report.begin_file({"input": str(self.job.src), "size": self.size,
+                                "output": None if self.job.dst is None else str(self.job.dst)})
+        if self.job.dst is not None:
+            mode = stat.S_IMODE(self.stat.st_mode) if self.preserve else None
+            if mode is not None:  # altered bytes never keep a set-id bit (known only at the end)
+                keep = mode
+                mode = lambda: keep & ~(stat.S_ISUID | stat.S_ISGID) if self.totals["changed"] else keep  # noqa: E731
+            self.out = self.stack.enter_context(atomic_write(self.job.dst, force=self.force, mode=mode,
+                                                              batch=self.batch))
+
     def consume(self, pos: int, data: bytes, unk: np.ndarray, new: np.ndarray, changed: np.ndarray,
                 conf: np.ndarray, touched: int) -> None:
         if self.t0 is None:
-            self.t0 = time.perf_counter()
-            self.report.begin_file({"input": str(self.job.src), "size": self.size,
-                                    "output": None if self.job.dst is None else str(self.job.dst)})
-            if self.job.dst is not None:
-                mode = stat.S_IMODE(self.stat.st_mode) if self.preserve else None
-                if mode is not None:  # altered bytes never keep a set-id bit (known only at the end)
-                    keep = mode
-                    mode = lambda: keep & ~(stat.S_ISUID | stat.S_ISGID) if self.totals["changed"] else keep  # noqa: E731
-                self.out = self.stack.enter_context(atomic_write(self.job.dst, force=self.force, mode=mode,
-                                                                  batch=self.batch))
+            self.start()
         arr = np.frombuffer(data, dtype=np.uint8)
         t = self.totals
-        t["fragments"] += -(-len(data) // F)
+        t["fragments"] += -(-len(data) // FRAGMENT_SIZE)
         t["fragments_touched"] += touched
         t["changed"] += int(changed.sum())
         t["unknown_filled"] += int((changed & unk).sum())
@@ -165,18 +171,7 @@ class FileRepair:
 
 def _run_batch(model, pending: list, cfg: RepairConfig, bf16: bool, progress: Progress | None) -> list[dict]:
     """One decide() over the fragments of every pending piece (from one or several files)."""
-    counts = [-(-len(p[2]) // F) for p in pending]
-    k = sum(counts)
-    frags = torch.zeros(k, F, dtype=torch.uint8)
-    unknown = torch.zeros(k, F, dtype=torch.bool)
-    lengths = torch.full((k,), F)
-    row = 0
-    for (fr, pos, data, unk, last), c in zip(pending, counts):
-        flat_f, flat_u = frags[row:row + c].view(-1), unknown[row:row + c].view(-1)
-        flat_f[:len(data)] = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
-        flat_u[:len(data)] = torch.from_numpy(unk)
-        lengths[row + c - 1] = len(data) - (c - 1) * F
-        row += c
+    frags, unknown, lengths, counts = cut([(data, unk) for _, _, data, unk, _ in pending])
     d = _decide_sparse(model, frags, unknown, cfg, bf16, lengths)
     finished, row = [], 0
     for (fr, pos, data, unk, last), c in zip(pending, counts):
@@ -206,7 +201,7 @@ def _decide_sparse(model, frags: torch.Tensor, unknown: torch.Tensor, cfg: Repai
     if not deep.any():
         return decide(model, frags, unknown, cfg, bf16, lengths)
     keep = (~deep).nonzero().squeeze(1)
-    out = Decision(frags.clone(), torch.zeros_like(unknown), torch.full(frags.shape, float("nan")), unknown)
+    out = Decision(frags.clone(), torch.zeros_like(unknown), torch.full(frags.shape, float("nan")))
     if keep.numel():
         d = decide(model, frags[keep], unknown[keep], cfg, bf16, lengths[keep])
         for whole, part in zip(out, d):
@@ -247,10 +242,10 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         scorer = None
         for job, size in zip(jobs, sizes):
             fmt = sniff(job.src, size) if cfg.formats and job.mapfile is None and not cfg.zero_runs else None
-            if fmt is not None:  # checksummed: verified search, not the gate (the report stays in file order)
-                if pending:
-                    files += _run_batch(model, pending, cfg, bf16, progress)
-                    pending, count = [], 0
+            if (fmt is not None or size == 0) and pending:  # whole-file paths: the report stays in file order
+                files += _run_batch(model, pending, cfg, bf16, progress)
+                pending, count = [], 0
+            if fmt is not None:  # checksummed: verified search, not the gate
                 scorer = scorer or model_scorer(model, bf16)
                 files.append(repair_checksummed(job, size, fmt, report, batch, force, preserve, cfg.format_budget,
                                                 cfg.accept_probable, scorer, blocks=blocks))
@@ -258,17 +253,17 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                     progress(size)
                 continue
             fr = FileRepair(job, size, cfg, report, outer, batch, force, preserve, blocks)
-            pieces = fr.chunks(window * F)
-            piece = next(pieces)
-            while piece is not None:
-                following = next(pieces, None)
-                pending.append((fr, *piece, following is None))
-                count += -(-len(piece[1]) // F)
+            if size == 0:  # an empty file repairs to an empty file
+                fr.start()
+                files.append({**fr.finish(), "empty": True})
+                continue
+            for piece in fr.chunks(window * FRAGMENT_SIZE):  # (offset, bytes, unknown mask, last)
+                pending.append((fr, *piece))
+                count += -(-len(piece[1]) // FRAGMENT_SIZE)
                 if count >= window:
                     files += _run_batch(model, pending, cfg, bf16, progress)
                     pending, count = [], 0
                     release_memory()
-                piece = following
         if pending:
             files += _run_batch(model, pending, cfg, bf16, progress)
         totals = empty_totals()

@@ -1,6 +1,6 @@
 import torch
 
-from fragfix.autoencoder import UNKNOWN, FragmentAutoencoder, ModelConfig, encode_input, reconstruct
+from fragfix.autoencoder import UNKNOWN, FragmentAutoencoder, ModelConfig, encode_input
 
 
 def test_sigmoid_head_keeps_the_fragment_shape_and_range():
@@ -37,15 +37,6 @@ def test_parameter_count_is_reported_and_config_rebuilds_model():
     cfg = ModelConfig(channels=(16, 16, 32, 32))
     a, b = FragmentAutoencoder(cfg), FragmentAutoencoder(ModelConfig(**cfg.to_dict()))
     assert a.num_parameters() == b.num_parameters() > 1000
-
-
-def test_reconstruct_returns_bytes_and_confidence():
-    frags = torch.randint(0, 256, (4, 512), dtype=torch.uint8)
-    best, conf = reconstruct(FragmentAutoencoder(), frags)
-    assert best.dtype == torch.uint8 and best.shape == (4, 512)
-    assert conf.shape == (4, 512) and float(conf.min()) >= 0 and float(conf.max()) <= 1
-    best, conf = reconstruct(FragmentAutoencoder(ModelConfig(head="sigmoid")), frags)
-    assert best.shape == (4, 512) and conf is None
 
 
 def test_unknown_token_encoding():
