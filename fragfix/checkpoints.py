@@ -75,30 +75,23 @@ def read_checked(path: Path, what: str = "checkpoint") -> bytes:
     return data
 
 
-def read_header(path: Path) -> tuple[dict, dict, bytes]:
-    """Checked header of a fragfix checkpoint: (tensor entries, metadata, whole file bytes)."""
-    path = Path(path)
-    data = read_checked(path)
+def parse_safetensors(data: bytes, path: Path, fmt: str = FORMAT) -> tuple[dict, dict]:
+    """(tensor entries, metadata) of safetensors bytes whose metadata says `fmt`: header size, JSON,
+    format and every tensor's bounds checked. The one header parser (checkpoints and resume state)."""
+    what = "checkpoint" if fmt == FORMAT else "resume state"
     if len(data) < 8:
-        raise CheckpointError(f"not a fragfix checkpoint (truncated or empty): {path}")
+        raise CheckpointError(f"not a fragfix {what} (truncated or empty): {path}")
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER or 8 + n > len(data):
-        raise CheckpointError(f"not a fragfix checkpoint (bad or truncated safetensors header): {path}")
+        raise CheckpointError(f"not a fragfix {what} (bad or truncated safetensors header): {path}")
     try:
         header = json.loads(data[8:8 + n])
         assert isinstance(header, dict)
     except (ValueError, AssertionError, UnicodeDecodeError, RecursionError):
-        raise CheckpointError(f"not a fragfix checkpoint (unreadable header): {path}") from None
+        raise CheckpointError(f"not a fragfix {what} (unreadable header): {path}") from None
     meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"not a fragfix checkpoint (safetensors without fragfix metadata): {path}")
-    try:
-        version = int(meta.get("format_version", "0"))
-    except ValueError:
-        version = -1
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint format version {meta.get('format_version')!r} is not supported "
-                              f"by fragfix {__version__} (expects {FORMAT_VERSION}): {path}")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"not a fragfix {what} (safetensors without fragfix metadata): {path}")
     body = len(data) - 8 - n
     for name, entry in header.items():
         try:
@@ -107,8 +100,45 @@ def read_header(path: Path) -> tuple[dict, dict, bytes]:
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise CheckpointError(f"damaged checkpoint (tensor {name!r} out of bounds): {path}")
+            raise CheckpointError(f"damaged {what} (tensor {name!r} out of bounds): {path}")
+    return header, meta
+
+
+def read_header(path: Path) -> tuple[dict, dict, bytes]:
+    """Checked header of a fragfix checkpoint: (tensor entries, metadata, whole file bytes)."""
+    path = Path(path)
+    data = read_checked(path)
+    header, meta = parse_safetensors(data, path)
+    try:
+        version = int(meta.get("format_version", "0"))
+    except ValueError:
+        version = -1
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format version {meta.get('format_version')!r} is not supported "
+                              f"by fragfix {__version__} (expects {FORMAT_VERSION}): {path}")
     return header, meta, data
+
+
+def _expected(config_json: dict, header: dict, path: Path, prefix: str = "") -> ModelConfig:
+    """The config, after checking that the model it describes has exactly the header's tensors
+    (names, dtypes, shapes), compared on the meta device: a config asking for GBs fails cheaply."""
+    try:
+        config = ModelConfig(**config_json)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint has an incompatible model config ({e}): {path}") from None
+    with torch.device("meta"):
+        expected = {prefix + k: v for k, v in FragmentAutoencoder(config).state_dict().items()}
+    mine = {k for k in header if k.startswith(prefix)}
+    if mine != set(expected):
+        missing = sorted(set(expected) - mine)[:3]
+        extra = sorted(mine - set(expected))[:3]
+        raise CheckpointError(f"checkpoint tensors do not match its config (missing {missing}, extra {extra}): {path}")
+    for name, t in expected.items():
+        e = header[name]
+        if _DTYPES.get(e.get("dtype")) != t.dtype or list(e["shape"]) != list(t.shape):
+            raise CheckpointError(f"checkpoint tensor {name!r} has dtype {e.get('dtype')} shape {e['shape']}, "
+                                  f"expected {t.dtype} {list(t.shape)}: {path}")
+    return config
 
 
 def _meta_json(meta: dict, key: str, path: Path) -> dict:
@@ -132,22 +162,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Fragment
     """Rebuild the model a checkpoint describes and load its weights, after checking every tensor."""
     path = Path(path)
     header, meta, data = read_header(path)
-    try:
-        config = ModelConfig(**_meta_json(meta, "model_config", path))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint has an incompatible model config ({e}): {path}") from None
-    with torch.device("meta"):  # shapes without memory: a config asking for GBs fails here, cheaply
-        expected = FragmentAutoencoder(config).state_dict()
-    if set(header) != set(expected):
-        missing = sorted(set(expected) - set(header))[:3]
-        extra = sorted(set(header) - set(expected))[:3]
-        raise CheckpointError(f"checkpoint tensors do not match its config (missing {missing}, extra {extra}): {path}")
-    for name, t in expected.items():
-        e = header[name]
-        if _DTYPES.get(e.get("dtype")) != t.dtype or list(e["shape"]) != list(t.shape):
-            raise CheckpointError(f"checkpoint tensor {name!r} has dtype {e.get('dtype')} shape {e['shape']}, "
-                                  f"expected {t.dtype} {list(t.shape)}: {path}")
-    model = FragmentAutoencoder(config)  # every shape now matches tensors held in the file (< MAX_FILE)
+    model = FragmentAutoencoder(_expected(_meta_json(meta, "model_config", path), header, path))
     try:
         tensors = st_load(data)
     except Exception as e:  # safetensors raises its own types for corrupt bodies
@@ -186,17 +201,13 @@ def load_resume(path: Path, device: str | torch.device = "cpu") -> tuple[Fragmen
     if not path.exists():
         raise InvalidInput(f"nothing to resume: {path} not found")
     raw = read_checked(path, "resume state")
+    header, meta = parse_safetensors(raw, path, FORMAT + "-resume")
+    model = FragmentAutoencoder(_expected(_meta_json(meta, "model_config", path), header, path, "model."))
     try:
-        (n,) = struct.unpack("<Q", raw[:8])
-        if n > MAX_HEADER:
-            raise ValueError
-        meta = json.loads(raw[8:8 + n]).get("__metadata__", {})
-        assert meta.get("format") == FORMAT + "-resume"
         tensors = st_load(raw)
         groups = json.loads(meta["param_groups"])
         scalars = json.loads(meta["scalars"])
         state = json.loads(meta["state"])
-        model = FragmentAutoencoder(ModelConfig(**json.loads(meta["model_config"])))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     except Exception:
         raise CheckpointError(f"damaged or incompatible resume state: {path}") from None

@@ -17,6 +17,7 @@ import torch
 
 from .autoencoder import FRAGMENT_SIZE
 from .errors import InvalidInput, IOFailure
+from .jobs import walk
 
 
 
@@ -38,8 +39,7 @@ def list_files(paths: Iterable[Path | str], recursive: bool = True) -> list[Path
         if p.is_dir():
             if not os.access(p, os.R_OK | os.X_OK):
                 raise InvalidInput(f"folder is not readable: {p}")
-            walker = p.rglob("*") if recursive else p.glob("*")
-            out.extend(sorted(q for q in walker if q.is_file() and not q.is_symlink()))
+            out.extend(walk(p, recursive)[0])
         elif p.is_file():
             out.append(p)
         else:

@@ -69,6 +69,21 @@ def read_upto(f, n: int, path: Path) -> bytes:
         raise IOFailure(f"reading {path} failed: {e.strerror}") from None
 
 
+def walk(folder: Path, recursive: bool = True) -> tuple[list[Path], list[dict]]:
+    """The regular files under a folder, sorted (for determinism), and what was left out and why
+    ({path, why}): symbolic links (they may lead out of the folder, or loop: named, never followed)
+    and special files. The one folder walker: repair, train and evaluate all use it."""
+    files, skipped = [], []
+    for q in sorted(folder.rglob("*") if recursive else folder.glob("*")):
+        if q.is_symlink():
+            skipped.append({"path": str(q), "why": "symbolic link"})
+        elif q.is_file():
+            files.append(q)
+        elif not q.is_dir():
+            skipped.append({"path": str(q), "why": "not a regular file"})
+    return files, skipped
+
+
 def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run: bool,
               mapfile: Path | None = None, map_out: Path | None = None) -> tuple[list[Job], list[dict]]:
     """Inputs + -o -> (jobs, skipped). One file: -o names the output file. Several, or -r: -o is a
@@ -82,14 +97,9 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
         if p.is_dir():
             if not recursive:
                 raise InvalidInput(f"is a folder, expected a file (use -r for folders): {p}")
-            for q in sorted(p.rglob("*")):
-                if q.is_symlink():  # a link may lead out of the folder, or loop: named, never followed
-                    skipped.append({"path": str(q), "why": "symbolic link"})
-                elif not q.is_file():
-                    if not q.is_dir():
-                        skipped.append({"path": str(q), "why": "not a regular file"})
-                else:
-                    pairs.append((q, q.relative_to(p)))
+            files, left = walk(p)
+            pairs += [(q, q.relative_to(p)) for q in files]
+            skipped += left
         else:
             pairs.append((p, Path(p.name)))
     single = len(inputs) == 1 and not Path(inputs[0]).is_dir()

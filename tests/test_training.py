@@ -115,4 +115,4 @@ def test_damaged_resume_state_is_a_clear_error(tmp_path, corpus):
     ck.mkdir()
     (ck / "autoencoder_last.resume.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}garbage")
     r = runner.invoke(app, ["train", "-d", str(corpus), "-o", str(ck), "--resume"])
-    assert r.exit_code == 2 and "damaged or incompatible resume state" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "not a fragfix resume state (unreadable header)" in r.output and "Traceback" not in r.output
