@@ -16,57 +16,11 @@ This module knows nothing of files, checkpoints or the CLI.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-FRAGMENT_SIZE = 512
-UNKNOWN = 256  # the extra input token for bytes known to be unreadable (mapfile, zero runs)
-HEADS = ("categorical", "sigmoid")
-MAX_WIDTH = 1024  # channels; the bundled model uses at most 96
-
-
-def _whole(value, name: str, lo: int, hi: int) -> int:
-    """An int (not a bool or float) within [lo, hi], or a ValueError naming the field."""
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
-    return value
-
-
-@dataclass
-class ModelConfig:
-    head: str = "categorical"
-    channels: tuple[int, int, int, int] = (32, 48, 64, 96)  # widths at 512, 256, 128, 64 positions
-    kernel_size: int = 9        # the full-resolution convolution's width (odd)
-    embed_dim: int = 16         # byte embedding width (categorical head)
-    mid_layers: int = 2         # dilated convs at the 64-position bottleneck, for long context
-    stem: str = "full"          # "full" or "separable" (cheaper) convolution at 512 positions
-    refine: int = 1             # full-resolution residual convs after the decoder (precise local context)
-    fragment_size: int = FRAGMENT_SIZE
-
-    def __post_init__(self):
-        # a checkpoint's metadata is untrusted input: exact types and sane bounds before any allocation
-        if not isinstance(self.channels, (list, tuple)) or len(self.channels) != 4:
-            raise ValueError("channels must be four widths")
-        self.channels = tuple(_whole(c, "channels", 1, MAX_WIDTH) for c in self.channels)
-        if self.head not in HEADS:
-            raise ValueError(f"unknown head {self.head!r} (choose from {', '.join(HEADS)})")
-        if _whole(self.kernel_size, "kernel_size", 1, 63) % 2 == 0:
-            raise ValueError("kernel_size must be odd")
-        if self.stem not in ("separable", "full"):
-            raise ValueError("stem must be 'separable' or 'full'")
-        _whole(self.embed_dim, "embed_dim", 1, 256)
-        _whole(self.mid_layers, "mid_layers", 0, 8)
-        _whole(self.refine, "refine", 0, 8)
-        if self.fragment_size != FRAGMENT_SIZE:
-            raise ValueError(f"fragment_size must be {FRAGMENT_SIZE}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
+from .config import FRAGMENT_SIZE, HEADS, MAX_WIDTH, UNKNOWN, ModelConfig  # noqa: F401  (re-exported)
 
 
 class FragmentAutoencoder(nn.Module):

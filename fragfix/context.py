@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_ORDER = 4      # 2 * 4 context bytes fill a uint64 key exactly
 SLICE = 1 << 18    # sources are scanned this many positions at a time (bounded temporaries)
 TABLE_BITS = 20
 CHUNK = 1 << 15    # queries combined at a time

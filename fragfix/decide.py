@@ -24,75 +24,17 @@ reported as unknown (NaN / null).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .autoencoder import FragmentAutoencoder, encode_input
-from .context import MAX_ORDER, fill_gaps, posterior
-from .errors import InvalidInput
+from .context import fill_gaps, posterior
+from .config import RepairConfig  # noqa: F401  (re-exported)
 from .fragments import cut
 from .inference import cpu_trunk
 from .runtime import auto_batch, autocast
-
-
-@dataclass
-class RepairConfig:
-    threshold: float = 0.5    # the best value's probability must reach this …
-    floor: float = 1e-3       # … the observed byte's (with context) must be at most this (text-like fragments) …
-    model_floor: float = 0.02   # … and the model's own probability of it at most this
-    one_bit_factor: float = 3.0  # both floors this much higher where best and observed differ in one bit (bit rot)
-    binary_threshold: float = 0.95  # threshold and floor for fragments that do not look like text
-    binary_floor: float = 1e-5
-    detect: float = 0.02      # detector probability at which the 256-way head looks at a byte
-    context_orders: tuple[int, ...] = (3, 4)  # context lengths (bytes each side) whose counts sharpen the model
-    context_weight: float = 1.0  # how many context votes the model's distribution is worth
-    window_fragments: int = 4096  # fragments whose context counts are pooled (repair's read size: 2 MB)
-    aggressive: bool = False  # take the best value everywhere
-    max_entropy: float = 7.2  # fragments above this many bits/byte (random, compressed) are left alone
-    zero_runs: int = 0        # treat runs of at least this many 0x00 bytes as unknown (0: off)
-    passes: int = 1           # repair passes over each window (2: a few more fixes where damage is dense)
-    batch_fragments: int = 0     # fragments per model call (0: chosen by device)
-    formats: bool = True      # gzip, zlib, zip and PNG files: verified search instead of the gate (verified.py)
-    format_budget: float = 30.0  # seconds of search per checksummed file
-    accept_probable: bool = False  # also write checksummed repairs that are probable, not verified
-    device: str = "auto"
-    precision: str = "auto"
-
-    def __post_init__(self):
-        for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
-                raise InvalidInput(f"{name.replace('_', '-')} must be within [0, 1], got {v}")
-        self.context_orders = tuple(sorted({int(k) for k in self.context_orders}))
-        if any(not 1 <= k <= MAX_ORDER for k in self.context_orders):
-            raise InvalidInput(f"context orders must be within 1..{MAX_ORDER}, got {list(self.context_orders)}")
-        if not (1.0 <= self.one_bit_factor < math.inf):
-            raise InvalidInput(f"one-bit-factor must be at least 1, got {self.one_bit_factor}")
-        if not (self.context_weight > 0) or math.isinf(self.context_weight):
-            raise InvalidInput(f"context weight must be positive, got {self.context_weight}")
-        if self.zero_runs < 0:
-            raise InvalidInput(f"zero-runs must be 0 (off) or a positive length, got {self.zero_runs}")
-        if not (0 < self.format_budget <= 86400):
-            raise InvalidInput(f"format-budget must be within (0, 86400] seconds, got {self.format_budget}")
-        if self.batch_fragments < 0:
-            raise InvalidInput("batch size must be at least 1 (or 0: chosen by device)")
-        if not 1 <= self.passes <= 8:
-            raise InvalidInput(f"passes must be within 1..8, got {self.passes}")
-        if self.window_fragments < 1:
-            raise InvalidInput("the context window must hold at least one fragment")
-        if self.threshold == 0:
-            self.aggressive = True  # threshold 0 means: always take the best value
-
-    def gate(self) -> dict:
-        """Every setting that decides which bytes change, for reports (JSON-able)."""
-        return {"threshold": self.threshold, "floor": self.floor, "model_floor": self.model_floor,
-                "one_bit_factor": self.one_bit_factor, "binary_threshold": self.binary_threshold,
-                "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
-                "context_weight": self.context_weight, "window_fragments": self.window_fragments,
-                "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy}
 
 
 class Decision(NamedTuple):

@@ -9,6 +9,7 @@ import os
 
 import torch
 
+from .config import available_cores, check_count  # noqa: F401  (re-exported)
 from .errors import InvalidInput
 
 
@@ -60,22 +61,6 @@ def autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def check_count(value: int, what: str, zero: str = "automatic") -> int:
-    """0 (automatic) up to the cores this process may use: more threads or workers than cores only
-    slow the work down, and absurd counts exhaust memory or crash the thread pool."""
-    cores = available_cores()
-    if not 0 <= value <= cores:
-        raise InvalidInput(f"{what} must be from 0 ({zero}) to {cores} (the cores available here), got {value}")
-    return value
 
 
 def set_threads(threads: int | None, world_size: int = 1) -> None:

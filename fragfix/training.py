@@ -10,78 +10,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from .autoencoder import FragmentAutoencoder, ModelConfig, encode_input
+from .autoencoder import FragmentAutoencoder, encode_input
+from .config import DEFAULT_NOISE, ModelConfig, TrainConfig  # noqa: F401  (re-exported)
 from .atomic import check_distinct
 from .checkpoints import load_resume, save_model, save_resume
 from .errors import CheckpointError, InvalidInput
 from .fragments import FragmentDataset, list_files, split_files
-from .noise import NoiseGenerator, parse_noise
-from .runtime import autocast, check_count, set_threads, use_bf16
+from .noise import NoiseGenerator
+from .runtime import autocast, set_threads, use_bf16
 
 CLEAN_SHARE = 0.125  # share of undamaged positions the categorical loss looks at each step
-DEFAULT_NOISE = "byte:0.002-0.15,bitflip:0.0005-0.02,burst:0.005-0.1,zero:0.005-0.15"
-
-
-@dataclass
-class TrainConfig:
-    data: list[str]
-    val_data: list[str] | None = None   # explicit held-out files; else `val_fraction` of `data` by file
-    out_dir: str = "checkpoints"
-    name: str = "autoencoder"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 3e-3
-    schedule: str = "cosine"            # "cosine" decays to 5% of lr over the run; "constant"
-    weight_decay: float = 0.01
-    noise: str = DEFAULT_NOISE          # kinds with level ranges; one is drawn per fragment
-    unknown_share: float = 0.5          # share of zeroed runs given to the model as UNKNOWN
-    val_fraction: float = 0.1
-    max_val_fragments: int = 2048
-    steps_per_epoch: int = 0            # 0: one full pass over the training fragments
-    patience: int = 0                   # early stopping after this many epochs without improvement
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    threads: int = 0
-    workers: int = 0
-    resume: bool = False
-    force: bool = False                 # replace checkpoints already in out_dir (without it: refused)
-    model: ModelConfig = field(default_factory=ModelConfig)
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InvalidInput("epochs and batch size must be at least 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InvalidInput("learning rate must be a positive number")
-        if not 0 <= self.unknown_share <= 1:
-            raise InvalidInput("unknown share must be within [0, 1]")
-        if self.schedule not in ("cosine", "constant"):
-            raise InvalidInput("schedule must be cosine or constant")
-        if self.steps_per_epoch < 0 or self.patience < 0 or self.max_val_fragments < 1:
-            raise InvalidInput("steps per epoch and patience must not be negative")
-        check_count(self.workers, "--workers", zero="load in the main process")
-        check_count(self.threads, "--threads")
-        try:
-            self.noise_specs = parse_noise(self.noise)
-        except ValueError as e:
-            raise InvalidInput(f"bad --noise: {e}") from None
-
-    def paths(self) -> tuple[Path, Path, Path]:
-        d = Path(self.out_dir)
-        return (d / f"{self.name}_best.safetensors", d / f"{self.name}_last.safetensors",
-                d / f"{self.name}_last.resume.safetensors")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["model"] = self.model.to_dict()
-        return d
 
 
 @dataclass

@@ -1,0 +1,195 @@
+"""The configs: the model's shape, the repair gate, training, and machine-facing counts.
+
+Plain dataclasses with their validation and no torch (nor numpy): the CLI reads its defaults
+from here, so `fragfix --help` stays fast and no default is written twice. The modules that do
+the work (autoencoder, decide, training) re-export the config they take.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import InvalidInput
+
+MAX_ORDER = 4  # context lengths: 2 * 4 context bytes fill a uint64 key exactly (context.py)
+
+
+FRAGMENT_SIZE = 512
+UNKNOWN = 256  # the extra input token for bytes known to be unreadable (mapfile, zero runs)
+HEADS = ("categorical", "sigmoid")
+MAX_WIDTH = 1024  # channels; the bundled model uses at most 96
+
+
+def _whole(value, name: str, lo: int, hi: int) -> int:
+    """An int (not a bool or float) within [lo, hi], or a ValueError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+    return value
+
+
+@dataclass
+class ModelConfig:
+    head: str = "categorical"
+    channels: tuple[int, int, int, int] = (32, 48, 64, 96)  # widths at 512, 256, 128, 64 positions
+    kernel_size: int = 9        # the full-resolution convolution's width (odd)
+    embed_dim: int = 16         # byte embedding width (categorical head)
+    mid_layers: int = 2         # dilated convs at the 64-position bottleneck, for long context
+    stem: str = "full"          # "full" or "separable" (cheaper) convolution at 512 positions
+    refine: int = 1             # full-resolution residual convs after the decoder (precise local context)
+    fragment_size: int = FRAGMENT_SIZE
+
+    def __post_init__(self):
+        # a checkpoint's metadata is untrusted input: exact types and sane bounds before any allocation
+        if not isinstance(self.channels, (list, tuple)) or len(self.channels) != 4:
+            raise ValueError("channels must be four widths")
+        self.channels = tuple(_whole(c, "channels", 1, MAX_WIDTH) for c in self.channels)
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r} (choose from {', '.join(HEADS)})")
+        if _whole(self.kernel_size, "kernel_size", 1, 63) % 2 == 0:
+            raise ValueError("kernel_size must be odd")
+        if self.stem not in ("separable", "full"):
+            raise ValueError("stem must be 'separable' or 'full'")
+        _whole(self.embed_dim, "embed_dim", 1, 256)
+        _whole(self.mid_layers, "mid_layers", 0, 8)
+        _whole(self.refine, "refine", 0, 8)
+        if self.fragment_size != FRAGMENT_SIZE:
+            raise ValueError(f"fragment_size must be {FRAGMENT_SIZE}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+@dataclass
+class RepairConfig:
+    threshold: float = 0.5    # the best value's probability must reach this …
+    floor: float = 1e-3       # … the observed byte's (with context) must be at most this (text-like fragments) …
+    model_floor: float = 0.02   # … and the model's own probability of it at most this
+    one_bit_factor: float = 3.0  # both floors this much higher where best and observed differ in one bit (bit rot)
+    binary_threshold: float = 0.95  # threshold and floor for fragments that do not look like text
+    binary_floor: float = 1e-5
+    detect: float = 0.02      # detector probability at which the 256-way head looks at a byte
+    context_orders: tuple[int, ...] = (3, 4)  # context lengths (bytes each side) whose counts sharpen the model
+    context_weight: float = 1.0  # how many context votes the model's distribution is worth
+    window_fragments: int = 4096  # fragments whose context counts are pooled (repair's read size: 2 MB)
+    aggressive: bool = False  # take the best value everywhere
+    max_entropy: float = 7.2  # fragments above this many bits/byte (random, compressed) are left alone
+    zero_runs: int = 0        # treat runs of at least this many 0x00 bytes as unknown (0: off)
+    passes: int = 1           # repair passes over each window (2: a few more fixes where damage is dense)
+    batch_fragments: int = 0     # fragments per model call (0: chosen by device)
+    formats: bool = True      # gzip, zlib, zip and PNG files: verified search instead of the gate (verified.py)
+    format_budget: float = 30.0  # seconds of search per checksummed file
+    accept_probable: bool = False  # also write checksummed repairs that are probable, not verified
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self):
+        for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
+                raise InvalidInput(f"{name.replace('_', '-')} must be within [0, 1], got {v}")
+        self.context_orders = tuple(sorted({int(k) for k in self.context_orders}))
+        if any(not 1 <= k <= MAX_ORDER for k in self.context_orders):
+            raise InvalidInput(f"context orders must be within 1..{MAX_ORDER}, got {list(self.context_orders)}")
+        if not (1.0 <= self.one_bit_factor < math.inf):
+            raise InvalidInput(f"one-bit-factor must be at least 1, got {self.one_bit_factor}")
+        if not (self.context_weight > 0) or math.isinf(self.context_weight):
+            raise InvalidInput(f"context weight must be positive, got {self.context_weight}")
+        if self.zero_runs < 0:
+            raise InvalidInput(f"zero-runs must be 0 (off) or a positive length, got {self.zero_runs}")
+        if not (0 < self.format_budget <= 86400):
+            raise InvalidInput(f"format-budget must be within (0, 86400] seconds, got {self.format_budget}")
+        if self.batch_fragments < 0:
+            raise InvalidInput("batch size must be at least 1 (or 0: chosen by device)")
+        if not 1 <= self.passes <= 8:
+            raise InvalidInput(f"passes must be within 1..8, got {self.passes}")
+        if self.window_fragments < 1:
+            raise InvalidInput("the context window must hold at least one fragment")
+        if self.threshold == 0:
+            self.aggressive = True  # threshold 0 means: always take the best value
+
+    def gate(self) -> dict:
+        """Every setting that decides which bytes change, for reports (JSON-able)."""
+        return {"threshold": self.threshold, "floor": self.floor, "model_floor": self.model_floor,
+                "one_bit_factor": self.one_bit_factor, "binary_threshold": self.binary_threshold,
+                "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
+                "context_weight": self.context_weight, "window_fragments": self.window_fragments,
+                "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy}
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_count(value: int, what: str, zero: str = "automatic") -> int:
+    """0 (automatic) up to the cores this process may use: more threads or workers than cores only
+    slow the work down, and absurd counts exhaust memory or crash the thread pool."""
+    cores = available_cores()
+    if not 0 <= value <= cores:
+        raise InvalidInput(f"{what} must be from 0 ({zero}) to {cores} (the cores available here), got {value}")
+    return value
+
+
+DEFAULT_NOISE = "byte:0.002-0.15,bitflip:0.0005-0.02,burst:0.005-0.1,zero:0.005-0.15"
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    val_data: list[str] | None = None   # explicit held-out files; else `val_fraction` of `data` by file
+    out_dir: str = "checkpoints"
+    name: str = "autoencoder"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    schedule: str = "cosine"            # "cosine" decays to 5% of lr over the run; "constant"
+    weight_decay: float = 0.01
+    noise: str = DEFAULT_NOISE          # kinds with level ranges; one is drawn per fragment
+    unknown_share: float = 0.5          # share of zeroed runs given to the model as UNKNOWN
+    val_fraction: float = 0.1
+    max_val_fragments: int = 2048
+    steps_per_epoch: int = 0            # 0: one full pass over the training fragments
+    patience: int = 0                   # early stopping after this many epochs without improvement
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    threads: int = 0
+    workers: int = 0
+    resume: bool = False
+    force: bool = False                 # replace checkpoints already in out_dir (without it: refused)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InvalidInput("epochs and batch size must be at least 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidInput("learning rate must be a positive number")
+        if not 0 <= self.unknown_share <= 1:
+            raise InvalidInput("unknown share must be within [0, 1]")
+        if self.schedule not in ("cosine", "constant"):
+            raise InvalidInput("schedule must be cosine or constant")
+        if self.steps_per_epoch < 0 or self.patience < 0 or self.max_val_fragments < 1:
+            raise InvalidInput("steps per epoch and patience must not be negative")
+        check_count(self.workers, "--workers", zero="load in the main process")
+        check_count(self.threads, "--threads")
+        from .noise import parse_noise  # torch: only when a config is made, never for --help
+        try:
+            self.noise_specs = parse_noise(self.noise)
+        except ValueError as e:
+            raise InvalidInput(f"bad --noise: {e}") from None
+
+    def paths(self) -> tuple[Path, Path, Path]:
+        d = Path(self.out_dir)
+        return (d / f"{self.name}_best.safetensors", d / f"{self.name}_last.safetensors",
+                d / f"{self.name}_last.resume.safetensors")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
