@@ -28,6 +28,7 @@ import torch
 from fragfix.bundled import resolve_model_path
 from fragfix.checkpoints import load_model
 from fragfix.decide import RepairConfig, repair_bytes
+from fragfix.inference import Scorer
 from fragfix.jobs import plan_jobs
 from fragfix.mapfile import format_mapfile
 from fragfix.noise import NoiseGenerator, NoiseSpec
@@ -167,12 +168,12 @@ def harm(model_path: Path, held, mb: int) -> list[dict]:
     rows = []
     for kind in ("text", "binary", "random", "gzip"):
         clean = build(mb << 20, kind, held)
-        out = repair_bytes(model, clean, RepairConfig(), bf16=True)
+        out = repair_bytes(Scorer(model, "bf16"), clean, RepairConfig())
         changed = float((np.frombuffer(out, np.uint8) != np.frombuffer(clean, np.uint8)).mean())
         row = {"data": kind, "clean_changed": changed}
         if kind in ("random", "gzip"):
             dam = corrupt(clean, "byte", 0.01)
-            rep = repair_bytes(model, dam, RepairConfig(), bf16=True)
+            rep = repair_bytes(Scorer(model, "bf16"), dam, RepairConfig())
             c = np.frombuffer(clean, np.uint8)
             row["damaged_errors_before"] = int((np.frombuffer(dam, np.uint8) != c).sum())
             row["damaged_errors_after"] = int((np.frombuffer(rep, np.uint8) != c).sum())

@@ -22,9 +22,11 @@ from rich.markup import escape
 
 from . import __version__
 from .errors import ExitCode, FragfixError
-from .options import (ACCEPT_PROBABLE, AGGRESSIVE, BINARY_FLOOR, BINARY_THRESHOLD, CONTEXT, FLOOR, FORMAT_BUDGET,
-                      FORMATS, MODEL_FLOOR, ONE_BIT_FACTOR, PASSES, THRESHOLD, WINDOW_MB, gate_config, parse_floats,
-                      parse_ints)
+from .config import EvalConfig, ModelConfig
+from .options import (DATA, FORMATS_PANEL, IO, MAPS, MODEL, RUNTIME, TRAINING, D, M, R, T, gate_config, parse_floats,
+                      parse_ints, shared)
+
+E = EvalConfig()  # evaluate's defaults
 
 try:  # typer >= 0.20 vendors click; older releases use it as a dependency
     from typer._click import exceptions as _cx
@@ -129,37 +131,41 @@ def emit_json(obj) -> None:
 
 @command
 def train(
-    data_dir: List[Path] = typer.Option(..., "--data-dir", "-d", help="Folder(s) or files of clean data (repeatable)."),
-    epochs: int = typer.Option(10, help="Passes over the training fragments."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Fragments per step."),
-    lr: float = typer.Option(3e-3, "--lr", help="AdamW learning rate."),
-    noise: str = typer.Option("byte:0.002-0.15,bitflip:0.0005-0.02,burst:0.005-0.1,zero:0.005-0.15",
-                              help="Noise kinds with level ranges (KIND:LO-HI,...); one is drawn per fragment."),
-    head: str = typer.Option("categorical", help="Output head: categorical (repairs) or sigmoid (original spec)."),
-    channels: str = typer.Option("32,48,64,96", help="Widths at 512,256,128,64 positions."),
-    kernel_size: int = typer.Option(9, help="Full-resolution convolution width (odd)."),
-    embed_dim: int = typer.Option(16, help="Byte embedding width (categorical head)."),
-    stem: str = typer.Option("full", help="Full-resolution stem: full or separable (cheaper)."),
-    refine: int = typer.Option(1, help="Full-resolution residual convs after the decoder."),
-    seed: int = typer.Option(0, help="Seed for split, order and noise."),
-    val_fraction: float = typer.Option(0.1, help="Share of files held out for validation."),
-    steps_per_epoch: int = typer.Option(0, help="Cap steps per epoch (0: a full pass)."),
-    patience: int = typer.Option(0, help="Stop after this many epochs without improvement (0: never)."),
-    out_dir: Path = typer.Option(Path("checkpoints"), "--out-dir", "-o", help="Checkpoint folder."),
-    resume: bool = typer.Option(False, help="Continue from OUT_DIR/autoencoder_last.*."),
-    force: bool = typer.Option(False, "--force", "-f", help="Replace checkpoints already in OUT_DIR."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or auto (bf16 where fast)."),
-    threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
-    workers: int = typer.Option(0, help="DataLoader worker processes."),
-    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout."),
+    data_dir: List[Path] = typer.Option(..., "--data-dir", "-d", rich_help_panel=DATA,
+                                        help="Folder(s) or files of clean data (repeatable)."),
+    val_fraction: float = typer.Option(T["val_fraction"], rich_help_panel=DATA, help="Share of files held out for validation."),
+    noise: str = typer.Option(T["noise"], rich_help_panel=DATA, help=(
+        "Noise kinds with level ranges, KIND:LO-HI,... (KIND alone: 0.05); one is drawn per fragment.")),
+    seed: int = typer.Option(T["seed"], rich_help_panel=DATA, help="Seed for the split, the order and the noise."),
+    epochs: int = typer.Option(T["epochs"], rich_help_panel=TRAINING, help="Passes over the training fragments."),
+    batch_size: int = typer.Option(T["batch_size"], "--batch-size", "-b", rich_help_panel=TRAINING,
+                                   help="Fragments per step."),
+    lr: float = typer.Option(T["lr"], "--lr", rich_help_panel=TRAINING, help="AdamW learning rate."),
+    steps_per_epoch: int = typer.Option(T["steps_per_epoch"], rich_help_panel=TRAINING,
+                                        help="Cap steps per epoch (0: a full pass)."),
+    patience: int = typer.Option(T["patience"], rich_help_panel=TRAINING,
+                                 help="Stop after this many epochs without improvement (0: never)."),
+    head: str = typer.Option(M.head, rich_help_panel=MODEL, help="Output head: categorical (repairs) or sigmoid (original spec)."),
+    channels: str = typer.Option(",".join(map(str, M.channels)), rich_help_panel=MODEL,
+                                 help="Widths at 512,256,128,64 positions."),
+    kernel_size: int = typer.Option(M.kernel_size, rich_help_panel=MODEL, help="Full-resolution convolution width (odd)."),
+    embed_dim: int = typer.Option(M.embed_dim, rich_help_panel=MODEL, help="Byte embedding width (categorical head)."),
+    stem: str = typer.Option(M.stem, rich_help_panel=MODEL, help="Full-resolution stem: full or separable (cheaper)."),
+    refine: int = typer.Option(M.refine, rich_help_panel=MODEL, help="Full-resolution residual convs after the decoder."),
+    out_dir: Path = typer.Option(Path(T["out_dir"]), "--out-dir", "-o", rich_help_panel=IO, help="Checkpoint folder."),
+    resume: bool = typer.Option(T["resume"], rich_help_panel=IO, help="Continue from OUT_DIR/autoencoder_last.*."),
+    force: bool = typer.Option(T["force"], "--force", "-f", rich_help_panel=IO, help="Replace checkpoints already in OUT_DIR."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=IO, help="Print the final summary as JSON on stdout."),
+    device: str = typer.Option(T["device"], rich_help_panel=RUNTIME, help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option(T["precision"], rich_help_panel=RUNTIME, help="fp32, bf16 or auto (bf16 where fast)."),
+    threads: int = typer.Option(T["threads"], rich_help_panel=RUNTIME, help="CPU threads (0: the cores available)."),
+    workers: int = typer.Option(T["workers"], rich_help_panel=RUNTIME, help="DataLoader worker processes."),
 ):
     """Train a denoising autoencoder on a folder of clean files."""
     from .errors import InvalidInput
     from .render import draw_training
+    from .training import TrainConfig, train as run
     try:
-        from .autoencoder import ModelConfig
-        from .training import TrainConfig
         mcfg = ModelConfig(head=head, channels=parse_ints(channels, "--channels"), kernel_size=kernel_size,
                            embed_dim=embed_dim, stem=stem, refine=refine)
     except ValueError as e:
@@ -168,7 +174,6 @@ def train(
                       lr=lr, noise=noise, seed=seed, val_fraction=val_fraction, steps_per_epoch=steps_per_epoch,
                       patience=patience, device=device, precision=precision, threads=threads, workers=workers,
                       resume=resume, force=force, model=mcfg)
-    from .training import train as run
     if force and not resume:
         old = [p for p in cfg.paths() if p.exists()]
         if old:
@@ -199,48 +204,51 @@ def info(
 
 
 @command
+@shared("gate", "runtime")
 def repair(
     inputs: List[Path] = typer.Argument(..., help="Damaged file(s), or folders with -r."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (several)."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Repair every file under input folders."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
-    threshold: float = THRESHOLD,
-    floor: float = FLOOR,
-    model_floor: float = MODEL_FLOOR,
-    one_bit_factor: float = ONE_BIT_FACTOR,
-    binary_threshold: float = BINARY_THRESHOLD,
-    binary_floor: float = BINARY_FLOOR,
-    context: str = CONTEXT,
-    window_mb: float = WINDOW_MB,
-    passes: int = PASSES,
-    aggressive: bool = AGGRESSIVE,
-    formats: bool = FORMATS,
-    format_budget: float = FORMAT_BUDGET,
-    accept_probable: bool = ACCEPT_PROBABLE,
-    mapfile: Optional[Path] = typer.Option(None, help="GNU ddrescue mapfile: bytes not '+' are unknown and filled."),
-    zero_runs: int = typer.Option(0, help="Treat runs of at least N zero bytes as unknown (0: off)."),
-    report: Optional[Path] = typer.Option(None, help="Write a JSON report of every changed byte."),
-    map_out: Optional[Path] = typer.Option(None, help="Write the guessed byte ranges as a ddrescue mapfile."),
-    plot: Optional[Path] = typer.Option(None, help="Draw a block map of what changed where (PNG; the plot extra)."),
-    dry_run: bool = typer.Option(False, help="Write nothing but the report."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
-    no_preserve: bool = typer.Option(False, help="Do not copy the input's permission bits and mtime."),
-    batch_size: int = typer.Option(0, "--batch-size", "-b", help="Fragments per model call (0: 128 on CPU, 4096 on CUDA)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", help="auto (bf16 where fast), bf16 or fp32."),
-    threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", rich_help_panel=IO,
+                                          help="Output file (one input) or folder (several)."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", rich_help_panel=IO,
+                                   help="Repair every file under input folders."),
+    report: Optional[Path] = typer.Option(None, rich_help_panel=IO, help="Write a JSON report of every changed byte."),
+    plot: Optional[Path] = typer.Option(None, rich_help_panel=IO,
+                                        help="Draw a block map of what changed where (PNG; the plot extra)."),
+    dry_run: bool = typer.Option(False, rich_help_panel=IO, help="Write nothing but the report."),
+    force: bool = typer.Option(False, "--force", "-f", rich_help_panel=IO, help="Overwrite existing outputs."),
+    preserve: bool = typer.Option(True, "--preserve/--no-preserve", rich_help_panel=IO,
+                                  help="Copy the input's permission bits and modification time to the output."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=IO, help="Print the summary as JSON on stdout."),
+    mapfile: Optional[Path] = typer.Option(None, rich_help_panel=MAPS,
+                                           help="GNU ddrescue mapfile: bytes not '+' are unknown and filled."),
+    zero_runs: int = typer.Option(D.zero_runs, rich_help_panel=MAPS,
+                                  help="Treat runs of at least N zero bytes as unknown (0: off)."),
+    map_out: Optional[Path] = typer.Option(None, rich_help_panel=MAPS,
+                                           help="Write the guessed byte ranges as a ddrescue mapfile."),
+    formats: bool = typer.Option(D.formats, "--formats/--no-formats", rich_help_panel=FORMATS_PANEL, help=(
+        "Repair gzip, zlib, zip and PNG files by search, accepted only when their own checksums pass.")),
+    format_budget: float = typer.Option(D.format_budget, rich_help_panel=FORMATS_PANEL,
+                                        help="Seconds of search per checksummed file."),
+    accept_probable: bool = typer.Option(D.accept_probable, rich_help_panel=FORMATS_PANEL, help=(
+        "Also write checksummed repairs that pass every check but were found among too many candidates "
+        "to be called verified.")),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", rich_help_panel=RUNTIME,
+                                         help="Checkpoint (default: the bundled model)."),
+    batch_size: int = typer.Option(R.batch_fragments, "--batch-size", "-b", rich_help_panel=RUNTIME,
+                                   help="Fragments per model call (0: 128 on CPU, 4096 on CUDA)."),
+    gate: dict = None,
+    runtime: dict = None,
 ):
     """Repair damaged files: a new file and a report of every byte changed; the input is never written."""
     from .bundled import resolve_model_path
-    from .render import byte_progress, draw_repair
+    from .config import Runtime
     from .jobs import plan_jobs
+    from .render import byte_progress, draw_repair
     from .repair import repair_files
     from .runtime import set_threads
-    cfg = gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
-                      passes, aggressive, zero_runs=zero_runs, batch_fragments=batch_size, device=device,
-                      precision=precision, formats=formats, format_budget=format_budget,
+    cfg = gate_config(gate, zero_runs=zero_runs, formats=formats, format_budget=format_budget,
                       accept_probable=accept_probable)
+    rt = Runtime(**runtime, batch_fragments=batch_size)
     jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
     if plot is not None:
         from .errors import InvalidInput
@@ -248,13 +256,13 @@ def repair(
         if dry_run:
             raise InvalidInput("--dry-run writes only the report; --plot would write a picture")
         require()  # a missing extra is a clear error before the run
-    set_threads(threads)
+    set_threads(rt.threads)
     progress = byte_progress(err)
     with progress:
         task = progress.add_task("repairing", total=None)
         summary = repair_files(jobs, resolve_model_path(model), cfg, report, force,
-                               progress=lambda n: progress.advance(task, n), preserve=not no_preserve,
-                               on_start=lambda total, m: progress.update(task, total=total), plot=plot)
+                               progress=lambda n: progress.advance(task, n), preserve=preserve,
+                               on_start=lambda total, m: progress.update(task, total=total), plot=plot, runtime=rt)
     summary["skipped"] = skipped
     if as_json:
         emit_json(summary)
@@ -262,79 +270,57 @@ def repair(
 
 
 @command
+@shared("gate", "runtime")
 def evaluate(
-    data_dir: Optional[List[Path]] = typer.Option(None, "--data-dir", "-d",
+    data_dir: Optional[List[Path]] = typer.Option(None, "--data-dir", "-d", rich_help_panel=DATA,
                                                    help="Held-out files or folders (default: held-out Python stdlib files)."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the bundled model)."),
-    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="More checkpoints to put side by side (repeatable)."),
-    noise: str = typer.Option("byte,bitflip,burst,zero", help="Noise kinds, comma-separated."),
-    levels: str = typer.Option("0.001,0.01,0.05,0.1", help="Noise levels, comma-separated."),
-    max_fragments: int = typer.Option(2000, help="Fragments to evaluate on (spread evenly over the data)."),
-    seed: int = typer.Option(0, help="Noise seed: the same seed prints the same numbers."),
-    threshold: float = THRESHOLD,
-    floor: float = FLOOR,
-    model_floor: float = MODEL_FLOOR,
-    one_bit_factor: float = ONE_BIT_FACTOR,
-    binary_threshold: float = BINARY_THRESHOLD,
-    binary_floor: float = BINARY_FLOOR,
-    context: str = CONTEXT,
-    window_mb: float = WINDOW_MB,
-    passes: int = PASSES,
-    aggressive: bool = AGGRESSIVE,
-    zero_as_unknown: bool = typer.Option(True, help="Give zeroed runs as unknown, as a ddrescue mapfile would."),
-    samples: int = typer.Option(0, help="Show N damaged fragments as original / damaged / repaired hex."),
-    samples_dir: Optional[Path] = typer.Option(None, help="Save the samples there (text, and PNG with the plot extra)."),
-    plot: Optional[Path] = typer.Option(None, help="Save a plot of error rate after repair against noise level."),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write every figure and its settings as JSON."),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON on stdout."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output files."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("auto", help="auto (bf16 where fast), bf16 or fp32."),
-    threads: int = typer.Option(0, help="CPU threads (0: the cores available)."),
+    noise: str = typer.Option(",".join(E.kinds), rich_help_panel=DATA, help="Noise kinds, comma-separated."),
+    levels: str = typer.Option(",".join(f"{v:g}" for v in E.levels), rich_help_panel=DATA,
+                               help="Noise levels, comma-separated."),
+    max_fragments: int = typer.Option(E.max_fragments, rich_help_panel=DATA,
+                                      help="Fragments to evaluate on (spread evenly over the data)."),
+    seed: int = typer.Option(E.seed, rich_help_panel=DATA, help="Noise seed: the same seed prints the same numbers."),
+    zero_as_unknown: bool = typer.Option(E.zero_as_unknown, rich_help_panel=DATA,
+                                         help="Give zeroed runs as unknown, as a ddrescue mapfile would."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", rich_help_panel=MODEL,
+                                         help="Checkpoint (default: the bundled model)."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", rich_help_panel=MODEL,
+                                                 help="More checkpoints to put side by side (repeatable)."),
+    samples: int = typer.Option(0, rich_help_panel=IO, help="Show N damaged fragments as original / damaged / repaired hex."),
+    samples_dir: Optional[Path] = typer.Option(None, rich_help_panel=IO,
+                                               help="Save the samples in this new or empty folder (text, and PNG with the plot extra)."),
+    plot: Optional[Path] = typer.Option(None, rich_help_panel=IO,
+                                        help="Draw error rates against noise level, and errors removed (PNG; the plot extra)."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", rich_help_panel=IO,
+                                            help="Write every figure and its settings as JSON."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=IO, help="Print the JSON on stdout."),
+    force: bool = typer.Option(False, "--force", "-f", rich_help_panel=IO, help="Overwrite existing output files."),
+    gate: dict = None,
+    runtime: dict = None,
 ):
     """Corrupt held-out data at several noise kinds and levels, repair it, and show how much was fixed."""
-    from .atomic import Batch, atomic_write, check_distinct, check_output_folder, check_output_path
-    from .evaluate import EvalConfig, evaluate as run
+    from .config import Runtime
+    from .evaluate import evaluate as run
     from .render import grid_progress
-    from .pictures import evaluate_figure, save_samples
-    from .render_eval import draw_samples, draw_table
+    from .render_eval import check_outputs, draw_samples, draw_table, save_outputs
     from .runtime import set_threads
-    rcfg = gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
-                       passes, aggressive, device=device, precision=precision)
-    kinds = [k.strip() for k in noise.split(",") if k.strip()]
+    rt = Runtime(**runtime)
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
                      models=[str(model) if model else None] + [str(c) for c in compare or []],
-                     kinds=kinds, levels=parse_floats(levels, "--levels"), max_fragments=max_fragments, seed=seed,
-                     zero_as_unknown=zero_as_unknown, samples=max(samples, 4 if samples_dir else 0), repair=rcfg)
-    for out in (plot, json_out):
-        if out is not None:
-            check_output_path(out, force)
-    if samples_dir is not None:
-        check_output_folder(samples_dir, force)
-    check_distinct([o for o in (plot, json_out, samples_dir) if o is not None],
-                   [(p, "model or data this command reads") for p in [model, *(compare or []), *(data_dir or [])]
-                    if p is not None])
-    if plot is not None:
-        from .pictures import require
-        require()  # a missing extra is a clear error before the run, not after it
-    set_threads(threads)
+                     kinds=[k.strip() for k in noise.split(",") if k.strip()], levels=parse_floats(levels, "--levels"),
+                     max_fragments=max_fragments, seed=seed, zero_as_unknown=zero_as_unknown,
+                     samples=max(samples, 4 if samples_dir else 0), repair=gate_config(gate), runtime=rt)
+    check_outputs(plot, json_out, samples_dir, force, reads=[p for p in [model, *(compare or []), *(data_dir or [])]
+                                                              if p is not None])
+    set_threads(rt.threads)
     progress = grid_progress(err)
     with progress:
         task = progress.add_task("evaluating", total=len(cfg.kinds) * len(cfg.levels))
         result = run(cfg, progress=lambda done, total: progress.update(task, completed=done, total=total))
     draw_table(result, err)
     draw_samples(result["samples"][:samples], err)
-    with Batch() as batch:  # the run's files appear together, or none of them
-        if samples_dir is not None:
-            save_samples(result["samples"], samples_dir, batch)
-        if plot is not None:
-            evaluate_figure(result, plot, batch)
-        if json_out is not None:
-            with atomic_write(json_out, force=force, batch=batch) as f:
-                f.write(json.dumps(result, indent=1).encode())
-    for what, path in (("samples saved in", samples_dir), ("plot:", plot), ("json:", json_out)):
-        if path is not None:
-            err.print(f"{what} {path}", markup=False)
+    for line in save_outputs(result, samples_dir, plot, json_out, force):
+        err.print(line, markup=False)
     if as_json:
         emit_json(result)
 

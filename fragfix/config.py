@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import InvalidInput
 
+NOISE_KINDS = ("bitflip", "byte", "burst", "zero", "gaussian")
 MAX_ORDER = 4  # context lengths: 2 * 4 context bytes fill a uint64 key exactly (context.py)
 
 
@@ -79,12 +80,9 @@ class RepairConfig:
     max_entropy: float = 7.2  # fragments above this many bits/byte (random, compressed) are left alone
     zero_runs: int = 0        # treat runs of at least this many 0x00 bytes as unknown (0: off)
     passes: int = 1           # repair passes over each window (2: a few more fixes where damage is dense)
-    batch_fragments: int = 0     # fragments per model call (0: chosen by device)
     formats: bool = True      # gzip, zlib, zip and PNG files: verified search instead of the gate (verified.py)
     format_budget: float = 30.0  # seconds of search per checksummed file
     accept_probable: bool = False  # also write checksummed repairs that are probable, not verified
-    device: str = "auto"
-    precision: str = "auto"
 
     def __post_init__(self):
         for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
@@ -102,8 +100,6 @@ class RepairConfig:
             raise InvalidInput(f"zero-runs must be 0 (off) or a positive length, got {self.zero_runs}")
         if not (0 < self.format_budget <= 86400):
             raise InvalidInput(f"format-budget must be within (0, 86400] seconds, got {self.format_budget}")
-        if self.batch_fragments < 0:
-            raise InvalidInput("batch size must be at least 1 (or 0: chosen by device)")
         if not 1 <= self.passes <= 8:
             raise InvalidInput(f"passes must be within 1..8, got {self.passes}")
         if self.window_fragments < 1:
@@ -118,6 +114,23 @@ class RepairConfig:
                 "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
                 "context_weight": self.context_weight, "window_fragments": self.window_fragments,
                 "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy}
+
+
+@dataclass
+class Runtime:
+    """Where and how the model runs: nothing here changes which bytes a repair changes (apart from
+    bf16 rounding), so reports keep it apart from the gate."""
+    device: str = "auto"      # auto, cpu, cuda, cuda:N or mps
+    precision: str = "auto"   # auto (bf16 where fast), bf16 or fp32
+    batch_fragments: int = 0  # fragments per model call (0: chosen by device)
+    threads: int = 0          # CPU threads (0: the cores available)
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise InvalidInput(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.batch_fragments < 0:
+            raise InvalidInput("batch size must be at least 1 (or 0: chosen by device)")
+        check_count(self.threads, "--threads")
 
 
 def available_cores() -> int:
@@ -193,3 +206,29 @@ class TrainConfig:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
+
+
+@dataclass
+class EvalConfig:
+    data: list[str] | None = None          # None: the held-out part of the Python standard library
+    models: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=lambda: ["byte", "bitflip", "burst", "zero"])
+    levels: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.05, 0.1])
+    max_fragments: int = 2000
+    seed: int = 0
+    zero_as_unknown: bool = True           # zeroed runs are given as unknown, as a mapfile would mark them
+    samples: int = 0
+    repair: RepairConfig = field(default_factory=RepairConfig)
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def __post_init__(self):
+        for k in self.kinds:
+            if k not in NOISE_KINDS:
+                raise InvalidInput(f"unknown noise kind {k!r} (choose from {', '.join(NOISE_KINDS)})")
+        for lv in self.levels:
+            if not (0 < lv <= 1) or math.isnan(lv):
+                raise InvalidInput(f"noise levels must be within (0, 1], got {lv}")
+        if not self.kinds or not self.levels:
+            raise InvalidInput("at least one noise kind and one level are needed")
+        if self.max_fragments < 1 or self.samples < 0:
+            raise InvalidInput("max fragments must be at least 1 and samples not negative")

@@ -33,8 +33,7 @@ from .autoencoder import FragmentAutoencoder, encode_input
 from .context import fill_gaps, posterior
 from .config import RepairConfig  # noqa: F401  (re-exported)
 from .fragments import cut
-from .inference import cpu_trunk
-from .runtime import auto_batch, autocast
+from .inference import Scorer, as_scorer
 
 
 class Decision(NamedTuple):
@@ -57,30 +56,30 @@ def byte_entropy(frags: torch.Tensor, valid: torch.Tensor | None = None) -> torc
 
 
 @torch.no_grad()
-def decide(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tensor | None,
-           cfg: RepairConfig, bf16: bool = False, lengths: torch.Tensor | None = None) -> Decision:
+def decide(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tensor | None,
+           cfg: RepairConfig, lengths: torch.Tensor | None = None) -> Decision:
     """Repair a window: (B, 512) uint8 bytes and (B, 512) bool unknown mask, on the CPU; the model
     runs in mini-batches, the context counts pool the whole window. `lengths` (B,) marks padded
     tails (a file's last partial fragment): the model sees them as unknown, and they count for nothing.
     With `cfg.passes` > 1 each pass starts from the last one's output: repaired neighbours and
     cleaner counts let it fix more where damage is dense."""
-    d = _decide_once(model, frags, unknown, cfg, bf16, lengths)
+    scorer = as_scorer(scorer)
+    d = _decide_once(scorer, frags, unknown, cfg, lengths)
     for _ in range(cfg.passes - 1):
-        again = _decide_once(model, d.fragments, unknown, cfg, bf16, lengths)
+        again = _decide_once(scorer, d.fragments, unknown, cfg, lengths)
         conf = torch.where(again.changed, again.confidence, d.confidence)
         d = Decision(again.fragments, again.fragments != frags, conf)
     return d
 
 
-def _decide_once(model, frags, unknown, cfg, bf16, lengths) -> Decision:
+def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths) -> Decision:
     b, n = frags.shape
     unknown = torch.zeros((b, n), dtype=torch.bool) if unknown is None else unknown
     valid = None if lengths is None else torch.arange(n).unsqueeze(0) < lengths.unsqueeze(1)
     hidden = unknown if valid is None else unknown | ~valid  # what the model is told it cannot see
     out = frags.clone()
     conf = torch.full((b, n), float("nan"))
-    dev = next(model.parameters()).device
-    batch = cfg.batch_fragments or auto_batch(dev)
+    batch = scorer.batch
     found = []
     for i in range(0, b, batch):  # per mini-batch of rows: every per-row temporary stays small
         f, hid, v = frags[i:i + batch], hidden[i:i + batch], None if valid is None else valid[i:i + batch]
@@ -92,10 +91,10 @@ def _decide_once(model, frags, unknown, cfg, bf16, lengths) -> Decision:
         # round the row count up to a multiple of 16 (repeating the first row): each distinct conv
         # shape costs a cached oneDNN primitive, and one per batch made memory grow with file size
         rows_in = torch.cat([s, s[:1].expand(-s.numel() % 16)])
-        if model.config.head == "sigmoid":
-            out[i + s] = _sigmoid(model, f[rows_in], hid[rows_in], cfg, dev, bf16)[:s.numel()]
+        if scorer.head == "sigmoid":
+            out[i + s] = _sigmoid(scorer, f[rows_in], hid[rows_in], cfg)[:s.numel()]
             continue
-        r, pos, top_b, top_p, p_obs = _suspects(model, f[rows_in], hid[rows_in], cfg, dev, bf16,
+        r, pos, top_b, top_p, p_obs = _suspects(scorer, f[rows_in], hid[rows_in], cfg,
                                                 None if v is None else v[rows_in])
         keep = r < s.numel()  # the rows, not the repeats that padded them
         rr = s[r[keep]]
@@ -147,21 +146,14 @@ TOP = 8  # the model's most likely bytes kept per suspect position (the rest sha
 HEAD_CHUNK = 2048  # suspect positions per 256-way head call ((2048, 256) float32: 2 MB)
 
 
-def _suspects(model, frags, unknown, cfg, dev, bf16, valid=None):
+def _suspects(scorer: Scorer, frags, unknown, cfg, valid=None):
     """One model call over (b, 512) fragments: the positions worth a look (unknown, or the detector
     fires; never padding, where `valid` is False) as (rows, positions), the model's TOP bytes and
     probabilities there (K, TOP), and its probability of the observed byte (K,)."""
+    dev = scorer.device
     x = encode_input(frags, unknown, "categorical").to(dev, non_blocking=True)
-    if dev.type == "cpu":  # the same network in oneDNN's fastest layout (see inference.py)
-        trunk = cpu_trunk(model, bf16)
-        h = trunk.features(x)  # (b, 1, 512, c0)
-        det = torch.sigmoid(trunk.detect(h))  # (b, 512)
-        head_at = trunk.head_at
-    else:
-        with autocast(dev, bf16):
-            h = model.features(x)  # (b, c0, 512)
-            det = torch.sigmoid(model.detect(h).float())  # (b, 512)
-        head_at = model.head_at
+    h = scorer.features(x)
+    det = scorer.detect(h)  # (b, 512)
     unk = unknown.to(dev)
     cand = unk | (det >= cfg.detect) if not cfg.aggressive else torch.ones_like(unk)
     if valid is not None:
@@ -174,8 +166,7 @@ def _suspects(model, frags, unknown, cfg, dev, bf16, valid=None):
         k = at[0].numel()
         # pad to a multiple of 512: every distinct matmul shape costs a cached oneDNN primitive
         padded = tuple(torch.cat([t, t.new_zeros(-k % 512)]) for t in at)
-        with autocast(dev, bf16 and dev.type != "cpu"):
-            p = head_at(h, padded)[:k].float().softmax(1)  # (k, 256)
+        p = scorer.head_at(h, padded)[:k]  # (k, 256)
         p_obs = p.gather(1, obs[lo:lo + k].unsqueeze(1)).squeeze(1)
         if not cfg.aggressive:  # the gate needs p_obs <= model_floor: drop the rest before the costly part
             keep = unk[at] | (p_obs <= cfg.model_floor * cfg.one_bit_factor)
@@ -188,31 +179,30 @@ def _suspects(model, frags, unknown, cfg, dev, bf16, valid=None):
     return tuple(torch.cat(t) for t in zip(*parts))
 
 
-def _sigmoid(model, frags, unknown, cfg, dev, bf16):
-    x = encode_input(frags, unknown, "sigmoid").to(dev)
-    with autocast(dev, bf16):
-        y = model(x).float().squeeze(1).cpu()  # (b, 512) in [0, 1]
+def _sigmoid(scorer: Scorer, frags, unknown, cfg):
+    y = scorer.reconstruct(encode_input(frags, unknown, "sigmoid").to(scorer.device))  # (b, 512) in [0, 1]
     rec = (y * 255).round().to(torch.uint8)
     dev_ = (y - frags.float() / 255).abs()
     take = unknown | (dev_ >= cfg.threshold) if not cfg.aggressive else torch.ones_like(unknown)
     return torch.where(take, rec, frags)
 
 
-def decide_windows(model: FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tensor | None, cfg: RepairConfig,
-                   bf16: bool = False, lengths: torch.Tensor | None = None) -> torch.Tensor:
+def decide_windows(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tensor | None,
+                   cfg: RepairConfig, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """decide() over any number of fragments, window by window (`cfg.window_fragments` pooled for
     the context counts each): (k, 512) uint8 repaired fragments."""
     step = cfg.window_fragments
-    return torch.cat([decide(model, frags[i:i + step], None if unknown is None else unknown[i:i + step], cfg, bf16,
+    scorer = as_scorer(scorer)
+    return torch.cat([decide(scorer, frags[i:i + step], None if unknown is None else unknown[i:i + step], cfg,
                              None if lengths is None else lengths[i:i + step]).fragments
                       for i in range(0, len(frags), step)])
 
 
-def repair_bytes(model: FragmentAutoencoder, data: bytes, cfg: RepairConfig | None = None,
-                 unknown: torch.Tensor | None = None, bf16: bool = False) -> bytes:
+def repair_bytes(scorer: Scorer | FragmentAutoencoder, data: bytes, cfg: RepairConfig | None = None,
+                 unknown: torch.Tensor | None = None) -> bytes:
     """Repair a whole buffer in memory (any length, 0 included); the result has the same length."""
     if len(data) == 0:
         return b""
     frags, unk, lengths, _ = cut([(data, None if unknown is None else unknown.numpy())])
-    out = decide_windows(model, frags, unk, cfg or RepairConfig(), bf16, lengths)
+    out = decide_windows(scorer, frags, unk, cfg or RepairConfig(), lengths)
     return bytes(out.reshape(-1)[:len(data)].numpy())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -17,35 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from .autoencoder import encode_input
-from .decide import RepairConfig, decide_windows
+from .config import EvalConfig, Runtime  # noqa: F401  (EvalConfig re-exported)
+from .decide import decide_windows
+from .inference import load_scorer
 from .errors import InvalidInput
 from .fragments import FragmentDataset, list_files
-from .noise import KINDS, NoiseGenerator, NoiseSpec
-
-
-@dataclass
-class EvalConfig:
-    data: list[str] | None = None          # None: the held-out part of the Python standard library
-    models: list[str] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=lambda: ["byte", "bitflip", "burst", "zero"])
-    levels: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.05, 0.1])
-    max_fragments: int = 2000
-    seed: int = 0
-    zero_as_unknown: bool = True           # zeroed runs are given as unknown, as a mapfile would mark them
-    samples: int = 0
-    repair: RepairConfig = field(default_factory=RepairConfig)
-
-    def __post_init__(self):
-        for k in self.kinds:
-            if k not in KINDS:
-                raise InvalidInput(f"unknown noise kind {k!r} (choose from {', '.join(KINDS)})")
-        for lv in self.levels:
-            if not (0 < lv <= 1) or math.isnan(lv):
-                raise InvalidInput(f"noise levels must be within (0, 1], got {lv}")
-        if not self.kinds or not self.levels:
-            raise InvalidInput("at least one noise kind and one level are needed")
-        if self.max_fragments < 1 or self.samples < 0:
-            raise InvalidInput("max fragments must be at least 1 and samples not negative")
+from .noise import NoiseGenerator, NoiseSpec
 
 
 def evenly(ds: FragmentDataset, n: int) -> torch.Tensor:
@@ -105,12 +81,9 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     """Run the grid; returns {"settings", "rows", "samples"} (rows: one per data x model x kind x level;
     the default held-out sample is scored as two groups, text and binary, each repaired in its own window)."""
     from .bundled import resolve_model_path
-    from .checkpoints import load_model
-    from .runtime import resolve_device, use_bf16
-    device = resolve_device(cfg.repair.device)
-    bf16 = use_bf16(device, cfg.repair.precision)
+    rt = cfg.runtime
     paths = [resolve_model_path(m) for m in (cfg.models or [None])]
-    models = [(str(p), load_model(p, device)[0]) for p in paths]
+    models = [(str(p), load_scorer(p, rt.device, rt.precision, rt.batch_fragments)[0]) for p in paths]
     groups, described = load_fragments(cfg)
     grid = [(name, clean, k, lv) for name, clean in groups for k in cfg.kinds for lv in cfg.levels]
     rows, samples = [], []
@@ -120,13 +93,13 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
         damaged = noisy.fragments != clean
         rows.append({"model": "none (damaged)", "data": name, "noise": kind, "level": level,
                      **score(clean, noisy.fragments, noisy.fragments), "bits_per_byte": None, "mb_per_s": None})
-        for path, model in models:
+        for path, scorer in models:
             t0 = time.perf_counter()
-            out = decide_windows(model, noisy.fragments, unknown, cfg.repair, bf16)
+            out = decide_windows(scorer, noisy.fragments, unknown, cfg.repair)
             secs = time.perf_counter() - t0
             rows.append({"model": path, "data": name, "noise": kind, "level": level,
                          **score(clean, noisy.fragments, out),
-                         "bits_per_byte": clean_bits_per_byte(model, noisy.fragments, unknown, clean, damaged),
+                         "bits_per_byte": clean_bits_per_byte(scorer.model, noisy.fragments, unknown, clean, damaged),
                          "mb_per_s": clean.numel() / secs / 1e6})
             # samples: the first model's, spread over the noise kinds at the middle level
             share = -(-cfg.samples // len(cfg.kinds))
@@ -138,7 +111,7 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed,
                 "fragments": sum(len(c) for _, c in groups), "groups": [name for name, _ in groups],
                 "kinds": cfg.kinds, "levels": cfg.levels, **cfg.repair.gate(), "zero_as_unknown": cfg.zero_as_unknown,
-                "precision": "bf16" if bf16 else "fp32", "device": str(device)}
+                "precision": "bf16" if models[0][1].bf16 else "fp32", "device": str(models[0][1].device)}
     return {"settings": settings, "rows": rows, "samples": samples}
 
 

@@ -74,6 +74,72 @@ def cpu_trunk(model: FragmentAutoencoder, bf16: bool) -> CpuTrunk:
     return cache[dtype][1]
 
 
+class Scorer:
+    """The model as the repair rule sees it: one device, one precision and one batch size, settled
+    here once. `decide` asks it for features, damage probabilities and the 256-way head at chosen
+    positions (categorical head), or for the reconstruction (sigmoid head), and carries no device
+    or precision flags itself. On the CPU it runs the prepared oneDNN form above; elsewhere the
+    module under autocast."""
+
+    def __init__(self, model: FragmentAutoencoder, precision: str = "fp32", batch: int = 0):
+        from .runtime import auto_batch, use_bf16
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.bf16 = use_bf16(self.device, precision)
+        self.batch = batch or auto_batch(self.device)
+        self.head = model.config.head
+        self.cpu = self.device.type == "cpu" and self.head == "categorical"
+
+    def _autocast(self):
+        from .runtime import autocast
+        return autocast(self.device, self.bf16 and self.device.type != "cpu")
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, 512) tokens -> features for `detect` and `head_at` (layout is the scorer's business)."""
+        if self.cpu:
+            return cpu_trunk(self.model, self.bf16).features(x)  # (b, 1, 512, c0)
+        with self._autocast():
+            return self.model.features(x)  # (b, c0, 512)
+
+    @torch.no_grad()
+    def detect(self, h: torch.Tensor) -> torch.Tensor:
+        """(b, 512) float32 probability that each observed byte is damaged."""
+        if self.cpu:
+            return torch.sigmoid(cpu_trunk(self.model, self.bf16).detect(h))
+        with self._autocast():
+            return torch.sigmoid(self.model.detect(h).float())
+
+    @torch.no_grad()
+    def head_at(self, h: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """(K, 256) float32 probabilities at (row, position) pairs."""
+        if self.cpu:
+            return cpu_trunk(self.model, self.bf16).head_at(h, at).float().softmax(1)
+        with self._autocast():
+            return self.model.head_at(h, at).float().softmax(1)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Sigmoid head: (b, 1, 512) in [0, 1] -> (b, 512) float32 in [0, 1], on the CPU."""
+        from .runtime import autocast
+        with autocast(self.device, self.bf16):
+            return self.model(x).float().squeeze(1).cpu()
+
+
+def as_scorer(model) -> Scorer:
+    """A Scorer as it is, or a bare model in fp32 (tests and in-memory use)."""
+    return model if isinstance(model, Scorer) else Scorer(model)
+
+
+def load_scorer(path, device: str = "auto", precision: str = "auto", batch: int = 0) -> tuple[Scorer, dict]:
+    """The one way repair and evaluate load a model: device resolved, weights checked and loaded,
+    precision and batch size settled; also the checkpoint's info (path, sha256 …)."""
+    from .checkpoints import load_model
+    from .runtime import resolve_device
+    model, info = load_model(path, resolve_device(device))
+    return Scorer(model, precision, batch), info
+
+
 @torch.no_grad()
 def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, rows: int = 64):
     """Bits of surprise, -log2 p(observed byte), for every byte of `data` from the model's view of

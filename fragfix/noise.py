@@ -18,7 +18,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-KINDS = ("bitflip", "byte", "burst", "zero", "gaussian")
+from .config import NOISE_KINDS as KINDS  # noqa: E402
 
 
 @dataclass(frozen=True)

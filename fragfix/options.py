@@ -1,50 +1,94 @@
-"""Command-line options that several commands share: the repair gate, and number lists.
+"""The CLI's option layer: option groups several commands share, their help panels, and parsers.
 
-Kept out of cli.py so the commands stay short; like cli.py it imports no torch at import time.
-The gate's defaults mirror `decide.RepairConfig` (a test keeps them equal).
+Defaults come from the configs (`config.py`, no torch), never copied as literals, so `--help`
+stays fast and a default lives in one place. A group (the repair gate, the runtime) is declared
+once here; `shared("gate", "runtime")` adds its options to a command and hands them to it
+collected, as `gate` and `runtime` dicts.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import typer
 
-THRESHOLD = typer.Option(0.5, help="Replace a byte only when the best value has at least this probability ...")
-FLOOR = typer.Option(1e-3, help="... the observed byte at most this (text-like fragments; model and context) ...")
-MODEL_FLOOR = typer.Option(0.02, help="... and at most this by the model alone.")
-ONE_BIT_FACTOR = typer.Option(3.0, help="Both floors this many times higher where the best value differs from the "
-                                        "observed byte in one bit (bit rot flips single bits).")
-BINARY_THRESHOLD = typer.Option(0.95, help="The threshold for fragments that do not look like text.")
-BINARY_FLOOR = typer.Option(1e-5, help="The floor for fragments that do not look like text.")
-CONTEXT = typer.Option("3,4", help="Context lengths (bytes each side) whose counts in the data sharpen the model; "
-                                   "'off': the model alone.")
-WINDOW_MB = typer.Option(2.0, help="MB of data whose context counts are pooled (more: better guesses, more memory).")
-PASSES = typer.Option(1, help="Repair passes over each window: 2 fixes a few more bytes where damage is dense, "
-                                "at twice the time.")
-AGGRESSIVE = typer.Option(False, help="Take the best value everywhere (same as --threshold 0).")
-FORMATS = typer.Option(True, "--formats/--no-formats",
-                       help="Repair gzip, zlib, zip and PNG files by search, accepted only when their own checksums "
-                            "pass (--no-formats: treat them like any other file).")
-FORMAT_BUDGET = typer.Option(30.0, help="Seconds of search per checksummed file.")
-ACCEPT_PROBABLE = typer.Option(False, help="Also write checksummed repairs that pass every check but were found "
-                                           "among too many candidates to be called verified.")
+from .config import TrainConfig, ModelConfig, RepairConfig, Runtime
+
+GATE, RUNTIME, IO, MAPS, FORMATS_PANEL, MODEL, DATA, TRAINING = (
+    "Repair gate", "Runtime", "Input and output", "Mapfiles and unknown bytes", "Checksummed formats", "Model",
+    "Data", "Training")
+D, R, M = RepairConfig(), Runtime(), ModelConfig()
+T = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items()}
+
+GROUPS = {
+    "gate": {
+        "threshold": (float, typer.Option(D.threshold, rich_help_panel=GATE, help=(
+            "Replace a byte only when the best value's probability is at least this (text-like fragments)."))),
+        "floor": (float, typer.Option(D.floor, rich_help_panel=GATE, help=(
+            "Replace a byte only when its own probability, with the context counts, is at most this "
+            "(text-like fragments)."))),
+        "model_floor": (float, typer.Option(D.model_floor, rich_help_panel=GATE, help=(
+            "Replace a byte only when the model alone gives it at most this probability."))),
+        "one_bit_factor": (float, typer.Option(D.one_bit_factor, rich_help_panel=GATE, help=(
+            "Multiply both floors by this where the best value is one bit away from the byte (bit rot)."))),
+        "binary_threshold": (float, typer.Option(D.binary_threshold, rich_help_panel=GATE, help=(
+            "The threshold for fragments that do not look like text."))),
+        "binary_floor": (float, typer.Option(D.binary_floor, rich_help_panel=GATE, help=(
+            "The floor for fragments that do not look like text."))),
+        "context": (str, typer.Option(",".join(map(str, D.context_orders)), rich_help_panel=GATE, help=(
+            "Context lengths (bytes each side) whose counts in the data sharpen the model; 'off': the model "
+            "alone."))),
+        "window_mb": (float, typer.Option(D.window_fragments / 2048, rich_help_panel=GATE, help=(
+            "MB of data whose context counts are pooled (more: better guesses, more memory)."))),
+        "passes": (int, typer.Option(D.passes, rich_help_panel=GATE, help=(
+            "Repair passes over each window: 2 fixes a few more bytes where damage is dense, at twice the "
+            "time."))),
+        "aggressive": (bool, typer.Option(D.aggressive, rich_help_panel=GATE, help=(
+            "Take the best value everywhere (the same as --threshold 0)."))),
+    },
+    "runtime": {
+        "device": (str, typer.Option(R.device, rich_help_panel=RUNTIME, help="auto, cpu, cuda, cuda:N or mps.")),
+        "precision": (str, typer.Option(R.precision, rich_help_panel=RUNTIME, help=(
+            "auto (bf16 where fast), bf16 or fp32."))),
+        "threads": (int, typer.Option(R.threads, rich_help_panel=RUNTIME, help=(
+            "CPU threads (0: the cores available)."))),
+    },
+}
 
 
-def gate_config(threshold, floor, model_floor, one_bit_factor, binary_threshold, binary_floor, context, window_mb,
-                passes, aggressive, **kw):
-    """The gate options as a RepairConfig (bad values: one-line errors)."""
-    from .decide import RepairConfig
+def shared(*groups: str):
+    """Add these groups' options to a command, after its own, and pass each group to it as one
+    dict argument named after the group (the command declares `gate: dict`, `runtime: dict`)."""
+    def deco(fn):
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.name not in groups]
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind)
+                 for g in groups for name, (kind, opt) in GROUPS[g].items()]
+
+        @functools.wraps(fn)
+        def wrapper(**kw):
+            for g in groups:
+                kw[g] = {name: kw.pop(name) for name in GROUPS[g]}
+            return fn(**kw)
+        wrapper.__signature__ = sig.replace(parameters=own + extra)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+        return wrapper
+    return deco
+
+
+def gate_config(gate: dict, **kw) -> RepairConfig:
+    """The gate options (and any other RepairConfig fields) as a RepairConfig; bad values: one line."""
     from .errors import InvalidInput
+    g = dict(gate)
+    context, window_mb = g.pop("context"), g.pop("window_mb")
     orders = () if context.strip().lower() in ("off", "none", "0", "") else parse_floats(context, "--context")
     if any(not math.isfinite(o) or o != int(o) for o in orders):
         raise InvalidInput(f"--context must be whole numbers of bytes, got {context!r}")
     if not (window_mb > 0) or window_mb > 1024:
         raise InvalidInput(f"--window-mb must be within (0, 1024], got {window_mb}")
-    return RepairConfig(threshold=threshold, floor=floor, model_floor=model_floor, one_bit_factor=one_bit_factor,
-                        binary_threshold=binary_threshold, binary_floor=binary_floor,
-                        context_orders=tuple(int(o) for o in orders),
-                        window_fragments=max(1, round(window_mb * 2048)), passes=passes, aggressive=aggressive,
-                        **kw)
+    return RepairConfig(**g, context_orders=tuple(int(o) for o in orders),
+                        window_fragments=max(1, round(window_mb * 2048)), **kw)
 
 
 def parse_floats(text: str, what: str) -> list[float]:
@@ -61,3 +105,7 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
         return tuple(int(t) for t in text.split(","))
     except ValueError:
         raise InvalidInput(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+__all__ = ["GATE", "RUNTIME", "IO", "MAPS", "FORMATS_PANEL", "MODEL", "DATA", "TRAINING", "D", "R", "M", "T",
+           "GROUPS", "shared", "gate_config", "parse_floats", "parse_ints"]

@@ -106,3 +106,36 @@ def draw_samples(samples: list[dict], console: Console) -> None:
     for s in samples:
         for line in sample_texts(s):
             console.print(line, soft_wrap=True)
+
+
+def check_outputs(plot, json_out, samples_dir, force: bool, reads: list) -> None:
+    """Every file evaluate will write, checked before the run: not over existing files without
+    --force, never a path it reads, the samples folder new or empty, matplotlib there if needed."""
+    from .atomic import check_distinct, check_output_folder, check_output_path
+    for out in (plot, json_out):
+        if out is not None:
+            check_output_path(out, force)
+    if samples_dir is not None:
+        check_output_folder(samples_dir, force)
+    check_distinct([o for o in (plot, json_out, samples_dir) if o is not None],
+                   [(p, "model or data this command reads") for p in reads])
+    if plot is not None:
+        from .pictures import require
+        require()  # a missing extra is a clear error before the run, not after it
+
+
+def save_outputs(result: dict, samples_dir, plot, json_out, force: bool) -> list[str]:
+    """Write evaluate's files, all together or none (one atomic batch); lines saying where they went."""
+    import json
+    from .atomic import Batch, atomic_write
+    from .pictures import evaluate_figure, save_samples
+    with Batch() as batch:
+        if samples_dir is not None:
+            save_samples(result["samples"], samples_dir, batch)
+        if plot is not None:
+            evaluate_figure(result, plot, batch)
+        if json_out is not None:
+            with atomic_write(json_out, force=force, batch=batch) as f:
+                f.write(json.dumps(result, indent=1).encode())
+    return [f"{what} {path}" for what, path in (("samples saved in", samples_dir), ("plot:", plot),
+                                                ("json:", json_out)) if path is not None]

@@ -25,7 +25,8 @@ from .blockmap import BlockMap
 from .autoencoder import FRAGMENT_SIZE
 from .decide import Decision, RepairConfig, decide
 from .fragments import cut
-from .inference import cpu_trunk
+from .config import Runtime
+from .inference import Scorer, cpu_trunk, load_scorer
 from .errors import IOFailure
 from .jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from .mapfile import format_mapfile, read_mapfile
@@ -169,10 +170,10 @@ class FileRepair:
                 **({"blocks": self.blocks.to_dict()} if self.blocks is not None else {})}
 
 
-def _run_batch(model, pending: list, cfg: RepairConfig, bf16: bool, progress: Progress | None) -> list[dict]:
+def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progress | None) -> list[dict]:
     """One decide() over the fragments of every pending piece (from one or several files)."""
     frags, unknown, lengths, counts = cut([(data, unk) for _, _, data, unk, _ in pending])
-    d = _decide_sparse(model, frags, unknown, cfg, bf16, lengths)
+    d = _decide_sparse(scorer, frags, unknown, cfg, lengths)
     finished, row = [], 0
     for (fr, pos, data, unk, last), c in zip(pending, counts):
         n = len(data)
@@ -189,7 +190,7 @@ def _run_batch(model, pending: list, cfg: RepairConfig, bf16: bool, progress: Pr
     return finished
 
 
-def _decide_sparse(model, frags: torch.Tensor, unknown: torch.Tensor, cfg: RepairConfig, bf16: bool,
+def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, cfg: RepairConfig,
                    lengths: torch.Tensor) -> Decision:
     """decide() without the rows deep inside runs of zeros: a zero fragment with no unknown byte
     whose neighbours are zero too has nothing near it to repair from or to repair, and sparse
@@ -199,11 +200,11 @@ def _decide_sparse(model, frags: torch.Tensor, unknown: torch.Tensor, cfg: Repai
     deep[1:] &= quiet[:-1]
     deep[:-1] &= quiet[1:]
     if not deep.any():
-        return decide(model, frags, unknown, cfg, bf16, lengths)
+        return decide(scorer, frags, unknown, cfg, lengths)
     keep = (~deep).nonzero().squeeze(1)
     out = Decision(frags.clone(), torch.zeros_like(unknown), torch.full(frags.shape, float("nan")))
     if keep.numel():
-        d = decide(model, frags[keep], unknown[keep], cfg, bf16, lengths[keep])
+        d = decide(scorer, frags[keep], unknown[keep], cfg, lengths[keep])
         for whole, part in zip(out, d):
             whole[keep] = part
     return out
@@ -211,24 +212,24 @@ def _decide_sparse(model, frags: torch.Tensor, unknown: torch.Tensor, cfg: Repai
 
 def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_path: Path | None = None,
                  force: bool = False, progress: Progress | None = None, preserve: bool = True,
-                 on_start: Callable[[int, dict], None] | None = None, plot: Path | None = None) -> dict:
+                 on_start: Callable[[int, dict], None] | None = None, plot: Path | None = None,
+                 runtime: Runtime | None = None) -> dict:
     """Repair every job with one model; returns the summary (totals, per-file totals, model, speed).
     With `plot`, each file's block map is kept and drawn there (pictures.repair_map), committed
     with the run's other outputs."""
     blocks = plot is not None
-    from .checkpoints import load_model
-    from .runtime import release_memory, resolve_device, use_bf16
-    device = resolve_device(cfg.device)
-    model, info = load_model(model_path, device)
-    bf16 = use_bf16(device, cfg.precision)
-    if device.type == "cpu":
-        cpu_trunk(model, bf16)  # weights prepared now, so the speed shown is the repair's alone
+    from .runtime import release_memory
+    runtime = runtime or Runtime()
+    scorer, info = load_scorer(model_path, runtime.device, runtime.precision, runtime.batch_fragments)
+    if scorer.cpu:
+        cpu_trunk(scorer.model, scorer.bf16)  # weights prepared now, so the speed shown is the repair's alone
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
     check_outputs(jobs, report_path, force, model_path, plot)
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
-    model_meta = {"path": str(model_path), "head": model.config.head, "sha256": info["sha256"]}
-    header = {"model": model_meta, **cfg.gate(), "zero_runs": cfg.zero_runs,
+    model_meta = {"path": str(model_path), "head": scorer.head, "sha256": info["sha256"]}
+    header = {"model": model_meta, **cfg.gate(), "runtime": {"device": str(scorer.device),
+              "precision": "bf16" if scorer.bf16 else "fp32", "batch_fragments": scorer.batch}, "zero_runs": cfg.zero_runs,
               "formats": {"on": cfg.formats, "budget_s": cfg.format_budget, "accept_probable": cfg.accept_probable}}
     if on_start:
         on_start(total_bytes, model_meta)
@@ -239,16 +240,16 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1, batch=batch)
         make_output_folders(jobs, batch)
         pending, count = [], 0
-        scorer = None
+        surprise = None  # the model's surprise at decoded bytes, for checksummed files (made when needed)
         for job, size in zip(jobs, sizes):
             fmt = sniff(job.src, size) if cfg.formats and job.mapfile is None and not cfg.zero_runs else None
             if (fmt is not None or size == 0) and pending:  # whole-file paths: the report stays in file order
-                files += _run_batch(model, pending, cfg, bf16, progress)
+                files += _run_batch(scorer, pending, cfg, progress)
                 pending, count = [], 0
             if fmt is not None:  # checksummed: verified search, not the gate
-                scorer = scorer or model_scorer(model, bf16)
+                surprise = surprise or model_scorer(scorer)
                 files.append(repair_checksummed(job, size, fmt, report, batch, force, preserve, cfg.format_budget,
-                                                cfg.accept_probable, scorer, blocks=blocks))
+                                                cfg.accept_probable, surprise, blocks=blocks))
                 if progress:
                     progress(size)
                 continue
@@ -261,11 +262,11 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                 pending.append((fr, *piece))
                 count += -(-len(piece[1]) // FRAGMENT_SIZE)
                 if count >= window:
-                    files += _run_batch(model, pending, cfg, bf16, progress)
+                    files += _run_batch(scorer, pending, cfg, progress)
                     pending, count = [], 0
                     release_memory()
         if pending:
-            files += _run_batch(model, pending, cfg, bf16, progress)
+            files += _run_batch(scorer, pending, cfg, progress)
         totals = empty_totals()
         for f in files:
             totals = {k: totals[k] + f["totals"][k] for k in totals}

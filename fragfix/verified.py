@@ -44,14 +44,14 @@ def sniff(path: Path, size: int) -> str | None:
     return formats.detect(head)
 
 
-def model_scorer(model, bf16: bool, limit: int = 4 << 20) -> Callable[[bytes], np.ndarray] | None:
+def model_scorer(scorer, limit: int = 4 << 20) -> Callable[[bytes], np.ndarray] | None:
     """The model's surprise at each decoded byte (CPU, categorical head); None where it cannot run."""
-    if model.config.head != "categorical" or next(model.parameters()).device.type != "cpu":
+    if not scorer.cpu:
         return None
     from .inference import byte_surprise
 
     def score(data: bytes) -> np.ndarray:
-        return byte_surprise(model, data, bf16) if len(data) <= limit else np.zeros(len(data))
+        return byte_surprise(scorer.model, data, scorer.bf16) if len(data) <= limit else np.zeros(len(data))
     return score
 
 

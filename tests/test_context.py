@@ -60,17 +60,17 @@ def test_decide_repairs_from_context_alone_and_leaves_clean_text_alone():
     damaged = clean.clone()
     damaged[1, 200] = ord("#")
     damaged[3, 17] ^= 0x20
-    cfg = RepairConfig(precision="fp32")
+    cfg = RepairConfig()
     assert torch.equal(decide(model, damaged, None, cfg).fragments, clean)
     assert not decide(model, clean, None, cfg).changed.any()
     assert torch.equal(decide(model, damaged, None, RepairConfig(context_orders=())).fragments, damaged)
 
 
 def test_cli_gate_defaults_are_the_library_defaults():
+    """The CLI's gate options, at their defaults, give exactly the library's RepairConfig (the
+    context and window options are converted, so this is a round trip, not a copy)."""
     from fragfix import options as o
-    defaults = (o.THRESHOLD, o.FLOOR, o.MODEL_FLOOR, o.ONE_BIT_FACTOR, o.BINARY_THRESHOLD, o.BINARY_FLOOR, o.CONTEXT,
-                o.WINDOW_MB, o.PASSES, o.AGGRESSIVE)
-    assert o.gate_config(*(opt.default for opt in defaults)) == RepairConfig()
+    assert o.gate_config({name: opt.default for name, (_, opt) in o.GROUPS["gate"].items()}) == RepairConfig()
 
 
 def test_unknown_runs_are_filled_with_the_string_that_fills_the_same_gap_elsewhere():
@@ -82,7 +82,7 @@ def test_unknown_runs_are_filled_with_the_string_that_fills_the_same_gap_elsewhe
     for r, a, n in ((0, 100, 12), (2, 300, 5), (3, 480, 16)):  # runs of 5-16 unknown bytes
         damaged[r, a:a + n] = 0
         unknown[r, a:a + n] = True
-    d = decide(model, damaged, unknown, RepairConfig(precision="fp32"))
+    d = decide(model, damaged, unknown, RepairConfig())
     assert torch.equal(d.fragments, clean)
     assert (d.confidence[unknown] == 1.0).all()  # every source agreed
     # without context the untrained model guesses the bytes one by one, and gets them wrong
@@ -101,9 +101,9 @@ def test_one_bit_corrections_get_higher_floors():
         model.detector.bias.fill_(5.0)
     frags = torch.full((1, 512), ord("a"), dtype=torch.uint8)
     frags[0, 10], frags[0, 20] = ord("A"), ord("b")
-    plain = RepairConfig(context_orders=(), one_bit_factor=1.0, precision="fp32")
+    plain = RepairConfig(context_orders=(), one_bit_factor=1.0)
     assert not decide(model, frags, None, plain).changed.any()
-    d = decide(model, frags, None, RepairConfig(context_orders=(), one_bit_factor=3.0, precision="fp32"))
+    d = decide(model, frags, None, RepairConfig(context_orders=(), one_bit_factor=3.0))
     assert d.changed.nonzero().tolist() == [[0, 10]] and d.fragments[0, 10] == ord("a")
 
 
@@ -115,9 +115,9 @@ def test_a_second_pass_starts_from_the_first_ones_output(trained):
     damaged = clean.clone()
     hit = torch.rand(damaged.shape, generator=torch.Generator().manual_seed(0)) < 0.08
     damaged[hit] = torch.randint(0, 256, (int(hit.sum()),), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    one = RepairConfig(precision="fp32")
+    one = RepairConfig()
     first = decide(model, damaged, None, one)
-    twice = decide(model, damaged, None, RepairConfig(precision="fp32", passes=2))
+    twice = decide(model, damaged, None, RepairConfig(passes=2))
     assert torch.equal(twice.fragments, decide(model, first.fragments, None, one).fragments)
     assert torch.equal(twice.changed, twice.fragments != damaged)
     assert (twice.fragments != clean).sum() <= (first.fragments != clean).sum()

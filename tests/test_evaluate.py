@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from fragfix.cli import app
 from fragfix.decide import RepairConfig
+from fragfix.config import Runtime
 from fragfix.evaluate import EvalConfig, evaluate, load_fragments, noise_seed
 from fragfix.noise import NoiseGenerator, NoiseSpec
 
@@ -23,7 +24,7 @@ def heldout(tmp_path_factory):
 
 def run(trained, heldout, **kw):
     cfg = EvalConfig(data=[str(heldout)], models=[str(trained)], kinds=["byte", "zero"], levels=[0.01, 0.05],
-                     max_fragments=150, seed=0, repair=RepairConfig(precision="fp32"), **kw)
+                     max_fragments=150, seed=0, repair=RepairConfig(), runtime=Runtime(precision="fp32"), **kw)
     return cfg, evaluate(cfg)
 
 
