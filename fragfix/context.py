@@ -7,9 +7,8 @@ Those counts sharpen the model's distribution, PPM-style, one order after anothe
 
     p_k(b) = (c_k(b) + weight * p_{k-1}(b)) / (n_k + weight),   p_0 = the model's probabilities
 
-so a context seen often overrides the model and an unseen one leaves it alone. On held-out
-Python source with 1% byte substitution this took the model's top-1 accuracy at damaged bytes
-from 50% to over 80% (orders 2-4, 1 MB of context).
+so a context seen often overrides the model and an unseen one leaves it alone (what that is worth
+on held-out data: README, Performance).
 
 Everything here is numpy over one window: `buf` (N,) uint8 bytes, `known` (N,) bool (False for
 unknown bytes and padding, which never vote and never count as context), `q` (Q,) positions
@@ -214,7 +213,7 @@ def fill_gaps(buf: np.ndarray, known: np.ndarray, q: np.ndarray, top_b: np.ndarr
     """Whole unknown runs, filled from the window: where else do the same k bytes sit left and right
     of a known gap of the same length? Each distinct string found there is scored by how often it
     occurs and how likely the model finds it; the best wins. Returns (rows of q, bytes, confidence).
-    On held-out Python source with 1-16-byte unknown runs: 35% -> ~60% of unknown bytes right."""
+    Longer contexts first: a run filled at k = 4 is not looked at again with 3."""
     n = len(buf)
     starts, ends = _runs(~known)
     lengths = ends - starts
@@ -232,42 +231,52 @@ def fill_gaps(buf: np.ndarray, known: np.ndarray, q: np.ndarray, top_b: np.ndarr
             r = np.flatnonzero(ok & (lengths == L))
             # key of a gap starting at j: its k bytes on the left, then the k after its L bytes
             run_keys = (left[starts[r]] << np.uint64(8 * k)) | right[starts[r] + L]
-            ukeys = np.unique(run_keys)
-            table = KeyTable(ukeys, int(np.clip(np.ceil(np.log2(len(ukeys) * 8)), 10, TABLE_BITS)))
-            hit_u, hit_j = [], []
-            for lo in range(k, n - L - k + 1, SLICE):
-                hi = min(lo + SLICE, n - L - k + 1)
-                where, pos = table.find((left[lo:hi] << np.uint64(8 * k)) | right[lo + L:hi + L])
-                j = where + lo
-                hit = bad[j + L + k] - bad[j - k] == 0  # the source is all known
-                hit_u.append(pos[hit])
-                hit_j.append(j[hit])
-            hu, hj = np.concatenate(hit_u), np.concatenate(hit_j)
-            order = np.argsort(hu, kind="stable")
-            hu, hj = hu[order], hj[order]
-            bounds = np.searchsorted(hu, np.arange(len(ukeys) + 1))
-            for run, u in zip(r.tolist(), np.searchsorted(ukeys, run_keys).tolist()):
-                lo, hi = bounds[u], bounds[u + 1]
-                if hi == lo:
-                    continue
+            ukeys, sources = _gap_sources(run_keys, left, right, bad, k, L, n)
+            for run, srcs in zip(r.tolist(), (sources[u] for u in np.searchsorted(ukeys, run_keys).tolist())):
                 a = int(starts[run])
                 qrows = np.searchsorted(q, np.arange(a, a + L)).clip(0, len(q) - 1)
-                if not np.array_equal(q[qrows], np.arange(a, a + L)):
-                    continue  # the model did not score every byte of this run (not expected)
-                src = hj[lo:min(hi, lo + MAX_SOURCES)]
-                found = np.ascontiguousarray(buf[src[:, None] + np.arange(L)])  # (sources, L)
-                _, first, counts = np.unique(found.view(np.dtype((np.void, L))).ravel(), return_index=True,
-                                             return_counts=True)
-                strings = found[first]  # (S, L) distinct strings
-                tb, tp = top_b[qrows], top_p[qrows]  # (L, TOP)
-                rest = np.clip(1 - tp.sum(1), 1e-12, None) / max(256 - tb.shape[1], 1)
-                p = np.where(strings[:, :, None] == tb[None], tp[None], 0).sum(2)  # (S, L): 0 outside the top
-                score = np.log(counts) + GAP_MODEL_WEIGHT * np.log(np.where(p > 0, p, rest[None])).sum(1)
-                best = int(score.argmax())
+                if len(srcs) == 0 or not np.array_equal(q[qrows], np.arange(a, a + L)):
+                    continue  # no source, or the model did not score every byte of this run (not expected)
+                string, conf = _best_string(buf, srcs[:MAX_SOURCES], L, top_b[qrows], top_p[qrows])
                 rows.append(qrows)
-                vals.append(strings[best])
-                confs.append(np.full(L, counts[best] / counts.sum()))
+                vals.append(string)
+                confs.append(np.full(L, conf))
                 done[run] = True
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0)
     return np.concatenate(rows), np.concatenate(vals), np.concatenate(confs)
+
+
+def _gap_sources(run_keys: np.ndarray, left: np.ndarray, right: np.ndarray, bad: np.ndarray, k: int, L: int,
+                 n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The search: every start j in the window whose k bytes on the left and k after j + L match a
+    run's key, with all of j - k .. j + L + k known. Returns (distinct keys, sorted; for each, its
+    source starts in window order)."""
+    ukeys = np.unique(run_keys)
+    table = KeyTable(ukeys, int(np.clip(np.ceil(np.log2(len(ukeys) * 8)), 10, TABLE_BITS)))
+    hit_u, hit_j = [], []
+    for lo in range(k, n - L - k + 1, SLICE):
+        hi = min(lo + SLICE, n - L - k + 1)
+        where, pos = table.find((left[lo:hi] << np.uint64(8 * k)) | right[lo + L:hi + L])
+        j = where + lo
+        hit = bad[j + L + k] - bad[j - k] == 0  # the source is all known
+        hit_u.append(pos[hit])
+        hit_j.append(j[hit])
+    hu, hj = np.concatenate(hit_u), np.concatenate(hit_j)
+    order = np.argsort(hu, kind="stable")
+    hu, hj = hu[order], hj[order]
+    bounds = np.searchsorted(hu, np.arange(len(ukeys) + 1))
+    return ukeys, [hj[bounds[u]:bounds[u + 1]] for u in range(len(ukeys))]
+
+
+def _best_string(buf: np.ndarray, src: np.ndarray, L: int, tb: np.ndarray, tp: np.ndarray) -> tuple[np.ndarray, float]:
+    """The scoring: of the distinct L-byte strings at the sources, the one with the best
+    log(count) + GAP_MODEL_WEIGHT * log p_model(string), and its share of the sources."""
+    found = np.ascontiguousarray(buf[src[:, None] + np.arange(L)])  # (sources, L)
+    _, first, counts = np.unique(found.view(np.dtype((np.void, L))).ravel(), return_index=True, return_counts=True)
+    strings = found[first]  # (S, L) distinct strings
+    rest = np.clip(1 - tp.sum(1), 1e-12, None) / max(256 - tb.shape[1], 1)  # (L,) per byte outside the top
+    p = np.where(strings[:, :, None] == tb[None], tp[None], 0).sum(2)  # (S, L): 0 outside the top
+    score = np.log(counts) + GAP_MODEL_WEIGHT * np.log(np.where(p > 0, p, rest[None])).sum(1)
+    best = int(score.argmax())
+    return strings[best], counts[best] / counts.sum()

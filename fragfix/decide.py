@@ -12,8 +12,8 @@ model's own probabilities at a position whose observed byte is o, o becomes argm
 max p >= threshold, p[o] <= floor and p_m[o] <= model_floor; unknown positions always take
 argmax p, and whole unknown runs take the string that fills the same gap elsewhere in the
 window when there is one (`context.fill_gaps`). Where argmax p and o differ in a single bit, both floors are `one_bit_factor` times
-higher: bit rot flips single bits, so such a correction is a priori likelier (on held-out text
-with 0.1% of bits flipped: 38% -> 48% of errors removed; clean text changed 0.0063% -> 0.0077%).
+higher: bit rot flips single bits, so such a correction is a priori likelier (the figures: README,
+Performance).
 Fragments that do not look like text (under 85% printable bytes) use a stricter pair,
 `binary_threshold` and `binary_floor`: on executables the probabilities are poorly calibrated,
 and a stricter gate keeps clean binaries untouched. `context_orders=()` leaves the model alone (p = p_m).
@@ -79,6 +79,22 @@ def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths) -> Decision:
     hidden = unknown if valid is None else unknown | ~valid  # what the model is told it cannot see
     out = frags.clone()
     conf = torch.full((b, n), float("nan"))
+    suspects = _score(scorer, frags, unknown, hidden, valid, cfg, out)
+    if suspects is not None:
+        at, best, p_best = _gate(frags, hidden, cfg, *suspects)
+        out.view(-1)[at] = torch.from_numpy(best)
+        conf.view(-1)[at] = torch.from_numpy(p_best)
+    if valid is not None:  # padding is no data: whatever the model put there is dropped
+        out = torch.where(valid, out, frags)
+    return Decision(out, out != frags, conf)
+
+
+def _score(scorer: Scorer, frags, unknown, hidden, valid, cfg, out) -> tuple | None:
+    """The model over the window in mini-batches of rows: for every suspect position (flat index q),
+    the model's TOP bytes and probabilities, its probability of the observed byte, and the row's
+    threshold and floor, as numpy arrays; None when nothing is suspect. (The sigmoid head has no
+    suspects: its rows are decided here and written into `out`.)"""
+    b, n = frags.shape
     batch = scorer.batch
     found = []
     for i in range(0, b, batch):  # per mini-batch of rows: every per-row temporary stays small
@@ -100,27 +116,29 @@ def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths) -> Decision:
         rr = s[r[keep]]
         thr, floor = row_gates(f, v, cfg)
         found.append(((i + rr) * n + pos[keep], top_b[keep], top_p[keep], p_obs[keep], thr[rr], floor[rr]))
-    if found and sum(len(f[0]) for f in found):
-        q, top_b, top_p, p_obs, thr, floor = (torch.cat(t).numpy() for t in zip(*found))
-        buf, known = frags.reshape(-1).numpy(), ~hidden.reshape(-1).numpy()
-        if cfg.context_orders:
-            best, p_best, p_o = posterior(buf, known, q, top_b, top_p, p_obs, cfg.context_orders, cfg.context_weight)
-            if (~known[q]).any():  # whole unknown runs: strings that fill the same gap elsewhere
-                at, fill, c = fill_gaps(buf, known, q, top_b, top_p)
-                best[at], p_best[at] = fill, c
-        else:
-            best, p_best, p_o = top_b[:, 0], top_p[:, 0], p_obs
-        obs = buf[q]
-        one_bit = np.isin(best.astype(np.uint8) ^ obs, ONE_BIT)
-        boost = np.where(one_bit, cfg.one_bit_factor, 1.0)
-        gate = (p_best >= thr) & (p_o <= floor * boost) & (p_obs <= cfg.model_floor * boost)
-        take = ~known[q] | (best != obs) & (cfg.aggressive | gate)
-        at = torch.from_numpy(q[take])
-        out.view(-1)[at] = torch.from_numpy(best[take].astype(np.uint8))
-        conf.view(-1)[at] = torch.from_numpy(p_best[take].astype(np.float32))
-    if valid is not None:  # padding is no data: whatever the model put there is dropped
-        out = torch.where(valid, out, frags)
-    return Decision(out, out != frags, conf)
+    if not found or not sum(len(f[0]) for f in found):
+        return None
+    return tuple(torch.cat(t).numpy() for t in zip(*found))
+
+
+def _gate(frags, hidden, cfg, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The window-wide decision at the suspects: the model's distribution sharpened by the window's
+    context counts (unknown runs filled from the same gap elsewhere), then the gate. Returns the
+    flat positions to change, their new bytes (uint8) and confidences (float32)."""
+    buf, known = frags.reshape(-1).numpy(), ~hidden.reshape(-1).numpy()
+    if cfg.context_orders:
+        best, p_best, p_o = posterior(buf, known, q, top_b, top_p, p_obs, cfg.context_orders, cfg.context_weight)
+        if (~known[q]).any():  # whole unknown runs: strings that fill the same gap elsewhere
+            at, fill, c = fill_gaps(buf, known, q, top_b, top_p)
+            best[at], p_best[at] = fill, c
+    else:
+        best, p_best, p_o = top_b[:, 0], top_p[:, 0], p_obs
+    obs = buf[q]
+    one_bit = np.isin(best.astype(np.uint8) ^ obs, ONE_BIT)
+    boost = np.where(one_bit, cfg.one_bit_factor, 1.0)
+    gate = (p_best >= thr) & (p_o <= floor * boost) & (p_obs <= cfg.model_floor * boost)
+    take = ~known[q] | (best != obs) & (cfg.aggressive | gate)
+    return torch.from_numpy(q[take]), best[take].astype(np.uint8), p_best[take].astype(np.float32)
 
 
 PRINTABLE = torch.zeros(256, dtype=torch.bool)

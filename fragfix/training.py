@@ -98,89 +98,40 @@ def loss_fn(model, clean: torch.Tensor, noise: NoiseGenerator, unknown_gen: torc
 
 
 def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
+    """Train as the config says, yielding progress: Started, a Step per optimizer step (rank 0),
+    an Epoch per epoch (checkpoints written), then Finished. The CLI draws them (render.py)."""
     from . import distributed as dist_util
     ctx = dist_util.setup(cfg.device)
-    device, rank, world = ctx.device, ctx.rank, ctx.world_size
-    set_threads(cfg.threads, world)
-    bf16 = use_bf16(device, cfg.precision)
+    set_threads(cfg.threads, ctx.world_size)
+    bf16 = use_bf16(ctx.device, cfg.precision)
     torch.manual_seed(cfg.seed)
-    files = list_files(cfg.data)
-    if not files:
-        raise InvalidInput(f"no files found in {', '.join(cfg.data)}")
-    if cfg.val_data is not None:
-        train_set, _ = split_files(files, 0.0, cfg.seed, partial="drop")
-        val_set = FragmentDataset(list_files(cfg.val_data), partial="drop")
-    else:
-        train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop")
+    train_set, val_set = _data(cfg, ctx.rank)
     best_path, last_path, resume_path = cfg.paths()
-    check_distinct([best_path, last_path, resume_path],
-                   [(f, "training data") for f in files + (list_files(cfg.val_data) if cfg.val_data else [])])
-    there = [p for p in (best_path, last_path, resume_path) if p.exists() or p.is_symlink()]
-    if there and not cfg.resume and not cfg.force:
-        raise InvalidInput(f"{cfg.out_dir} already holds checkpoints ({', '.join(p.name for p in there)}); "
-                           "use --resume to continue them or --force to replace them")
-    if rank == 0:
-        try:
-            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InvalidInput(f"cannot create checkpoint folder {cfg.out_dir}: {e.strerror}") from None
-
-    state = {"epoch": 0, "best_val": float("inf"), "bad_epochs": 0}
-    if cfg.resume:  # the resume file alone: weights, optimizer and loop state of one epoch
-        model, state, opt_state = load_resume(resume_path, device)
-        model.train()
-    else:
-        model = FragmentAutoencoder(cfg.model).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.resume:
-        try:
-            opt.load_state_dict(opt_state)
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"resume state does not fit its model ({e}): {resume_path}") from None
+    model, opt, state = _start(cfg, ctx.device, resume_path)
     wrapped = ctx.wrap(model)
     loader, sampler = dist_util.loader(train_set, cfg, ctx)
     steps = len(loader) if cfg.steps_per_epoch == 0 else min(cfg.steps_per_epoch, len(loader))
     yield Started(cfg.epochs, state["epoch"], steps, train_set.summary(), val_set.summary(),
-                  model.num_parameters(), str(device), cfg.resume)
+                  model.num_parameters(), str(ctx.device), cfg.resume)
     tc = {k: v for k, v in cfg.to_dict().items() if k != "model"}
     for key in ("data", "val_data"):  # thousands of paths would bloat every checkpoint's header
         if tc[key] is not None and len(tc[key]) > 20:
             tc[key] = f"{len(tc[key])} paths"
-    info_base = {"train_config": tc,
-                 "data": {"train": train_set.summary(), "val": val_set.summary()}}
+    info_base = {"train_config": tc, "data": {"train": train_set.summary(), "val": val_set.summary()}}
     val_loader = dist_util.val_batches(val_set, cfg, ctx)
     stopped = False
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        # per-epoch seeds: a resumed run draws the same noise and order as an uninterrupted one
         if sampler is not None:
             sampler.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 1009 + rank)
-        noise = NoiseGenerator(cfg.noise_specs, seed=gen, mix="choice")
-        ctx.loader_generator.manual_seed(cfg.seed * 7919 + epoch)
-        model.train()
-        t0, seen, total = time.perf_counter(), 0, 0.0
-        for i, batch in enumerate(loader):
-            if i >= steps:
-                break
-            set_lr(opt, cfg, (epoch - 1) * steps + i, cfg.epochs * steps)
-            with autocast(device, bf16):
-                loss = loss_fn(wrapped, batch, noise, gen, cfg.unknown_share)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            seen += batch.shape[0] * world
-            total += loss.item()
-            if rank == 0:
-                yield Step(epoch, i + 1, steps, loss.item(), seen / (time.perf_counter() - t0))
-        train_loss = ctx.mean(total / max(1, min(steps, i + 1)))
-        val_loss = validate(model, val_loader, cfg, device, bf16, ctx) if len(val_set) else train_loss
+        t0 = time.perf_counter()
+        train_loss, seen = yield from _epoch(cfg, ctx, model, wrapped, opt, loader, epoch, steps, bf16)
+        val_loss = validate(model, val_loader, cfg, ctx.device, bf16, ctx) if len(val_set) else train_loss
         seconds = time.perf_counter() - t0
         improved = val_loss < state["best_val"]
         state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
         if improved:
             state["best_val"] = val_loss
-        if rank == 0:
+        if ctx.rank == 0:  # best when it improved, then the resume state, then last: an interrupt anywhere resumes
             info = {**info_base, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                     "best_val_loss": state["best_val"]}
             if improved:
@@ -193,6 +144,75 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
             break
     ctx.close()
     yield Finished(str(best_path), str(last_path), state["best_val"], state["epoch"], stopped)
+
+
+def _data(cfg: TrainConfig, rank: int):
+    """(train set, validation set), after checking the checkpoint folder: checkpoints never land on
+    training files, and existing ones need --resume or --force."""
+    files = list_files(cfg.data)
+    if not files:
+        raise InvalidInput(f"no files found in {', '.join(cfg.data)}")
+    val_files = list_files(cfg.val_data) if cfg.val_data is not None else []
+    if cfg.val_data is not None:
+        train_set, _ = split_files(files, 0.0, cfg.seed, partial="drop")
+        val_set = FragmentDataset(val_files, partial="drop")
+    else:
+        train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop")
+    paths = cfg.paths()
+    check_distinct(list(paths), [(f, "training data") for f in files + val_files])
+    there = [p for p in paths if p.exists() or p.is_symlink()]
+    if there and not cfg.resume and not cfg.force:
+        raise InvalidInput(f"{cfg.out_dir} already holds checkpoints ({', '.join(p.name for p in there)}); "
+                           "use --resume to continue them or --force to replace them")
+    if rank == 0:
+        try:
+            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InvalidInput(f"cannot create checkpoint folder {cfg.out_dir}: {e.strerror}") from None
+    return train_set, val_set
+
+
+def _start(cfg: TrainConfig, device, resume_path: Path):
+    """(model, optimizer, loop state): fresh, or from the resume file alone (weights, optimizer and
+    loop state of one epoch, never mixed)."""
+    state = {"epoch": 0, "best_val": float("inf"), "bad_epochs": 0}
+    if cfg.resume:
+        model, state, opt_state = load_resume(resume_path, device)
+        model.train()
+    else:
+        model = FragmentAutoencoder(cfg.model).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.resume:
+        try:
+            opt.load_state_dict(opt_state)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"resume state does not fit its model ({e}): {resume_path}") from None
+    return model, opt, state
+
+
+def _epoch(cfg: TrainConfig, ctx, model, wrapped, opt, loader, epoch: int, steps: int, bf16: bool):
+    """One epoch of steps, yielding a Step after each (rank 0); returns (mean loss, fragments seen)."""
+    # per-epoch seeds: a resumed run draws the same noise and order as an uninterrupted one
+    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 1009 + ctx.rank)
+    noise = NoiseGenerator(cfg.noise_specs, seed=gen, mix="choice")
+    ctx.loader_generator.manual_seed(cfg.seed * 7919 + epoch)
+    model.train()
+    t0, seen, total, i = time.perf_counter(), 0, 0.0, 0
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        set_lr(opt, cfg, (epoch - 1) * steps + i, cfg.epochs * steps)
+        with autocast(ctx.device, bf16):
+            loss = loss_fn(wrapped, batch, noise, gen, cfg.unknown_share)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        seen += batch.shape[0] * ctx.world_size
+        total += loss.item()
+        if ctx.rank == 0:
+            yield Step(epoch, i + 1, steps, loss.item(), seen / (time.perf_counter() - t0))
+    return ctx.mean(total / max(1, min(steps, i + 1))), seen
 
 
 def set_lr(opt, cfg: TrainConfig, step: int, total: int) -> None:
