@@ -267,9 +267,10 @@ def test_training_file_truncated_meanwhile_is_a_clean_error(tmp_path):
 
 def test_two_sigterms_close_together_exit_130_cleanly(tmp_path, untrained):
     big = tmp_path / "big.bin"
-    big.write_bytes(text_bytes(20_000_000, 5))
+    big.write_bytes(text_bytes(8_000_000, 5))
     p = subprocess.Popen([sys.executable, "-m", "fragfix", "repair", str(big), "-o", str(tmp_path / "out"), "-m",
-                          str(untrained), "-b", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          str(untrained), "-b", "64", "--window-mb", "0.25"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 90
     while time.time() < deadline and not [q for q in tmp_path.iterdir() if "fragfix-tmp" in q.name]:
         time.sleep(0.05)  # wait until the output is being written

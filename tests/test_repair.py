@@ -31,13 +31,15 @@ def wrong(a: bytes, b: bytes) -> int:
     return int((np.frombuffer(a, np.uint8) != np.frombuffer(b, np.uint8)).sum())
 
 
-@pytest.mark.parametrize("size", [1, 511, 512, 513, 3 * 1024 * 1024 + 77])
+@pytest.mark.parametrize("size", [1, 511, 512, 513, 3 * 256 * 1024 + 77])
 def test_length_preserved_and_unchanged_bytes_copied(tmp_path, untrained, size):
+    """Any size, across several 256 KB windows (--window-mb 0.25) and a 77-byte tail: the output
+    has the input's length and the report lists exactly the bytes that differ."""
     data = os.urandom(size // 2) + text_bytes(size - size // 2, 3)
     src, dst, rep = tmp_path / "in.bin", tmp_path / "out.bin", tmp_path / "r.json"
     src.write_bytes(data)
     r = runner.invoke(app, ["repair", str(src), "-o", str(dst), "-m", str(untrained), "--aggressive",
-                            "--report", str(rep), "--threshold", "0.5"])
+                            "--report", str(rep), "--threshold", "0.5", "--window-mb", "0.25"])
     assert r.exit_code == 0, r.output
     out = dst.read_bytes()
     assert len(out) == size
