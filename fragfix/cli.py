@@ -201,7 +201,9 @@ def repair(
 def evaluate(
     data_dir: Optional[List[Path]] = typer.Option(None, "--data-dir", "-d", rich_help_panel=DATA,
                                                    help="Held-out files or folders (default: held-out Python stdlib files)."),
-    noise: str = typer.Option(",".join(E.kinds), rich_help_panel=DATA, help="Noise kinds, comma-separated."),
+    noise: str = typer.Option(",".join(E.kinds), rich_help_panel=DATA, help=(
+        "Noise kinds, KIND or KIND:LEVEL, comma-separated (a bare KIND at every --levels level; the "
+        "grammar of train's --noise, without ranges).")),
     levels: str = typer.Option(",".join(f"{v:g}" for v in E.levels), rich_help_panel=DATA,
                                help="Noise levels, comma-separated."),
     max_fragments: int = typer.Option(E.max_fragments, rich_help_panel=DATA,
@@ -234,7 +236,7 @@ def evaluate(
     rt = Runtime(**runtime)
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
                      models=[str(model) if model else None] + [str(c) for c in compare or []],
-                     kinds=[k.strip() for k in noise.split(",") if k.strip()], levels=parse_floats(levels, "--levels"),
+                     noise=noise, levels=parse_floats(levels, "--levels"),
                      max_fragments=max_fragments, seed=seed, zero_as_unknown=zero_as_unknown,
                      samples=max(samples, 4 if samples_dir else 0), repair=gate_config(gate), runtime=rt)
     check_outputs(plot, json_out, samples_dir, force, reads=[p for p in [model, *(compare or []), *(data_dir or [])]
@@ -242,7 +244,7 @@ def evaluate(
     set_threads(rt.threads)
     progress = grid_progress(err)
     with progress:
-        task = progress.add_task("evaluating", total=len(cfg.kinds) * len(cfg.levels))
+        task = progress.add_task("evaluating", total=len(cfg.cells))
         result = run(cfg, progress=lambda done, total: progress.update(task, completed=done, total=total))
     draw_table(result, err)
     draw_samples(result["samples"][:samples], err)

@@ -133,6 +133,33 @@ class Runtime:
         check_count(self.threads, "--threads")
 
 
+def noise_items(text: str, levels: list[float] | None = None) -> list[tuple[str, float, float | None]]:
+    """The one --noise grammar (train and evaluate): comma-separated KIND, KIND:LEVEL or KIND:LO-HI,
+    as (kind, level, max level or None); a bare KIND takes each of `levels` (default 0.05). Raises
+    ValueError on a malformed item; kinds and ranges are checked by their users."""
+    out = []
+    for item in [t.strip() for t in text.split(",") if t.strip()]:
+        kind, _, lv = item.partition(":")
+        if lv:
+            lo, _, hi = lv.partition("-")
+            out.append((kind, _level(lo), _level(hi) if hi else None))
+        else:
+            out += [(kind, level, None) for level in (levels or [0.05])]
+    if not out:
+        raise ValueError("no noise kind given")
+    return out
+
+
+def _level(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"not a number: {s!r}") from None
+    if math.isnan(v):
+        raise ValueError("noise level is NaN")
+    return v
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -220,12 +247,25 @@ class EvalConfig:
     samples: int = 0
     repair: RepairConfig = field(default_factory=RepairConfig)
     runtime: Runtime = field(default_factory=Runtime)
+    noise: str | None = None               # the --noise grammar (KIND or KIND:LEVEL, ...); else kinds x levels
 
     def __post_init__(self):
+        if self.noise is not None:
+            try:
+                items = noise_items(self.noise, self.levels)
+            except ValueError as e:
+                raise InvalidInput(f"bad --noise: {e}") from None
+            if any(hi is not None for _, _, hi in items):
+                raise InvalidInput("evaluate scores fixed levels: give KIND or KIND:LEVEL (ranges are for train)")
+            self.kinds = list(dict.fromkeys(k for k, _, _ in items))
+            self.cells = [(k, lv) for k, lv, _ in items]
+        else:
+            self.cells = [(k, lv) for k in self.kinds for lv in self.levels]
+        self.levels = sorted({lv for _, lv in self.cells}) if self.noise is not None else self.levels
         for k in self.kinds:
             if k not in NOISE_KINDS:
                 raise InvalidInput(f"unknown noise kind {k!r} (choose from {', '.join(NOISE_KINDS)})")
-        for lv in self.levels:
+        for _, lv in self.cells:
             if not (0 < lv <= 1) or math.isnan(lv):
                 raise InvalidInput(f"noise levels must be within (0, 1], got {lv}")
         if not self.kinds or not self.levels:

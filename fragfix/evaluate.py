@@ -85,7 +85,7 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     paths = [resolve_model_path(m) for m in (cfg.models or [None])]
     models = [(str(p), load_scorer(p, rt.device, rt.precision, rt.batch_fragments)[0]) for p in paths]
     groups, described = load_fragments(cfg)
-    grid = [(name, clean, k, lv) for name, clean in groups for k in cfg.kinds for lv in cfg.levels]
+    grid = [(name, clean, k, lv) for name, clean in groups for k, lv in cfg.cells]
     rows, samples = [], []
     for step, (name, clean, kind, level) in enumerate(grid):
         noisy = NoiseGenerator(NoiseSpec(kind, level), seed=noise_seed(cfg.seed, kind, level))(clean)
@@ -101,9 +101,10 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
                          **score(clean, noisy.fragments, out),
                          "bits_per_byte": clean_bits_per_byte(scorer.model, noisy.fragments, unknown, clean, damaged),
                          "mb_per_s": clean.numel() / secs / 1e6})
-            # samples: the first model's, spread over the noise kinds at the middle level
+            # samples: the first model's, spread over the noise kinds, each at its middle level
             share = -(-cfg.samples // len(cfg.kinds))
-            if path == models[0][0] and level == cfg.levels[len(cfg.levels) // 2] and len(samples) < cfg.samples:
+            mine = [lv for k, lv in cfg.cells if k == kind]
+            if path == models[0][0] and level == mine[len(mine) // 2] and len(samples) < cfg.samples:
                 samples += pick_samples(clean, noisy.fragments, out, unknown, kind, level,
                                         min(share, cfg.samples - len(samples)))
         if progress:

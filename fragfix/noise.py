@@ -124,19 +124,11 @@ def _runs(b, n, p, lo, hi, gen):
 
 
 def parse_noise(text: str, levels: str | None = None) -> list[NoiseSpec]:
-    """'byte,bitflip' and '0.01,0.05' -> specs for every kind x level; 'byte:0.01-0.1' gives a range."""
-    specs = []
-    for item in [t.strip() for t in text.split(",") if t.strip()]:
-        kind, _, lv = item.partition(":")
-        if lv:
-            lo, _, hi = lv.partition("-")
-            specs.append(NoiseSpec(kind, _float(lo), _float(hi) if hi else None))
-        else:
-            for level in (levels or "0.05").split(","):
-                specs.append(NoiseSpec(kind, _float(level)))
-    if not specs:
-        raise ValueError("no noise kind given")
-    return specs
+    """'byte,bitflip' and '0.01,0.05' -> specs for every kind x level; 'byte:0.01-0.1' gives a range
+    (the grammar: config.noise_items)."""
+    from .config import noise_items
+    lv = None if levels is None else [_float(t) for t in levels.split(",") if t.strip()]
+    return [NoiseSpec(kind, lo, hi) for kind, lo, hi in noise_items(text, lv)]
 
 
 def _float(s: str) -> float:

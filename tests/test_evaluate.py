@@ -110,3 +110,14 @@ def test_table_has_a_data_column_and_a_summary_per_group():
     out = console.export_text()
     assert "data" in out and "text" in out and "binary" in out
     assert "default on text: fixed 5 bytes, broke 1" in out and "default on binary:" in out
+
+
+def test_noise_has_the_train_grammar(trained, heldout):
+    """KIND at every --levels level, KIND:LEVEL at that level only; ranges are train's."""
+    r = runner.invoke(app, ["evaluate", "-d", str(heldout), "-m", str(trained), "--noise", "byte:0.02,zero",
+                            "--levels", "0.01,0.05", "--max-fragments", "30", "--json"])
+    assert r.exit_code == 0, r.output
+    cells = [(row["noise"], row["level"]) for row in json.loads(r.stdout)["rows"] if row["model"].startswith("none")]
+    assert cells == [("byte", 0.02), ("zero", 0.01), ("zero", 0.05)]
+    r = runner.invoke(app, ["evaluate", "-d", str(heldout), "-m", str(trained), "--noise", "byte:0.01-0.1"])
+    assert r.exit_code == 2 and "ranges are for train" in r.output
