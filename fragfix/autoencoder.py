@@ -115,7 +115,7 @@ Conv = tuple[torch.Tensor, torch.Tensor]  # (weight (out, in, 1, k), or (in, out
 
 
 def _gelu(h: torch.Tensor) -> torch.Tensor:
-    # (B, C, 1, L) channels-last is (B, 1, L, C) in memory: GELU on that dense view is 2x faster
+    # (B, C, 1, L) channels-last is (B, 1, L, C) in memory: GELU runs faster on that dense view
     return F.gelu(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
