@@ -20,7 +20,7 @@ MAX_ORDER = 4  # context lengths: 2 * 4 context bytes fill a uint64 key exactly 
 FRAGMENT_SIZE = 512
 UNKNOWN = 256  # the extra input token for bytes known to be unreadable (mapfile, zero runs)
 HEADS = ("categorical", "sigmoid")
-MAX_WIDTH = 1024  # channels; the bundled model uses at most 96
+MAX_WIDTH = 256  # channels (the bundled model uses at most 96): with the other bounds, at most ~25 MB of weights
 
 
 def _whole(value, name: str, lo: int, hi: int) -> int:
@@ -48,11 +48,11 @@ class ModelConfig:
         self.channels = tuple(_whole(c, "channels", 1, MAX_WIDTH) for c in self.channels)
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r} (choose from {', '.join(HEADS)})")
-        if _whole(self.kernel_size, "kernel_size", 1, 63) % 2 == 0:
+        if _whole(self.kernel_size, "kernel_size", 1, 31) % 2 == 0:
             raise ValueError("kernel_size must be odd")
         if self.stem not in ("separable", "full"):
             raise ValueError("stem must be 'separable' or 'full'")
-        _whole(self.embed_dim, "embed_dim", 1, 256)
+        _whole(self.embed_dim, "embed_dim", 1, 64)
         _whole(self.mid_layers, "mid_layers", 0, 8)
         _whole(self.refine, "refine", 0, 8)
         if self.fragment_size != FRAGMENT_SIZE:

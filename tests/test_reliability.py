@@ -66,6 +66,8 @@ def test_model_that_is_not_a_regular_file_is_refused_at_once(tmp_path, src, kind
 # ---- 8, 13: a checkpoint's config is checked before anything is built -----------------------------
 @pytest.mark.parametrize("bad", [
     {"channels": [20000, 20000, 20000, 20000]},
+    {"channels": [257, 8, 16, 16]},
+    {"kernel_size": 33},
     {"channels": [8.0, 8, 16, 16]},
     {"channels": [8, 8, 16]},
     {"kernel_size": 1e9},
@@ -91,10 +93,11 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def test_largest_allowed_config_is_compared_before_it_is_built(tmp_path):
-    """Within every bound, this config's weights would take ~450 MB: the shapes are compared on the
-    meta device first, so a small file claiming it costs nothing."""
-    big = {**SMALL.to_dict(), "channels": [1024] * 4, "kernel_size": 63, "mid_layers": 8, "refine": 8}
+def test_largest_allowed_config_costs_little_before_it_is_refused(tmp_path):
+    """The largest model the config bounds allow (~25 MB of weights) is built to compare its shapes
+    with the file's: a small file claiming it is refused without the memory it asks for."""
+    big = {**SMALL.to_dict(), "channels": [256] * 4, "kernel_size": 31, "embed_dim": 64, "mid_layers": 8,
+           "refine": 8}
     p = _checkpoint(tmp_path / "m.safetensors", big)
     start = _peak_mb()
     r = runner.invoke(app, ["info", str(p)])
