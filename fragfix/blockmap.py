@@ -10,7 +10,7 @@ import numpy as np
 
 # in the order a cell shows them: the first kind with any bytes in the block colours the cell,
 # so the least reassuring thing that happened in a block is the one you see (as in ddrescueview)
-KINDS = ("left_unknown", "checksum_fails", "filled", "changed", "probable", "verified")
+KINDS = ("left_unknown", "checksum_fails", "filled", "changed", "probable", "copied", "verified")
 MAX_CELLS = 4096
 
 

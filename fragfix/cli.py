@@ -148,8 +148,14 @@ def repair(
     as_json: bool = typer.Option(False, "--json", rich_help_panel=IO, help="Print the summary as JSON on stdout."),
     mapfile: Optional[Path] = typer.Option(None, rich_help_panel=MAPS,
                                            help="GNU ddrescue mapfile: bytes not '+' are unknown and filled."),
+    correct_good: bool = typer.Option(D.correct_good, rich_help_panel=MAPS, help=(
+        "With --mapfile, also correct suspected bit rot in the bytes it marks good ('+'); without it they "
+        "are never changed.")),
     zero_runs: int = typer.Option(D.zero_runs, rich_help_panel=MAPS,
                                   help="Treat runs of at least N zero bytes as unknown (0: off)."),
+    reference: Optional[List[Path]] = typer.Option(None, "--reference", rich_help_panel=MAPS, help=(
+        "Another copy to fill unknown runs from (a second read of the disk, a backup, an older version; "
+        "repeatable): a run is filled where 32 bytes on each side match.")),
     map_out: Optional[Path] = typer.Option(None, rich_help_panel=MAPS,
                                            help="Write the guessed byte ranges as a ddrescue mapfile."),
     formats: bool = typer.Option(D.formats, "--formats/--no-formats", rich_help_panel=FORMATS_PANEL, help=(
@@ -174,7 +180,7 @@ def repair(
     from .repair import repair_files
     from .runtime import set_threads
     cfg = gate_config(gate, zero_runs=zero_runs, formats=formats, format_budget=format_budget,
-                      accept_probable=accept_probable)
+                      accept_probable=accept_probable, correct_good=correct_good)
     rt = Runtime(**runtime, batch_fragments=batch_size)
     jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
     if plot is not None:
@@ -189,7 +195,8 @@ def repair(
         task = progress.add_task("repairing", total=None)
         summary = repair_files(jobs, resolve_model_path(model), cfg, report, force,
                                progress=lambda n: progress.advance(task, n), preserve=preserve,
-                               on_start=lambda total, m: progress.update(task, total=total), plot=plot, runtime=rt)
+                               on_start=lambda total, m: progress.update(task, total=total), plot=plot, runtime=rt,
+                               references=tuple(reference or ()))
     summary["skipped"] = skipped
     if as_json:
         emit_json(summary)

@@ -83,6 +83,8 @@ class RepairConfig:
     formats: bool = True      # gzip, zlib, zip and PNG files: verified search instead of the gate (verified.py)
     format_budget: float = 30.0  # seconds of search per checksummed file
     accept_probable: bool = False  # also write checksummed repairs that are probable, not verified
+    only_unknown: bool = False  # change unknown bytes only: the rest is trusted (a mapfile's '+' regions)
+    correct_good: bool = False  # with a mapfile, also correct suspected bit rot in its '+' regions
 
     def __post_init__(self):
         for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
@@ -113,7 +115,8 @@ class RepairConfig:
                 "one_bit_factor": self.one_bit_factor, "binary_threshold": self.binary_threshold,
                 "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
                 "context_weight": self.context_weight, "window_fragments": self.window_fragments,
-                "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy}
+                "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy,
+                "only_unknown": self.only_unknown}
 
 
 @dataclass

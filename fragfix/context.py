@@ -193,9 +193,12 @@ GAP_MODEL_WEIGHT = 0.5  # score = log(count) + this * (model log-probability of 
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and ends of the runs of True in a bool array."""
-    d = np.diff(np.concatenate([[0], mask.view(np.int8), [0]]))
-    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    """Starts and ends of the runs of True in a bool array (work in the number of True, which is small)."""
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return idx, idx
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    return idx[np.r_[0, breaks + 1]], idx[np.r_[breaks, len(idx) - 1]] + 1
 
 
 def _side_keys(buf: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +220,8 @@ def fill_gaps(buf: np.ndarray, known: np.ndarray, q: np.ndarray, top_b: np.ndarr
     n = len(buf)
     starts, ends = _runs(~known)
     lengths = ends - starts
+    if not (lengths <= MAX_GAP).any():  # sector-sized runs and longer: left to the per-byte rule
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0)
     done = np.zeros(len(starts), dtype=bool)
     bad = _bad_prefix(known)
     rows, vals, confs = [], [], []

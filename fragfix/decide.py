@@ -101,7 +101,10 @@ def _score(scorer: Scorer, frags, unknown, hidden, valid, cfg, out) -> tuple | N
         f, hid, v = frags[i:i + batch], hidden[i:i + batch], None if valid is None else valid[i:i + batch]
         # incompressible fragments (random, compressed, encrypted) carry no structure to repair from
         real_unknown = unknown[i:i + batch] if v is None else unknown[i:i + batch] & v
-        s = ((byte_entropy(f, v) <= cfg.max_entropy) | real_unknown.any(1) | cfg.aggressive).nonzero().squeeze(1)
+        if cfg.only_unknown:  # the known bytes are trusted (a mapfile's '+'): rows without a gap need no model
+            s = real_unknown.any(1).nonzero().squeeze(1)
+        else:
+            s = ((byte_entropy(f, v) <= cfg.max_entropy) | real_unknown.any(1) | cfg.aggressive).nonzero().squeeze(1)
         if s.numel() == 0:
             continue
         # round the row count up to a multiple of 16 (repeating the first row): each distinct conv
@@ -174,6 +177,8 @@ def _suspects(scorer: Scorer, frags, unknown, cfg, valid=None):
     det = scorer.detect(h)  # (b, 512)
     unk = unknown.to(dev)
     cand = unk | (det >= cfg.detect) if not cfg.aggressive else torch.ones_like(unk)
+    if cfg.only_unknown:
+        cand = unk
     if valid is not None:
         cand &= valid.to(dev)
     idx = cand.nonzero(as_tuple=True)

@@ -128,14 +128,14 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
 
 
 def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path | None = None,
-                  plot: Path | None = None) -> None:
+                  plot: Path | None = None, references: tuple[Path, ...] = ()) -> None:
     """Refuse clobbering before any work: existing outputs without force, outputs that are inputs,
     two outputs that are one file, an output that is the mapfile or the model."""
     inputs = tuple(j.src for j in jobs)
     single = [p for p in (report, plot) if p is not None]  # one per run, beside the per-file outputs
     writes = [p for j in jobs for p in (j.dst, j.map_out) if p is not None] + single
     reads = ([(p, "input file itself") for p in inputs] + [(j.mapfile, "mapfile") for j in jobs if j.mapfile]
-             + ([(model, "model this command reads")] if model else []))
+             + ([(model, "model this command reads")] if model else []) + [(r, "reference") for r in references])
     check_distinct(writes, reads)
     for j in jobs:
         for out in (j.dst, j.map_out):

@@ -16,10 +16,10 @@ from .errors import InvalidInput
 
 # the repair map: colours in the spirit of ddrescueview (red: still bad, green: proven good)
 MAP_COLOURS = {"left_unknown": "#d62728", "checksum_fails": "#7b2d8e", "filled": "#1f77b4",
-               "changed": "#ff7f0e", "probable": "#bcbd22", "verified": "#2ca02c", "untouched": "#e4e4e4"}
+               "changed": "#ff7f0e", "probable": "#bcbd22", "copied": "#17becf", "verified": "#2ca02c", "untouched": "#e4e4e4"}
 MAP_LABELS = {"left_unknown": "unknown, left as read", "checksum_fails": "checksum still fails",
-              "filled": "unknown bytes filled", "changed": "changed (suspected damage)",
-              "probable": "probable (checksums pass, not proven)", "verified": "verified by checksum",
+              "filled": "unknown bytes guessed by the model", "changed": "changed (suspected damage)",
+              "probable": "probable (checksums pass, not proven)", "copied": "unknown bytes filled from a copy", "verified": "verified by checksum",
               "untouched": "untouched"}
 # a sample's bytes: what the repair did to each
 BYTE_COLOURS = {"fixed": "#2ca02c", "broken": "#d61fd6", "still wrong": "#ffd000", "clean": "#ffffff"}

@@ -99,6 +99,10 @@ def draw_repair(s: dict, console: Console) -> None:
     console.print(f"changed {t['changed']:,} bytes in {t['fragments_touched']:,} fragments: "
                   f"{t['suspected']:,} suspected corruption, {t['unknown_filled']:,} unknown bytes filled "
                   f"(of {t['unknown_bytes']:,} marked unknown)")
+    if t.get("copied"):
+        runs = sum(len(f.get("copies", [])) for f in s["files"])
+        console.print(f"{t['copied']:,} unknown bytes in {runs:,} runs filled from copies found elsewhere "
+                      "(32 bytes matching on each side; sources in the report)")
     if t.get("format_files"):
         console.print(f"checksummed files: {t['format_files']:,} checked, {t['format_restored']:,} restored and "
                       f"verified, {t['format_probable']:,} probable, {t['format_damaged']:,} still damaged")

@@ -8,11 +8,10 @@ copied verbatim. Unknown bytes come from a ddrescue mapfile and/or runs of zeros
 """
 from __future__ import annotations
 
-import bisect
-from array import array
 import os
 import stat
 import time
+from dataclasses import replace
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,6 +21,7 @@ import torch
 
 from .atomic import Batch, atomic_write
 from .blockmap import BlockMap
+from .copies import Fills, find_copies
 from .autoencoder import FRAGMENT_SIZE
 from .decide import Decision, RepairConfig, decide
 from .fragments import cut
@@ -31,52 +31,24 @@ from .errors import IOFailure
 from .jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from .mapfile import format_mapfile, read_mapfile
 from .report import ReportWriter, empty_totals
+from .unknown import Ranges, UnknownMap, zero_run_mask  # noqa: F401  (re-exported)
 from .verified import model_scorer, repair_checksummed, sniff
 
 Progress = Callable[[int], None]  # bytes done since the last call
-
-
-def zero_run_mask(window: np.ndarray, n: int) -> np.ndarray:
-    """True where a byte lies in a run of at least n zeros (within the window)."""
-    z = (window == 0).astype(np.int32)
-    if n <= 1:
-        return z.astype(bool)
-    if len(z) < n:
-        return np.zeros(len(z), dtype=bool)
-    c = np.concatenate([[0], np.cumsum(z)])
-    full = (c[n:] - c[:-n]) == n  # full[j]: window[j:j+n] all zero
-    cf = np.concatenate([[0], np.cumsum(full)])  # i is covered if some full[j], i-n+1 <= j <= i
-    i = np.arange(len(z))
-    return (cf[np.clip(i + 1, 0, len(full))] - cf[np.clip(i - n + 1, 0, len(full))]) > 0
-
-
-class UnknownMap:
-    """Which bytes of a file are unknown: mapfile bad ranges (sorted, merged)."""
-
-    def __init__(self, ranges: list[tuple[int, int]]):
-        self.ranges = ranges
-        self.starts = [r[0] for r in ranges]
-
-    def mask(self, start: int, end: int) -> np.ndarray:
-        m = np.zeros(end - start, dtype=bool)
-        i = max(0, bisect.bisect_right(self.starts, start) - 1)
-        while i < len(self.ranges) and self.ranges[i][0] < end:
-            a, b = self.ranges[i]
-            if b > start:
-                m[max(a, start) - start:min(b, end) - start] = True
-            i += 1
-        return m
 
 
 class FileRepair:
     """One file's side of the pipeline: its input chunks, its atomic output, totals and report."""
 
     def __init__(self, job: Job, size: int, cfg: RepairConfig, report: ReportWriter, outer: ExitStack,
-                 batch: Batch, force: bool, preserve: bool, blocks: bool = False):
+                 batch: Batch, force: bool, preserve: bool, blocks: bool = False, references: tuple = ()):
         self.job, self.size, self.cfg, self.report, self.batch = job, size, cfg, report, batch
         self.blocks = BlockMap(size) if blocks else None  # only --plot needs them
         self.force, self.preserve = force, preserve
         self.unknown = UnknownMap(read_mapfile(job.mapfile, self.size).bad_ranges() if job.mapfile else [])
+        # whole unknown runs whose content survives elsewhere (the image, references): found first
+        self.fills = Fills(*find_copies(job.src, size, self.unknown, references)) if self.unknown.ranges else None
+        self.pending_copies: dict[int, tuple] = {}  # piece offset -> (bytes as read, copied mask, unknown mask)
         self.stat = job.src.stat()
         self.stack = outer.enter_context(ExitStack())  # errors unwind through `outer`: temp files vanish
         self.out = None
@@ -109,7 +81,10 @@ class FileRepair:
             if self.cfg.zero_runs:
                 window = np.frombuffer(prev + data + ahead[:margin], dtype=np.uint8)
                 unk |= zero_run_mask(window, self.cfg.zero_runs)[len(prev):len(prev) + len(data)]
-            yield pos, data, unk, not ahead
+            shown, unk_shown, copied = (data, unk, None) if self.fills is None else self.fills.apply(pos, data, unk)
+            if copied is not None:  # the model sees the copies in place; consume() reports them
+                self.pending_copies[pos] = (data, copied, unk)
+            yield pos, shown, unk_shown, not ahead
             pos += len(data)
             prev = data[-margin:] if margin else b""
             data = ahead
@@ -131,19 +106,33 @@ class FileRepair:
                 conf: np.ndarray, touched: int) -> None:
         if self.t0 is None:
             self.start()
+        copied_any = None
+        if pos in self.pending_copies:  # bytes filled from a copy before the model saw the piece
+            data, copied_any, unk = self.pending_copies.pop(pos)
         arr = np.frombuffer(data, dtype=np.uint8)
+        copied = None if copied_any is None else copied_any & (new != arr)
+        if copied is not None:
+            changed = changed & ~copied_any
         t = self.totals
         t["fragments"] += -(-len(data) // FRAGMENT_SIZE)
         t["fragments_touched"] += touched
-        t["changed"] += int(changed.sum())
-        t["unknown_filled"] += int((changed & unk).sum())
+        n_copied = 0 if copied is None else int(copied.sum())
+        t["changed"] += int(changed.sum()) + n_copied
+        t["copied"] += 0 if copied_any is None else int(copied_any.sum())
+        t["unknown_filled"] += int((changed & unk).sum()) + n_copied
         t["suspected"] = t["changed"] - t["unknown_filled"]
         t["unknown_bytes"] += int(unk.sum())
+        if copied is not None:
+            idx = np.flatnonzero(copied)
+            self.report.changes(idx + pos, arr[idx], new[idx], np.ones(len(idx)), unk[idx], reason="copy")
         idx = np.flatnonzero(changed)
         self.report.changes(idx + pos, arr[idx], new[idx], conf[idx], unk[idx])
         if self.ranges is not None:
             self.ranges.add(np.flatnonzero(changed | unk) + pos)
         if self.blocks is not None:
+            if copied_any is not None:
+                self.blocks.add("copied", np.flatnonzero(copied_any) + pos)
+                unk = unk & ~copied_any
             self.blocks.add_repair(pos, changed, unk)
         if self.out is not None:
             self.out.write(new.tobytes())
@@ -159,7 +148,8 @@ class FileRepair:
             os.utime(self.out.fileno(), ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
         self.stack.close()  # the output is complete: staged, moved into place with the run's others
         seconds = time.perf_counter() - self.t0
-        self.report.end_file(self.totals, {"seconds": round(seconds, 3)})
+        copies = [c.to_dict() for c in self.fills.copies] if self.fills is not None else []
+        self.report.end_file(self.totals, {"seconds": round(seconds, 3), **({"copies": copies} if copies else {})})
         if self.job.map_out is not None:
             text = format_mapfile(list(zip(self.ranges.starts, self.ranges.ends)), self.size,
                                   f"bytes guessed by fragfix repair of {self.job.src.name}")
@@ -167,6 +157,7 @@ class FileRepair:
                 f.write(text.encode())
         return {"input": str(self.job.src), "output": None if self.job.dst is None else str(self.job.dst),
                 "totals": self.totals, "dropped_setid": self.dropped_setid,
+                **({"copies": copies} if copies else {}),
                 **({"blocks": self.blocks.to_dict()} if self.blocks is not None else {})}
 
 
@@ -190,11 +181,22 @@ def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progr
     return finished
 
 
+def _pass_through(fr: FileRepair, pos: int, data: bytes, unk: np.ndarray, last: bool, progress) -> list[dict]:
+    """A piece with nothing to fill when only unknown bytes may change: copied as it is, no model."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    fr.consume(pos, data, unk, arr, np.zeros(len(arr), dtype=bool), np.zeros(len(arr), dtype=np.float32), 0)
+    if progress:
+        progress(len(data))
+    return [fr.finish()] if last else []
+
+
 def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, cfg: RepairConfig,
                    lengths: torch.Tensor) -> Decision:
     """decide() without the rows deep inside runs of zeros: a zero fragment with no unknown byte
     whose neighbours are zero too has nothing near it to repair from or to repair, and sparse
     images and disk dumps are mostly such rows, and the model would run over every one of them."""
+    if cfg.only_unknown and not unknown.any():  # only gaps change, and this window has none
+        return Decision(frags, torch.zeros_like(unknown), torch.zeros(frags.shape))
     quiet = ~(frags.bool().any(1) | unknown.any(1))  # (k,) all zero, nothing unknown
     deep = quiet.clone()
     deep[1:] &= quiet[:-1]
@@ -213,18 +215,22 @@ def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, c
 def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_path: Path | None = None,
                  force: bool = False, progress: Progress | None = None, preserve: bool = True,
                  on_start: Callable[[int, dict], None] | None = None, plot: Path | None = None,
-                 runtime: Runtime | None = None) -> dict:
+                 runtime: Runtime | None = None, references: tuple[Path, ...] = ()) -> dict:
     """Repair every job with one model; returns the summary (totals, per-file totals, model, speed).
     With `plot`, each file's block map is kept and drawn there (pictures.repair_map), committed
     with the run's other outputs."""
     blocks = plot is not None
     from .runtime import release_memory
+    if any(j.mapfile for j in jobs) and not cfg.correct_good:  # a mapfile is the truth about good bytes
+        cfg = replace(cfg, only_unknown=True)
     runtime = runtime or Runtime()
     scorer, info = load_scorer(model_path, runtime.device, runtime.precision, runtime.batch_fragments)
     if scorer.cpu:
         cpu_trunk(scorer.model, scorer.bf16)  # weights prepared now, so the speed shown is the repair's alone
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
-    check_outputs(jobs, report_path, force, model_path, plot)
+    check_outputs(jobs, report_path, force, model_path, plot, references)
+    for r in references:
+        check_input(r)
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
     model_meta = {"path": str(model_path), "head": scorer.head, "sha256": info["sha256"]}
@@ -253,18 +259,24 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                 if progress:
                     progress(size)
                 continue
-            fr = FileRepair(job, size, cfg, report, outer, batch, force, preserve, blocks)
+            fr = FileRepair(job, size, cfg, report, outer, batch, force, preserve, blocks, tuple(references))
             if size == 0:  # an empty file repairs to an empty file
                 fr.start()
                 files.append({**fr.finish(), "empty": True})
                 continue
             for piece in fr.chunks(window * FRAGMENT_SIZE):  # (offset, bytes, unknown mask, last)
+                pos, data, unk, last = piece
+                if cfg.only_unknown and not pending and not unk.any():  # nothing to fill: straight through
+                    files += _pass_through(fr, pos, data, unk, last, progress)
+                    continue
                 pending.append((fr, *piece))
                 count += -(-len(piece[1]) // FRAGMENT_SIZE)
                 if count >= window:
+                    gaps = any(p[3].any() for p in pending)
                     files += _run_batch(scorer, pending, cfg, progress)
                     pending, count = [], 0
-                    release_memory()
+                    if gaps or not cfg.only_unknown:  # a window that ran the model: hand its pages back
+                        release_memory()
         if pending:
             files += _run_batch(scorer, pending, cfg, progress)
         totals = empty_totals()
@@ -278,23 +290,3 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     return {**header, "report": None if report_path is None else str(report_path),
             "plot": None if plot is None else str(plot), "totals": totals,
             "seconds": round(seconds, 3), "bytes_per_s": total_bytes / seconds if seconds else 0.0, "files": files}
-
-
-class Ranges:
-    """Sorted [start, end) byte ranges, merged as they come, 16 bytes each (a list of lists took ~100)."""
-
-    def __init__(self):
-        self.starts, self.ends = array("q"), array("q")
-
-    def add(self, offsets: np.ndarray) -> None:
-        """Append sorted offsets, merging neighbours."""
-        if len(offsets) == 0:
-            return
-        breaks = np.flatnonzero(np.diff(offsets) != 1)
-        starts = np.concatenate([[offsets[0]], offsets[breaks + 1]])
-        ends = np.concatenate([offsets[breaks], [offsets[-1]]]) + 1
-        if self.ends and self.ends[-1] == starts[0]:
-            self.ends[-1] = int(ends[0])
-            starts, ends = starts[1:], ends[1:]
-        self.starts.extend(starts.tolist())
-        self.ends.extend(ends.tolist())

@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import Batch, atomic_write
 
 TOTAL_KEYS = ("size", "fragments", "fragments_touched", "changed", "suspected", "unknown_bytes",
-              "unknown_filled",
+              "unknown_filled", "copied",
               # checksummed files (gzip, zlib, zip, PNG): checked, restored and verified, probable, left damaged
               "format_files", "format_restored", "format_probable", "format_damaged")
 

@@ -1,0 +1,151 @@
+"""Disk images from GNU ddrescue (issue 15): a mapfile is the truth about good bytes, whole sectors
+come back from the data's own copies or a reference, and the work stays near the holes."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fragfix.cli import app
+
+from conftest import text_bytes
+
+runner = CliRunner()
+SECTOR = 512
+
+
+def mapfile_for(path, size, holes):
+    """A ddrescue mapfile: the sectors in `holes` (sector numbers) bad, the rest good."""
+    lines, at = ["0x0 +"], 0
+    for s in sorted(holes):
+        if s * SECTOR > at:
+            lines.append(f"{hex(at)} {hex(s * SECTOR - at)} +")
+        lines.append(f"{hex(s * SECTOR)} {hex(SECTOR)} -")
+        at = (s + 1) * SECTOR
+    if at < size:
+        lines.append(f"{hex(at)} {hex(size - at)} +")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def image(tmp_path, truth: bytes, holes, rot=()):
+    """The image as ddrescue leaves it: holes zeroed; `rot`: offsets with a flipped bit in good sectors."""
+    img = bytearray(truth)
+    for s in holes:
+        img[s * SECTOR:(s + 1) * SECTOR] = bytes(SECTOR)
+    for i in rot:
+        img[i] ^= 0x08
+    p = tmp_path / "disk.img"
+    p.write_bytes(bytes(img))
+    return p, mapfile_for(tmp_path / "disk.map", len(img), holes)
+
+
+def repair(tmp_path, img, mapfile, model, *extra):
+    r = runner.invoke(app, ["repair", str(img), "--mapfile", str(mapfile), "-o", str(tmp_path / "out"), "-m",
+                            str(model), "--report", str(tmp_path / "r.json"), "--force", *extra])
+    assert r.exit_code == 0, r.output
+    return (tmp_path / "out").read_bytes(), json.loads((tmp_path / "r.json").read_text())
+
+
+def test_good_bytes_are_never_changed_unless_asked(tmp_path, trained):
+    truth = text_bytes(40_000, 1)
+    rot = list(range(1_000, 30_000, 1_500))
+    img, mapfile = image(tmp_path, truth, holes=[40, 41], rot=rot)
+    data = img.read_bytes()
+    out, rep = repair(tmp_path, img, mapfile, trained)
+    bad = np.zeros(len(data), bool)
+    bad[40 * SECTOR:42 * SECTOR] = True
+    diff = np.frombuffer(out, np.uint8) != np.frombuffer(data, np.uint8)
+    assert not (diff & ~bad).any() and rep["totals"]["suspected"] == 0 and rep["only_unknown"] is True
+    out, rep = repair(tmp_path, img, mapfile, trained, "--correct-good")  # bit rot in '+' bytes: now fixed
+    assert rep["totals"]["suspected"] > 0 and rep["only_unknown"] is False
+    assert sum(out[i] == truth[i] for i in rot) > len(rot) // 2
+
+
+def test_a_sector_whose_content_is_elsewhere_is_restored_exactly(tmp_path, untrained):
+    doc = text_bytes(30_000, 2)
+    truth = doc + bytes(2_768) + doc  # a file and its backup copy, 4 KiB aligned
+    second = (len(doc) + 2_768) // SECTOR
+    img, mapfile = image(tmp_path, truth, holes=[second + 20, second + 21, 7])
+    out, rep = repair(tmp_path, img, mapfile, untrained)
+    assert out == truth  # both copies lost sectors; each restores the other
+    runs = {c["start"]: c for c in rep["copies"]}
+    assert runs[(second + 20) * SECTOR]["source"] == "image"
+    assert runs[(second + 20) * SECTOR]["source_offset"] == 20 * SECTOR
+    assert runs[(second + 20) * SECTOR]["end"] == (second + 22) * SECTOR
+    assert rep["totals"]["copied"] == 3 * SECTOR
+    assert {c["reason"] for c in rep["changes"]} == {"copy"}
+
+
+def test_a_reference_fills_what_it_holds(tmp_path, untrained):
+    truth = text_bytes(50_000, 3)
+    img, mapfile = image(tmp_path, truth, holes=[30, 60])
+    ref = bytearray(truth)
+    ref[60 * SECTOR:61 * SECTOR] = bytes(SECTOR)  # the second read lost sector 60 too
+    (tmp_path / "second-read.img").write_bytes(bytes(ref))
+    out, rep = repair(tmp_path, img, mapfile, untrained, "--reference", str(tmp_path / "second-read.img"))
+    assert out[30 * SECTOR:31 * SECTOR] == truth[30 * SECTOR:31 * SECTOR]
+    assert [c["source"] for c in rep["copies"]] == [str(tmp_path / "second-read.img")]
+    assert out[60 * SECTOR:61 * SECTOR] != truth[60 * SECTOR:61 * SECTOR]  # no copy anywhere: the model's guess
+
+
+def test_copies_that_disagree_are_not_used(tmp_path, untrained):
+    doc = text_bytes(20_000, 4)
+    other = bytearray(doc)
+    other[10 * SECTOR + 100] ^= 0x01  # a second copy that differs inside the lost sector
+    truth = doc + bytes(480) + bytes(other) + bytes(480) + doc
+    img, mapfile = image(tmp_path, truth, holes=[10])
+    out, rep = repair(tmp_path, img, mapfile, untrained)
+    assert rep.get("copies", []) == [] or rep["copies"][0]["agreeing_places"] >= 2 * (
+        rep["copies"][0]["places"] - rep["copies"][0]["agreeing_places"])
+
+
+def test_the_shortcut_around_holes_changes_nothing(tmp_path, trained, monkeypatch):
+    """Windows without unknown bytes skip the model; the same image through decide() window by window
+    gives the same bytes."""
+    import fragfix.repair as rep
+    truth = text_bytes(300_000, 5)
+    img, mapfile = image(tmp_path, truth, holes=[100, 400])
+    args = ("--window-mb", "0.125", "--no-formats")
+    fast, _ = repair(tmp_path, img, mapfile, trained, *args)
+    real = rep.decide
+    monkeypatch.setattr(rep, "_decide_sparse", lambda scorer, frags, unknown, cfg, lengths:
+                        real(scorer, frags, unknown, cfg, lengths))
+    full, _ = repair(tmp_path, img, mapfile, trained, *args)
+    assert fast == full
+
+
+def test_a_large_sparse_image_runs_in_flat_memory(tmp_path, untrained):
+    """Peak memory of the repair itself, in a child process, for 8 MB and 96 MB sparse images with a
+    few bad sectors: the same within 40 MB."""
+    code = ("import resource, sys; from pathlib import Path; from fragfix.jobs import plan_jobs; "
+            "from fragfix.repair import repair_files; from fragfix.config import RepairConfig; "
+            "d = Path(sys.argv[1]); jobs, _ = plan_jobs([d / 'img'], d / 'out', False, False, d / 'img.map'); "
+            "repair_files(jobs, Path(sys.argv[2]), RepairConfig()); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peaks = []
+    for mb in (8, 96):
+        d = tmp_path / f"m{mb}"
+        d.mkdir()
+        with open(d / "img", "wb") as f:
+            f.truncate(mb << 20)
+            f.seek(3 << 20)
+            f.write(text_bytes(20_000, 6))
+        mapfile_for(d / "img.map", mb << 20, [(3 << 20) // SECTOR + 10, (mb << 20) // SECTOR - 5])
+        r = subprocess.run([sys.executable, "-c", code, str(d), str(untrained)], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        peaks.append(int(r.stdout.split()[-1]) / 1024)
+        assert (d / "out").stat().st_size == mb << 20
+        (d / "out").unlink()
+    assert peaks[1] - peaks[0] < 40, peaks
+
+
+@pytest.mark.parametrize("holes", [[0], [1], [20, 21, 22]])
+def test_holes_at_the_edges_and_long_runs(tmp_path, untrained, holes):
+    truth = text_bytes(12_000, 7)
+    img, mapfile = image(tmp_path, truth, holes=holes)
+    out, rep = repair(tmp_path, img, mapfile, untrained)
+    assert len(out) == len(truth) and rep["totals"]["unknown_bytes"] == len(holes) * SECTOR
