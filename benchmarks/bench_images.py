@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fragfix.mapfile import format_mapfile
+
 SECTOR, BLOCK = 512, 4096
 
 
@@ -78,17 +80,15 @@ def build(folder: Path, mb: int, bad: float, seed: int) -> dict:
     holes = sorted(holes)
     for s in holes:
         img[s * SECTOR:(s + 1) * SECTOR] = bytes(SECTOR)
-    lines, at = ["0x0 +"], 0
-    for s in holes:
-        if s * SECTOR > at:
-            lines.append(f"{hex(at)} {hex(s * SECTOR - at)} +")
-        lines.append(f"{hex(s * SECTOR)} {hex(SECTOR)} -")
-        at = (s + 1) * SECTOR
-    if at < size:
-        lines.append(f"{hex(at)} {hex(size - at)} +")
+    ranges: list[list[int]] = []
+    for s in holes:  # adjacent bad sectors make one '-' range
+        if ranges and ranges[-1][1] == s * SECTOR:
+            ranges[-1][1] += SECTOR
+        else:
+            ranges.append([s * SECTOR, (s + 1) * SECTOR])
     (folder / "img").write_bytes(bytes(img))
     (folder / "truth").write_bytes(truth)
-    (folder / "img.map").write_text("\n".join(lines) + "\n")
+    (folder / "img.map").write_text(format_mapfile([tuple(r) for r in ranges], size, "bench_images.py"))
     owner = np.zeros(sectors, dtype=np.int8)  # 2: in a file stored twice, 1: in a file once, 0: free space
     for start, n, _, copies in placed:
         owner[start // SECTOR:-(-(start + n) // SECTOR)] = copies

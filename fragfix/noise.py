@@ -126,16 +126,6 @@ def _runs(b, n, p, lo, hi, gen):
 def parse_noise(text: str, levels: str | None = None) -> list[NoiseSpec]:
     """'byte,bitflip' and '0.01,0.05' -> specs for every kind x level; 'byte:0.01-0.1' gives a range
     (the grammar: config.noise_items)."""
-    from .config import noise_items
-    lv = None if levels is None else [_float(t) for t in levels.split(",") if t.strip()]
+    from .config import _level, noise_items
+    lv = None if levels is None else [_level(t) for t in levels.split(",") if t.strip()]
     return [NoiseSpec(kind, lo, hi) for kind, lo, hi in noise_items(text, lv)]
-
-
-def _float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise ValueError(f"not a number: {s!r}") from None
-    if math.isnan(v):
-        raise ValueError("noise level is NaN")
-    return v

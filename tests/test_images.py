@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fragfix.cli import app
+from fragfix.mapfile import format_mapfile
 
 from conftest import text_bytes
 
@@ -18,16 +19,18 @@ SECTOR = 512
 
 def mapfile_for(path, size, holes):
     """A ddrescue mapfile: the sectors in `holes` (sector numbers) bad, the rest good."""
-    lines, at = ["0x0 +"], 0
-    for s in sorted(holes):
-        if s * SECTOR > at:
-            lines.append(f"{hex(at)} {hex(s * SECTOR - at)} +")
-        lines.append(f"{hex(s * SECTOR)} {hex(SECTOR)} -")
-        at = (s + 1) * SECTOR
-    if at < size:
-        lines.append(f"{hex(at)} {hex(size - at)} +")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(format_mapfile(_merged(holes), size))
     return path
+
+
+def _merged(holes):
+    out = []
+    for s in sorted(holes):
+        if out and out[-1][1] == s * SECTOR:
+            out[-1][1] += SECTOR
+        else:
+            out.append([s * SECTOR, (s + 1) * SECTOR])
+    return [tuple(r) for r in out]
 
 
 def image(tmp_path, truth: bytes, holes, rot=()):
