@@ -190,17 +190,26 @@ def _pass_through(fr: FileRepair, pos: int, data: bytes, unk: np.ndarray, last: 
     return [fr.finish()] if last else []
 
 
+GAP_CONTEXT = 128  # fragments (64 KB) each side of a gap decided with it, when only gaps change
+
+
 def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, cfg: RepairConfig,
                    lengths: torch.Tensor) -> Decision:
-    """decide() without the rows deep inside runs of zeros: a zero fragment with no unknown byte
-    whose neighbours are zero too has nothing near it to repair from or to repair, and sparse
-    images and disk dumps are mostly such rows, and the model would run over every one of them."""
+    """decide() on the rows that matter. When only unknown bytes may change (a mapfile), those are
+    the gaps and GAP_CONTEXT rows each side (context for the model and the counts), and a window
+    without a gap needs nothing. Otherwise every row but those deep inside runs of zeros: a zero
+    fragment with no unknown byte and zero neighbours has nothing near it to repair from or to
+    repair, and sparse images and disk dumps are mostly such rows."""
     if cfg.only_unknown and not unknown.any():  # only gaps change, and this window has none
         return Decision(frags, torch.zeros_like(unknown), torch.zeros(frags.shape))
-    quiet = ~(frags.bool().any(1) | unknown.any(1))  # (k,) all zero, nothing unknown
-    deep = quiet.clone()
-    deep[1:] &= quiet[:-1]
-    deep[:-1] &= quiet[1:]
+    if cfg.only_unknown:  # only the gaps change: the rows around them are context enough
+        gap = unknown.any(1).float().view(1, 1, -1)
+        deep = torch.nn.functional.max_pool1d(gap, 2 * GAP_CONTEXT + 1, 1, GAP_CONTEXT).view(-1) == 0
+    else:
+        quiet = ~(frags.bool().any(1) | unknown.any(1))  # (k,) all zero, nothing unknown
+        deep = quiet.clone()
+        deep[1:] &= quiet[:-1]
+        deep[:-1] &= quiet[1:]
     if not deep.any():
         return decide(scorer, frags, unknown, cfg, lengths)
     keep = (~deep).nonzero().squeeze(1)

@@ -109,9 +109,9 @@ def test_the_shortcut_around_holes_changes_nothing(tmp_path, trained, monkeypatc
     """Windows without unknown bytes skip the model; the same image through decide() window by window
     gives the same bytes."""
     import fragfix.repair as rep
-    truth = text_bytes(300_000, 5)
-    img, mapfile = image(tmp_path, truth, holes=[100, 400])
-    args = ("--window-mb", "0.125", "--no-formats")
+    truth = text_bytes(1_500_000, 5)
+    img, mapfile = image(tmp_path, truth, holes=[100, 400, 2_000, 2_001])
+    args = ("--window-mb", "0.5", "--no-formats")
     fast, _ = repair(tmp_path, img, mapfile, trained, *args)
     real = rep.decide
     monkeypatch.setattr(rep, "_decide_sparse", lambda scorer, frags, unknown, cfg, lengths:
