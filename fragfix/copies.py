@@ -30,6 +30,7 @@ TABLE_BITS = 22
 MULT = np.uint64(0x9E3779B97F4A7C15)
 CHUNK = 4 << 20
 MAX_HITS = 64          # places per run compared at most
+PADDED_CONFIDENCE = 0.8  # reported for copies matched by padding on one side
 
 
 @dataclass
@@ -42,27 +43,38 @@ class Copy:
     agree: int      # places found with this content
     places: int     # places found in all
     anchors: tuple[int, int] = (ANCHOR, ANCHOR)  # bytes matched before and after the run
+    padded: bool = False  # one side was a file's padding (zeros): weaker evidence
+
+    @property
+    def confidence(self) -> float:
+        return PADDED_CONFIDENCE if self.padded else 1.0
 
     def to_dict(self) -> dict:
         return {"start": self.start, "end": self.end, "source": self.source, "source_offset": self.offset,
-                "anchor_bytes": list(self.anchors), "agreeing_places": self.agree, "places": self.places}
+                "anchor_bytes": list(self.anchors), "padding_side": self.padded, "confidence": self.confidence,
+                "agreeing_places": self.agree, "places": self.places}
 
 
 @dataclass
 class Probe:
-    """How one run is looked for: the ANCHOR bytes before it, and those that must follow it."""
+    """How one run is looked for: the bytes before it (`anchor`) and those that must follow it
+    (`right`), looked up by the most varied 8 bytes of either (spaces or zeros would hit everywhere)."""
     run: int
     anchor: bytes
-    content_at: int     # content start minus anchor start
+    content_at: int     # content start minus anchor start (the anchor's length)
     right: bytes
-    key_at: int = 0
+    length: int         # the run's length
+    key_at: int = 0     # the key's offset from the anchor's start (past the run when it is in `right`)
 
-    def __post_init__(self):  # looked up by the anchor's most varied 8 bytes: spaces or zeros hit everywhere
-        self.key_at = max(range(len(self.anchor) - 7), key=lambda k: (len(set(self.anchor[k:k + 8])), k))
+    def __post_init__(self):
+        both = [(len(set(self.anchor[k:k + 8])), k) for k in range(len(self.anchor) - 7)]
+        both += [(len(set(self.right[k:k + 8])), self.content_at + self.length + k) for k in range(len(self.right) - 7)]
+        self.key_at = max(both)[1]
 
     @property
     def key(self) -> int:
-        return int.from_bytes(self.anchor[self.key_at:self.key_at + 8], "little")
+        whole = self.anchor + bytes(self.length) + self.right
+        return int.from_bytes(whole[self.key_at:self.key_at + 8], "little")
 
 
 def _varied(b: bytes) -> bool:
@@ -92,8 +104,16 @@ def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) ->
             for n in range(ANCHOR, MAX_ANCHOR + 1, ANCHOR):
                 left = left if _varied(left) else side(a - n, a)
                 right = right if _varied(right) else side(b, b + n)
-            if _varied(left) and _varied(right):
-                probes.append(Probe(len(runs), left, len(left), right))
+            # a file's edge: padding on one side (its copy has the same), 64 of its own bytes on the
+            # other. Weaker evidence (measured: 2 of 9 such copies were partly wrong, against 2 of 31
+            # two-sided ones), so such copies are reported with a lower confidence.
+            pad = bytes(ANCHOR)
+            if side(b, b + ANCHOR) == pad and _varied(side(a - 2 * ANCHOR, a)):
+                left, right = side(a - 2 * ANCHOR, a), pad
+            elif side(a - ANCHOR, a) == pad and _varied(side(b, b + 2 * ANCHOR)):
+                left, right = pad, side(b, b + 2 * ANCHOR)
+            if (_varied(left) or left == pad) and (_varied(right) or right == pad) and (_varied(left) or _varied(right)):
+                probes.append(Probe(len(runs), left, len(left), right, b - a))
                 runs.append((a, b))
     if not runs:
         return [], {}
@@ -109,6 +129,7 @@ def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) ->
         _scan(path, name, by_key, table, reach, runs, hits)
     copies, fills = [], {}
     sides = {p.run: (len(p.anchor), len(p.right)) for p in probes}
+    padded = {p.run: not (_varied(p.anchor) and _varied(p.right)) for p in probes}
     for r, (a, b) in enumerate(runs):
         places = _contents(hits[r], a, b, image, unknown)
         if not places:
@@ -118,7 +139,7 @@ def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) ->
         if rest[0][0] is not None and rest[0][1] * 2 >= n:
             continue  # the copies disagree: no clear majority
         src, off, _ = next(p for p in places if p[2] == best)
-        copies.append(Copy(a, b, src, off, n, len(places), sides[r]))
+        copies.append(Copy(a, b, src, off, n, len(places), sides[r], padded[r]))
         fills[a] = best
     return copies, fills
 
@@ -185,3 +206,11 @@ class Fills:
             buf[lo - pos:hi - pos] = self.fills[c.start][lo - c.start:hi - c.start]
             copied[lo - pos:hi - pos] = True
         return bytes(buf), unk & ~copied, copied
+
+    def confidence(self, pos: int, n: int) -> np.ndarray:
+        """(n,) the confidence of each byte of the piece at `pos` that came from a copy (1 elsewhere)."""
+        out = np.ones(n, dtype=np.float32)
+        for c in self.copies:
+            if c.start < pos + n and c.end > pos:
+                out[max(c.start, pos) - pos:min(c.end, pos + n) - pos] = c.confidence
+        return out

@@ -124,7 +124,8 @@ class FileRepair:
         t["unknown_bytes"] += int(unk.sum())
         if copied is not None:
             idx = np.flatnonzero(copied)
-            self.report.changes(idx + pos, arr[idx], new[idx], np.ones(len(idx)), unk[idx], reason="copy")
+            conf_copy = self.fills.confidence(pos, len(arr))
+            self.report.changes(idx + pos, arr[idx], new[idx], conf_copy[idx], unk[idx], reason="copy")
         idx = np.flatnonzero(changed)
         self.report.changes(idx + pos, arr[idx], new[idx], conf[idx], unk[idx])
         if self.ranges is not None:

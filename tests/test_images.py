@@ -152,3 +152,16 @@ def test_holes_at_the_edges_and_long_runs(tmp_path, untrained, holes):
     img, mapfile = image(tmp_path, truth, holes=holes)
     out, rep = repair(tmp_path, img, mapfile, untrained)
     assert len(out) == len(truth) and rep["totals"]["unknown_bytes"] == len(holes) * SECTOR
+
+
+def test_a_file_start_after_padding_is_found_with_less_confidence(tmp_path, untrained):
+    """A lost first sector of a file: padding (zeros) before it, the file's own bytes after. Its
+    copy sits after padding too; the match is used, and reported with confidence 0.8, not 1."""
+    doc = text_bytes(6_000, 8)
+    truth = text_bytes(3_000, 9) + bytes(1_096) + doc + bytes(2_192) + doc + bytes(2_192)
+    second = (3_000 + 1_096 + 6_000 + 2_192) // SECTOR
+    img, mapfile = image(tmp_path, truth, holes=[second])
+    out, rep = repair(tmp_path, img, mapfile, untrained)
+    assert out == truth
+    assert rep["copies"][0]["padding_side"] is True and rep["copies"][0]["confidence"] == 0.8
+    assert {c["confidence"] for c in rep["changes"]} == {0.8}
