@@ -156,6 +156,9 @@ def repair(
     reference: Optional[List[Path]] = typer.Option(None, "--reference", rich_help_panel=MAPS, help=(
         "Another copy to fill unknown runs from (a second read of the disk, a backup, an older version; "
         "repeatable): a run is filled where 32 bytes on each side match.")),
+    reference_mapfile: Optional[List[Path]] = typer.Option(None, "--reference-mapfile", rich_help_panel=MAPS, help=(
+        "The ddrescue mapfile of the --reference in the same position (repeatable): a second read of the "
+        "same disk then fills unknown bytes directly where it read them good.")),
     map_out: Optional[Path] = typer.Option(None, rich_help_panel=MAPS,
                                            help="Write the guessed byte ranges as a ddrescue mapfile."),
     formats: bool = typer.Option(D.formats, "--formats/--no-formats", rich_help_panel=FORMATS_PANEL, help=(
@@ -196,11 +199,19 @@ def repair(
         summary = repair_files(jobs, resolve_model_path(model), cfg, report, force,
                                progress=lambda n: progress.advance(task, n), preserve=preserve,
                                on_start=lambda total, m: progress.update(task, total=total), plot=plot, runtime=rt,
-                               references=tuple(reference or ()))
+                               references=_pair_references(reference, reference_mapfile))
     summary["skipped"] = skipped
     if as_json:
         emit_json(summary)
     draw_repair(summary, err)
+
+
+def _pair_references(refs, maps) -> tuple:
+    from .errors import InvalidInput
+    refs, maps = list(refs or []), list(maps or [])
+    if len(maps) > len(refs):
+        raise InvalidInput("--reference-mapfile pairs with a --reference: give the reference first")
+    return tuple(zip(refs, maps + [None] * (len(refs) - len(maps))))
 
 
 @command

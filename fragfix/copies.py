@@ -42,7 +42,8 @@ class Copy:
     offset: int
     agree: int      # places found with this content
     places: int     # places found in all
-    anchors: tuple[int, int] = (ANCHOR, ANCHOR)  # bytes matched before and after the run
+    anchors: tuple[int, int] = (ANCHOR, ANCHOR)  # bytes matched before and after the run ((0, 0): same place
+                                                  # in another read of the disk, good per its mapfile)
     padded: bool = False  # one side was a file's padding (zeros): weaker evidence
 
     @property
@@ -79,6 +80,38 @@ class Probe:
 
 def _varied(b: bytes) -> bool:
     return len(set(b)) >= MIN_DISTINCT
+
+
+def same_place(image_size: int, unknown, references: list[tuple[Path, object]]
+               ) -> tuple[list[Copy], dict[int, bytes]]:
+    """Another read of the same disk (a reference of the image's size with its own mapfile): its good
+    bytes fill the image's unknown ones at the same offsets, as ddrescue does with a second drive."""
+    from .unknown import UnknownMap
+    copies, fills = [], {}
+    left = list(unknown.ranges)
+    for path, mapfile in references:
+        if mapfile is None or path.stat().st_size != image_size:
+            continue
+        bad = UnknownMap(mapfile.bad_ranges())
+        still = []
+        with open_input(path, image_size) as f:
+            for a, b in left:
+                good = ~bad.mask(a, b)
+                at = np.flatnonzero(good)
+                if len(at) == 0:
+                    still.append((a, b))
+                    continue
+                breaks = np.flatnonzero(np.diff(at) != 1)
+                for s, e in zip(at[np.r_[0, breaks + 1]], at[np.r_[breaks, len(at) - 1]] + 1):
+                    f.seek(a + int(s))
+                    fills[a + int(s)] = read_upto(f, int(e - s), path)
+                    copies.append(Copy(a + int(s), a + int(e), str(path), a + int(s), 1, 1, (0, 0)))
+                lost = np.flatnonzero(~good)  # what this reference lacks too stays for the next
+                if len(lost):
+                    br = np.flatnonzero(np.diff(lost) != 1)
+                    still += [(a + int(s), a + int(e)) for s, e in zip(lost[np.r_[0, br + 1]], lost[np.r_[br, len(lost) - 1]] + 1)]
+        left = still
+    return copies, fills
 
 
 def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) -> tuple[list[Copy], dict[int, bytes]]:

@@ -21,7 +21,7 @@ import torch
 
 from .atomic import Batch, atomic_write
 from .blockmap import BlockMap
-from .copies import Fills, find_copies
+from .copies import Fills, find_copies, same_place
 from .autoencoder import FRAGMENT_SIZE
 from .decide import Decision, RepairConfig, decide
 from .fragments import cut
@@ -47,7 +47,7 @@ class FileRepair:
         self.force, self.preserve = force, preserve
         self.unknown = UnknownMap(read_mapfile(job.mapfile, self.size).bad_ranges() if job.mapfile else [])
         # whole unknown runs whose content survives elsewhere (the image, references): found first
-        self.fills = Fills(*find_copies(job.src, size, self.unknown, references)) if self.unknown.ranges else None
+        self.fills = _fills(job.src, size, self.unknown, references) if self.unknown.ranges else None
         self.pending_copies: dict[int, tuple] = {}  # piece offset -> (bytes as read, copied mask, unknown mask)
         self.stat = job.src.stat()
         self.stack = outer.enter_context(ExitStack())  # errors unwind through `outer`: temp files vanish
@@ -182,6 +182,28 @@ def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progr
     return finished
 
 
+def _fills(src: Path, size: int, unknown: UnknownMap, references: tuple) -> Fills:
+    """What copies fill of a file's unknown bytes: second reads of the disk (a reference of its size
+    with a mapfile) first, at the same offsets; then copies found by their neighbours anywhere in
+    the file and the references, for what is still unknown."""
+    direct, fills = same_place(size, unknown, [(p, m) for p, m in references])
+    rest = unknown
+    if direct:
+        filled = UnknownMap([(c.start, c.end) for c in direct])
+        rest = UnknownMap([r for a, b in unknown.ranges for r in _minus(a, b, filled)])
+    found, more = find_copies(src, size, rest, [p for p, _ in references]) if rest.ranges else ([], {})
+    return Fills(direct + found, {**fills, **more})
+
+
+def _minus(a: int, b: int, filled: UnknownMap) -> list[tuple[int, int]]:
+    m = ~filled.mask(a, b)
+    at = np.flatnonzero(m)
+    if len(at) == 0:
+        return []
+    br = np.flatnonzero(np.diff(at) != 1)
+    return [(a + int(s), a + int(e)) for s, e in zip(at[np.r_[0, br + 1]], at[np.r_[br, len(at) - 1]] + 1)]
+
+
 def _pass_through(fr: FileRepair, pos: int, data: bytes, unk: np.ndarray, last: bool, progress) -> list[dict]:
     """A piece with nothing to fill when only unknown bytes may change: copied as it is, no model."""
     arr = np.frombuffer(data, dtype=np.uint8)
@@ -225,7 +247,7 @@ def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, c
 def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_path: Path | None = None,
                  force: bool = False, progress: Progress | None = None, preserve: bool = True,
                  on_start: Callable[[int, dict], None] | None = None, plot: Path | None = None,
-                 runtime: Runtime | None = None, references: tuple[Path, ...] = ()) -> dict:
+                 runtime: Runtime | None = None, references: tuple = ()) -> dict:
     """Repair every job with one model; returns the summary (totals, per-file totals, model, speed).
     With `plot`, each file's block map is kept and drawn there (pictures.repair_map), committed
     with the run's other outputs."""
@@ -238,8 +260,11 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     if scorer.cpu:
         cpu_trunk(scorer.model, scorer.bf16)  # weights prepared now, so the speed shown is the repair's alone
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
-    check_outputs(jobs, report_path, force, model_path, plot, references)
-    for r in references:
+    # references: (path, mapfile path or None); the mapfile must describe the reference's size
+    check_outputs(jobs, report_path, force, model_path, plot,
+                  tuple(p for r in references for p in r if p is not None))
+    references = tuple((Path(p), read_mapfile(m, check_input(p)) if m else None) for p, m in references)
+    for r, _ in references:
         check_input(r)
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)

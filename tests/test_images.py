@@ -165,3 +165,25 @@ def test_a_file_start_after_padding_is_found_with_less_confidence(tmp_path, untr
     assert out == truth
     assert rep["copies"][0]["padding_side"] is True and rep["copies"][0]["confidence"] == 0.8
     assert {c["confidence"] for c in rep["changes"]} == {0.8}
+
+
+def test_a_second_read_with_its_mapfile_fills_what_it_read(tmp_path, untrained):
+    """A reference of the image's size with its own mapfile: its good bytes fill the image's unknown
+    ones in place, even a 100 KB gap no anchor could span; what both reads lost stays the model's."""
+    truth = text_bytes(400_000, 10)
+    holes = list(range(100, 300))  # 100 KB unreadable in the first read
+    img, mapfile = image(tmp_path, truth, holes=holes)
+    ref = bytearray(truth)
+    ref[250 * SECTOR:251 * SECTOR] = bytes(SECTOR)  # the second read lost one of those sectors too
+    (tmp_path / "read2.img").write_bytes(bytes(ref))
+    mapfile_for(tmp_path / "read2.map", len(ref), [250])
+    out, rep = repair(tmp_path, img, mapfile, untrained, "--reference", str(tmp_path / "read2.img"),
+                      "--reference-mapfile", str(tmp_path / "read2.map"))
+    good = [s for s in holes if s != 250]
+    assert all(out[s * SECTOR:(s + 1) * SECTOR] == truth[s * SECTOR:(s + 1) * SECTOR] for s in good)
+    assert [(c["start"], c["end"]) for c in rep["copies"]] == [(100 * SECTOR, 250 * SECTOR),
+                                                               (251 * SECTOR, 300 * SECTOR)]
+    assert rep["totals"]["copied"] == len(good) * SECTOR
+    r = runner.invoke(app, ["repair", str(img), "--mapfile", str(mapfile), "-o", str(tmp_path / "x"), "-m",
+                            str(untrained), "--reference-mapfile", str(tmp_path / "read2.map")])
+    assert r.exit_code == 2 and "give the reference first" in r.output
