@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .jobs import open_input, read_upto
+from .unknown import UnknownMap
 
 ANCHOR = 32            # known bytes required on each side of a run, in the run's file and at the copy
 MAX_ANCHOR = 256       # ... grown in steps of ANCHOR up to this where the bytes beside the run are uniform
@@ -86,7 +87,6 @@ def same_place(image_size: int, unknown, references: list[tuple[Path, object]]
                ) -> tuple[list[Copy], dict[int, bytes]]:
     """Another read of the same disk (a reference of the image's size with its own mapfile): its good
     bytes fill the image's unknown ones at the same offsets, as ddrescue does with a second drive."""
-    from .unknown import UnknownMap
     copies, fills = [], {}
     left = list(unknown.ranges)
     for path, mapfile in references:
@@ -247,3 +247,25 @@ class Fills:
             if c.start < pos + n and c.end > pos:
                 out[max(c.start, pos) - pos:min(c.end, pos + n) - pos] = c.confidence
         return out
+
+
+def fills_for(src: Path, size: int, unknown: UnknownMap, references: tuple) -> Fills:
+    """What copies fill of a file's unknown bytes: second reads of the disk (a reference of its size
+    with a mapfile) first, at the same offsets; then copies found by their neighbours anywhere in
+    the file and the references, for what is still unknown."""
+    direct, fills = same_place(size, unknown, [(p, m) for p, m in references])
+    rest = unknown
+    if direct:
+        filled = UnknownMap([(c.start, c.end) for c in direct])
+        rest = UnknownMap([r for a, b in unknown.ranges for r in _minus(a, b, filled)])
+    found, more = find_copies(src, size, rest, [p for p, _ in references]) if rest.ranges else ([], {})
+    return Fills(direct + found, {**fills, **more})
+
+
+def _minus(a: int, b: int, filled: UnknownMap) -> list[tuple[int, int]]:
+    m = ~filled.mask(a, b)
+    at = np.flatnonzero(m)
+    if len(at) == 0:
+        return []
+    br = np.flatnonzero(np.diff(at) != 1)
+    return [(a + int(s), a + int(e)) for s, e in zip(at[np.r_[0, br + 1]], at[np.r_[br, len(at) - 1]] + 1)]

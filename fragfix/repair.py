@@ -21,7 +21,7 @@ import torch
 
 from .atomic import Batch, atomic_write
 from .blockmap import BlockMap
-from .copies import Fills, find_copies, same_place
+from .copies import fills_for
 from .autoencoder import FRAGMENT_SIZE
 from .decide import Decision, RepairConfig, decide
 from .fragments import cut
@@ -47,7 +47,7 @@ class FileRepair:
         self.force, self.preserve = force, preserve
         self.unknown = UnknownMap(read_mapfile(job.mapfile, self.size).bad_ranges() if job.mapfile else [])
         # whole unknown runs whose content survives elsewhere (the image, references): found first
-        self.fills = _fills(job.src, size, self.unknown, references) if self.unknown.ranges else None
+        self.fills = fills_for(job.src, size, self.unknown, references) if self.unknown.ranges else None
         self.pending_copies: dict[int, tuple] = {}  # piece offset -> (bytes as read, copied mask, unknown mask)
         self.stat = job.src.stat()
         self.stack = outer.enter_context(ExitStack())  # errors unwind through `outer`: temp files vanish
@@ -180,28 +180,6 @@ def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progr
             finished.append(fr.finish())
         row += c
     return finished
-
-
-def _fills(src: Path, size: int, unknown: UnknownMap, references: tuple) -> Fills:
-    """What copies fill of a file's unknown bytes: second reads of the disk (a reference of its size
-    with a mapfile) first, at the same offsets; then copies found by their neighbours anywhere in
-    the file and the references, for what is still unknown."""
-    direct, fills = same_place(size, unknown, [(p, m) for p, m in references])
-    rest = unknown
-    if direct:
-        filled = UnknownMap([(c.start, c.end) for c in direct])
-        rest = UnknownMap([r for a, b in unknown.ranges for r in _minus(a, b, filled)])
-    found, more = find_copies(src, size, rest, [p for p, _ in references]) if rest.ranges else ([], {})
-    return Fills(direct + found, {**fills, **more})
-
-
-def _minus(a: int, b: int, filled: UnknownMap) -> list[tuple[int, int]]:
-    m = ~filled.mask(a, b)
-    at = np.flatnonzero(m)
-    if len(at) == 0:
-        return []
-    br = np.flatnonzero(np.diff(at) != 1)
-    return [(a + int(s), a + int(e)) for s, e in zip(at[np.r_[0, br + 1]], at[np.r_[br, len(at) - 1]] + 1)]
 
 
 def _pass_through(fr: FileRepair, pos: int, data: bytes, unk: np.ndarray, last: bool, progress) -> list[dict]:
