@@ -139,23 +139,24 @@ class Batch:
         held = {signal.SIGINT, signal.SIGTERM}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         linked: list[Path] = []
+        target = None
         try:
-            for tmp, path, force in sorted(self.staged, key=lambda s: s[2]):
+            for tmp, target, force in sorted(self.staged, key=lambda s: s[2]):
                 if force:
-                    os.replace(tmp, path)
+                    os.replace(tmp, target)
                     continue
                 try:
-                    os.link(tmp, path)
+                    os.link(tmp, target)
                 except FileExistsError:
-                    raise InvalidInput(f"output exists (use --force to overwrite): {path}") from None
-                linked.append(path)
+                    raise InvalidInput(f"output exists (use --force to overwrite): {target}") from None
+                linked.append(target)
         except BaseException as e:
-            for path in linked:
+            for made in linked:
                 with contextlib.suppress(OSError):
-                    os.unlink(path)
+                    os.unlink(made)
             self.discard()
             if isinstance(e, OSError):
-                raise _failure(path, e) from e
+                raise _failure(target, e) from e
             raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)

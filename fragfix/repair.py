@@ -83,7 +83,7 @@ class FileRepair:
                 unk |= zero_run_mask(window, self.cfg.zero_runs)[len(prev):len(prev) + len(data)]
             shown, unk_shown, copied = (data, unk, None) if self.fills is None else self.fills.apply(pos, data, unk)
             if copied is not None:  # the model sees the copies in place; consume() reports them
-                self.pending_copies[pos] = (data, copied, unk)
+                self.pending_copies[pos] = (data, copied, unk, shown)
             yield pos, shown, unk_shown, not ahead
             pos += len(data)
             prev = data[-margin:] if margin else b""
@@ -108,7 +108,8 @@ class FileRepair:
             self.start()
         copied_any = None
         if pos in self.pending_copies:  # bytes filled from a copy before the model saw the piece
-            data, copied_any, unk = self.pending_copies.pop(pos)
+            data, copied_any, unk, shown = self.pending_copies.pop(pos)
+            new = np.where(copied_any, np.frombuffer(shown, dtype=np.uint8), new)  # copies stand, whatever the gate
         arr = np.frombuffer(data, dtype=np.uint8)
         copied = None if copied_any is None else copied_any & (new != arr)
         if copied is not None:
