@@ -199,7 +199,9 @@ def repair(
         summary = repair_files(jobs, resolve_model_path(model), cfg, report, force,
                                progress=lambda n: progress.advance(task, n), preserve=preserve,
                                on_start=lambda total, m: progress.update(task, total=total), plot=plot, runtime=rt,
-                               references=_pair_references(reference, reference_mapfile))
+                               references=_pair_references(reference, reference_mapfile),
+                               on_search=lambda name, n: progress.update(task, description=(
+                                   "repairing" if name is None else f"searching {escape(name)}: {n:,} candidates")))
     summary["skipped"] = skipped
     if as_json:
         emit_json(summary)

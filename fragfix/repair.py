@@ -226,10 +226,12 @@ def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, c
 def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_path: Path | None = None,
                  force: bool = False, progress: Progress | None = None, preserve: bool = True,
                  on_start: Callable[[int, dict], None] | None = None, plot: Path | None = None,
-                 runtime: Runtime | None = None, references: tuple = ()) -> dict:
+                 runtime: Runtime | None = None, references: tuple = (),
+                 on_search: Callable[[str | None, int], None] | None = None) -> dict:
     """Repair every job with one model; returns the summary (totals, per-file totals, model, speed).
     With `plot`, each file's block map is kept and drawn there (pictures.repair_map), committed
-    with the run's other outputs."""
+    with the run's other outputs. `on_search(name, candidates)` hears how a long search of a
+    checksummed file goes (and `(None, 0)` when it ends)."""
     blocks = plot is not None
     from .runtime import release_memory
     if any(j.mapfile for j in jobs) and not cfg.correct_good:  # a mapfile is the truth about good bytes
@@ -268,8 +270,11 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                 pending, count = [], 0
             if fmt is not None:  # checksummed: verified search, not the gate
                 surprise = surprise or model_scorer(scorer)
+                tick = None if on_search is None else (lambda n, name=job.src.name: on_search(name, n))
                 files.append(repair_checksummed(job, size, fmt, report, batch, force, preserve, cfg.format_budget,
-                                                cfg.accept_probable, surprise, blocks=blocks))
+                                                cfg.accept_probable, surprise, tick, blocks=blocks))
+                if on_search is not None:
+                    on_search(None, 0)  # the search is over
                 if progress:
                     progress(size)
                 continue

@@ -199,3 +199,25 @@ def test_cli_no_formats_and_bad_budget(tmp_path, untrained):
     assert res.exit_code == 0 and "format" not in json.loads(res.stdout)["files"][0]
     res = runner.invoke(app, ["repair", str(src), "-m", str(untrained), "-o", str(tmp_path / "o2"), "--format-budget", "0"])
     assert res.exit_code == 2 and "format-budget" in res.output and not (tmp_path / "o2").exists()
+
+
+def test_a_long_search_reports_progress(tmp_path, untrained):
+    """Heavy damage keeps the search going until its budget: it says how far it got, by file name,
+    and when it is over; the file stays as it was."""
+    import gzip as gz
+    import random
+    from fragfix.config import RepairConfig
+    from fragfix.jobs import plan_jobs
+    from fragfix.repair import repair_files
+    rng = random.Random(1)
+    data = bytearray(gz.compress(bytes(rng.choice(b"abcdefgh \n") for _ in range(60_000)), mtime=0))
+    for i in range(200, 230):
+        data[i] ^= 0x5A
+    src = tmp_path / "a[1].gz"
+    src.write_bytes(bytes(data))
+    jobs, _ = plan_jobs([src], tmp_path / "out.gz", False, False)
+    heard = []
+    summary = repair_files(jobs, untrained, RepairConfig(format_budget=3), on_search=lambda name, n: heard.append((name, n)))
+    assert heard and heard[-1] == (None, 0) and any(name == "a[1].gz" and n > 0 for name, n in heard)
+    assert summary["files"][0]["format"]["status"] != "restored"
+    assert (tmp_path / "out.gz").read_bytes() == bytes(data)
