@@ -19,17 +19,13 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import sysconfig
-import time
 import zlib
 from pathlib import Path
 
 from fragfix import formats
-
-KINDS = ("bit", "byte", "two-bits", "heavy")
-
+from fragfix.formats.grid import score_grid
 
 def find(roots: list[Path], limit: int, seed: int) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {"gzip": [], "zip": [], "png": []}
@@ -71,48 +67,12 @@ def zlib_samples(limit: int, seed: int) -> list[bytes]:
     return [zlib.compress(p.read_bytes(), 6) for p in files[:limit]]
 
 
-def damage(data: bytes, kind: str, rng: random.Random) -> bytes:
-    d = bytearray(data)
-    p = rng.randrange(16, len(d) - 16)
-    if kind == "bit":
-        d[p] ^= 1 << rng.randrange(8)
-    elif kind == "byte":
-        d[p] ^= rng.randrange(1, 256)
-    elif kind == "two-bits":
-        d[p] ^= 1 << rng.randrange(8)
-        q = min(len(d) - 1, p + rng.randrange(1, 512))
-        d[q] ^= 1 << rng.randrange(8)
-    else:
-        for _ in range(30):
-            d[rng.randrange(16, len(d) - 16)] = rng.randrange(256)
-    return bytes(d)
-
-
 def run(samples: dict[str, list[bytes]], budget: float, seed: int) -> list[dict]:
-    rows = []
-    for fmt, files in samples.items():
-        for kind in KINDS:
-            rng = random.Random(f"{seed}-{fmt}-{kind}")
-            exact = probable = probable_right = false = 0
-            secs = []
-            for data in files:
-                bad = damage(data, kind, rng)
-                t = time.perf_counter()
-                r = formats.repair(bad, fmt, budget)
-                secs.append(time.perf_counter() - t)
-                right = formats.apply(bad, r.edits) == data
-                exact += r.status == "restored" and right
-                false += r.status == "restored" and not right
-                probable += r.status == "probable"
-                probable_right += r.status == "probable" and right
-            n = len(files)
-            rows.append({"format": fmt, "damage": kind, "files": n, "restored_verified": exact,
-                         "probable": probable, "probable_right": probable_right, "false_verified": false,
-                         "median_s": round(statistics.median(secs), 2) if secs else None,
-                         "max_s": round(max(secs), 2) if secs else None})
-            r_ = rows[-1]
-            print(f"| {fmt} | {kind} | {n} | {exact} ({100 * exact / max(n, 1):.0f}%) | {probable} ({probable_right} right) "
-                  f"| {false} | {r_['median_s']} | {r_['max_s']} |", flush=True)
+    rows = score_grid(samples, budget, seed)
+    for r in rows:
+        n, exact = r["files"], r["restored_verified"]
+        print(f"| {r['format']} | {r['damage']} | {n} | {exact} ({100 * exact / max(n, 1):.0f}%) | {r['probable']} "
+              f"({r['probable_right']} right) | {r['false_verified']} | {r['median_s']} | {r['max_s']} |", flush=True)
     return rows
 
 

@@ -231,6 +231,11 @@ def evaluate(
     seed: int = typer.Option(E.seed, rich_help_panel=DATA, help="Noise seed: the same seed prints the same numbers."),
     zero_as_unknown: bool = typer.Option(E.zero_as_unknown, rich_help_panel=DATA,
                                          help="Give zeroed runs as unknown, as a ddrescue mapfile would."),
+    formats: bool = typer.Option(False, "--formats", rich_help_panel=DATA, help=(
+        "Also score checksummed files (gzip, zlib, zip, PNG made from held-out text): restored and verified "
+        "by damage kind, and false verified claims.")),
+    format_files: int = typer.Option(4, rich_help_panel=DATA, help="Files per format with --formats."),
+    format_budget: float = typer.Option(5.0, rich_help_panel=DATA, help="Seconds of search per file with --formats."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", rich_help_panel=MODEL,
                                          help="Checkpoint (default: the bundled model)."),
     compare: Optional[List[Path]] = typer.Option(None, "--compare", rich_help_panel=MODEL,
@@ -251,7 +256,7 @@ def evaluate(
     from .config import Runtime
     from .evaluate import evaluate as run
     from .render import grid_progress
-    from .render_eval import check_outputs, draw_samples, draw_table, save_outputs
+    from .render_eval import check_outputs, draw_formats, draw_samples, draw_table, save_outputs
     from .runtime import set_threads
     rt = Runtime(**runtime)
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
@@ -266,7 +271,19 @@ def evaluate(
     with progress:
         task = progress.add_task("evaluating", total=len(cfg.cells))
         result = run(cfg, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if formats:
+        from .errors import InvalidInput
+        from .formats.grid import held_out_samples, score_grid
+        if format_files < 1 or not 0 < format_budget <= 3600:
+            raise InvalidInput("--format-files must be at least 1 and --format-budget within (0, 3600]")
+        with grid_progress(err) as progress:
+            task = progress.add_task("checksummed files", total=None)
+            result["formats"] = {"files": format_files, "budget_s": format_budget, "rows": score_grid(
+                held_out_samples(format_files, seed), format_budget, seed,
+                progress=lambda done, total: progress.update(task, completed=done, total=total))}
     draw_table(result, err)
+    if formats:
+        draw_formats(result["formats"], err)
     draw_samples(result["samples"][:samples], err)
     for line in save_outputs(result, samples_dir, plot, json_out, force):
         err.print(line, markup=False)

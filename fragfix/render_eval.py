@@ -55,6 +55,22 @@ def draw_table(result: dict, console: Console) -> None:
                           f"broke {sum(r['broken'] for r in mine):,}{extra}, median {speed:.2f} MB/s")
 
 
+def draw_formats(f: dict, console: Console) -> None:
+    """The checksummed-files table: per format and damage, restored bit-exact and verified, content
+    verified (other compressed bits), probable, and false verified claims (which must be 0)."""
+    t = Table(title=f"checksummed files: {f['files']} per format from held-out text, {f['budget_s']:g} s search "
+                    "budget each", title_justify="left")
+    for col in ("format", "damage", "restored, verified", "content verified", "probable (right)", "false verified",
+                "median s"):
+        t.add_column(col, justify="left" if col in ("format", "damage") else "right")
+    for r in f["rows"]:
+        n = max(r["files"], 1)
+        t.add_row(r["format"], r["damage"], f"{r['restored_verified']} ({r['restored_verified'] / n:.0%})",
+                  str(r["content_verified"]), f"{r['probable']} ({r['probable_right']})",
+                  f"[bold red]{r['false_verified']}[/]" if r["false_verified"] else "0", f"{r['median_s']:.2f}")
+    console.print(t)
+
+
 def _classify(o: int, d: int, r: int) -> str | None:
     if d != o:
         return "fixed" if r == o else "still"

@@ -121,3 +121,15 @@ def test_noise_has_the_train_grammar(trained, heldout):
     assert cells == [("byte", 0.02), ("zero", 0.01), ("zero", 0.05)]
     r = runner.invoke(app, ["evaluate", "-d", str(heldout), "-m", str(trained), "--noise", "byte:0.01-0.1"])
     assert r.exit_code == 2 and "ranges are for train" in r.output
+
+
+def test_formats_table_counts_restored_and_never_a_false_claim(trained, heldout):
+    r = runner.invoke(app, ["evaluate", "-d", str(heldout), "-m", str(trained), "--noise", "byte", "--levels", "0.01",
+                            "--max-fragments", "20", "--formats", "--format-files", "1", "--format-budget", "0.5",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["formats"]["rows"]
+    assert [(x["format"], x["damage"]) for x in rows][:4] == [("gzip", k) for k in ("bit", "byte", "two-bits", "heavy")]
+    assert len(rows) == 16 and all(x["false_verified"] == 0 for x in rows)
+    assert next(x for x in rows if (x["format"], x["damage"]) == ("png", "bit"))["restored_verified"] == 1
+    assert "checksummed files" in r.stderr
