@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .unknown import run_bounds
+
 SLICE = 1 << 18    # sources are scanned this many positions at a time (bounded temporaries)
 TABLE_BITS = 20
 CHUNK = 1 << 15    # queries combined at a time
@@ -192,15 +194,6 @@ MAX_SOURCES = 256       # candidate strings looked at per run
 GAP_MODEL_WEIGHT = 0.5  # score = log(count) + this * (model log-probability of the string)
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and ends of the runs of True in a bool array (work in the number of True, which is small)."""
-    idx = np.flatnonzero(mask)
-    if len(idx) == 0:
-        return idx, idx
-    breaks = np.flatnonzero(np.diff(idx) != 1)
-    return idx[np.r_[0, breaks + 1]], idx[np.r_[breaks, len(idx) - 1]] + 1
-
-
 def _side_keys(buf: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """left[j]: the k bytes before j packed in a uint64; right[j]: the k bytes from j on (0 at the edges)."""
     n, b = len(buf), buf.astype(np.uint64)
@@ -218,7 +211,7 @@ def fill_gaps(buf: np.ndarray, known: np.ndarray, q: np.ndarray, top_b: np.ndarr
     occurs and how likely the model finds it; the best wins. Returns (rows of q, bytes, confidence).
     Longer contexts first: a run filled at k = 4 is not looked at again with 3."""
     n = len(buf)
-    starts, ends = _runs(~known)
+    starts, ends = run_bounds(~known)
     lengths = ends - starts
     if not (lengths <= MAX_GAP).any():  # sector-sized runs and longer: left to the per-byte rule
         return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .jobs import open_input, read_upto
-from .unknown import UnknownMap
+from .unknown import UnknownMap, runs
 
 ANCHOR = 32            # known bytes required on each side of a run, in the run's file and at the copy
 MAX_ANCHOR = 256       # ... grown in steps of ANCHOR up to this where the bytes beside the run are uniform
@@ -97,19 +97,11 @@ def same_place(image_size: int, unknown, references: list[tuple[Path, object]]
         with open_input(path, image_size) as f:
             for a, b in left:
                 good = ~bad.mask(a, b)
-                at = np.flatnonzero(good)
-                if len(at) == 0:
-                    still.append((a, b))
-                    continue
-                breaks = np.flatnonzero(np.diff(at) != 1)
-                for s, e in zip(at[np.r_[0, breaks + 1]], at[np.r_[breaks, len(at) - 1]] + 1):
-                    f.seek(a + int(s))
-                    fills[a + int(s)] = read_upto(f, int(e - s), path)
-                    copies.append(Copy(a + int(s), a + int(e), str(path), a + int(s), 1, 1, (0, 0)))
-                lost = np.flatnonzero(~good)  # what this reference lacks too stays for the next
-                if len(lost):
-                    br = np.flatnonzero(np.diff(lost) != 1)
-                    still += [(a + int(s), a + int(e)) for s, e in zip(lost[np.r_[0, br + 1]], lost[np.r_[br, len(lost) - 1]] + 1)]
+                for s, e in runs(good, a):
+                    f.seek(s)
+                    fills[s] = read_upto(f, e - s, path)
+                    copies.append(Copy(s, e, str(path), s, 1, 1, (0, 0)))
+                still += runs(~good, a)  # what this reference lacks too stays for the next
         left = still
     return copies, fills
 
@@ -257,15 +249,6 @@ def fills_for(src: Path, size: int, unknown: UnknownMap, references: tuple) -> F
     rest = unknown
     if direct:
         filled = UnknownMap([(c.start, c.end) for c in direct])
-        rest = UnknownMap([r for a, b in unknown.ranges for r in _minus(a, b, filled)])
+        rest = UnknownMap([r for a, b in unknown.ranges for r in runs(~filled.mask(a, b), a)])
     found, more = find_copies(src, size, rest, [p for p, _ in references]) if rest.ranges else ([], {})
     return Fills(direct + found, {**fills, **more})
-
-
-def _minus(a: int, b: int, filled: UnknownMap) -> list[tuple[int, int]]:
-    m = ~filled.mask(a, b)
-    at = np.flatnonzero(m)
-    if len(at) == 0:
-        return []
-    br = np.flatnonzero(np.diff(at) != 1)
-    return [(a + int(s), a + int(e)) for s, e in zip(at[np.r_[0, br + 1]], at[np.r_[br, len(at) - 1]] + 1)]

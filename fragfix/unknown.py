@@ -12,6 +12,21 @@ from array import array
 import numpy as np
 
 
+def run_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends of the runs of True in a bool array (work in the number of True, which is small)."""
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return idx, idx
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    return idx[np.r_[0, breaks + 1]], idx[np.r_[breaks, len(idx) - 1]] + 1
+
+
+def runs(mask: np.ndarray, offset: int = 0) -> list[tuple[int, int]]:
+    """The runs of True as [start, end) ranges, shifted by `offset`."""
+    starts, ends = run_bounds(mask)
+    return [(offset + int(a), offset + int(b)) for a, b in zip(starts, ends)]
+
+
 def zero_run_mask(window: np.ndarray, n: int) -> np.ndarray:
     """True where a byte lies in a run of at least n zeros (within the window)."""
     z = (window == 0).astype(np.int32)
