@@ -13,6 +13,7 @@ import numpy as np
 from .atomic import atomic_write
 from .blockmap import KINDS, BlockMap
 from .errors import InvalidInput
+from .render_eval import classify, short
 
 # the repair map: colours in the spirit of ddrescueview (red: still bad, green: proven good)
 MAP_COLOURS = {"left_unknown": "#d62728", "checksum_fails": "#7b2d8e", "filled": "#1f77b4",
@@ -137,7 +138,7 @@ def evaluate_figure(result: dict, path: Path, batch=None) -> None:
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("byte error rate")
     handles = [Line2D([], [], color="0.75", lw=5, label="damaged, no repair")]
-    handles += [Line2D([], [], color=f"C{i % 10}", marker="o", label=_short(m)) for i, m in enumerate(models)]
+    handles += [Line2D([], [], color=f"C{i % 10}", marker="o", label=short(m)) for i, m in enumerate(models)]
     if len(groups) > 1:
         handles += [Line2D([], [], color="black", linestyle=styles[i % 4], label=f"data: {g}") for i, g in enumerate(groups)]
     top.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
@@ -163,21 +164,15 @@ def evaluate_figure(result: dict, path: Path, batch=None) -> None:
         ax.set_xticks(range(len(levels)), [f"{lv:g}" for lv in levels])
         ax.set_yticks(range(len(kinds)), kinds)
         ax.set_xlabel("noise level")
-        ax.set_title(f"{_short(m)}" + (f" on {g}" if g else ""), fontsize=9)
+        ax.set_title(f"{short(m)}" + (f" on {g}" if g else ""), fontsize=9)
     bottom.suptitle("errors removed (%; below 0: more bytes broken than fixed)", fontsize=10)
     _save(fig, path, batch, dpi=90)
 
 
-def _short(model: str) -> str:
-    return model if model.startswith("none") else Path(model).stem
-
-
 def byte_status(sample: dict) -> list[str]:
     """Per byte of a sample: fixed, broken, still wrong, or clean (damaged nowhere, changed nowhere)."""
-    out = []
-    for o, d, r in zip(sample["original"], sample["damaged"], sample["repaired"]):
-        out.append(("fixed" if r == o else "still wrong") if d != o else ("broken" if r != o else "clean"))
-    return out
+    names = {None: "clean", "still": "still wrong"}
+    return [names.get(k, k) for k in map(classify, sample["original"], sample["damaged"], sample["repaired"])]
 
 
 def sample_picture(sample: dict, path: Path, batch=None) -> None:

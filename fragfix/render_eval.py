@@ -71,7 +71,7 @@ def draw_formats(f: dict, console: Console) -> None:
     console.print(t)
 
 
-def _classify(o: int, d: int, r: int) -> str | None:
+def classify(o: int, d: int, r: int) -> str | None:
     if d != o:
         return "fixed" if r == o else "still"
     return "broken" if r != o else None
@@ -97,7 +97,7 @@ def sample_texts(sample: dict, width: int = 32, marks: bool = False) -> list[Tex
         for label, seq in (("original", o), ("damaged ", d), ("repaired", r)):
             line = Text(f"{row:04x} {label} ")
             for i in cols:
-                kind = _classify(o[i], d[i], r[i])
+                kind = classify(o[i], d[i], r[i])
                 style = None
                 if label == "damaged " and (d[i] != o[i] or i in unknown):
                     style = STYLE["unknown"] if i in unknown else STYLE["damaged"]
@@ -106,7 +106,7 @@ def sample_texts(sample: dict, width: int = 32, marks: bool = False) -> list[Tex
                 line.append(f"{seq[i]:02x} ", style=style)
             out.append(line)
         if marks:
-            letters = [MARKS.get(_classify(o[i], d[i], r[i]), " ") for i in cols]
+            letters = [MARKS.get(classify(o[i], d[i], r[i]), " ") for i in cols]
             line = "".join((c.lower() if i in unknown else c) + "  " for c, i in zip(letters, cols)).rstrip()
             out.append(Text(" " * 14 + line if line else ""))
     return out
