@@ -85,6 +85,10 @@ class RepairConfig:
     accept_probable: bool = False  # also write checksummed repairs that are probable, not verified
     only_unknown: bool = False  # change unknown bytes only: the rest is trusted (a mapfile's '+' regions)
     correct_good: bool = False  # with a mapfile, also correct suspected bit rot in its '+' regions
+    damage_gate: bool = True  # scale the floors by the damage rate the data shows (damage.py); keep its own habits
+    clean_rate: float = 5e-4  # clear errors per byte that clean data shows anyway: at or below, nothing changes
+    ref_rate: float = 1.5e-3  # the rate at which the floors are as set (between: scaled linearly)
+    max_scale: float = 3.0    # the most the floors open where damage is dense
 
     def __post_init__(self):
         for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
@@ -106,6 +110,10 @@ class RepairConfig:
             raise InvalidInput(f"passes must be within 1..8, got {self.passes}")
         if self.window_fragments < 1:
             raise InvalidInput("the context window must hold at least one fragment")
+        if not (0 <= self.clean_rate < self.ref_rate <= 1):
+            raise InvalidInput(f"need 0 <= clean-rate < ref-rate <= 1, got {self.clean_rate} and {self.ref_rate}")
+        if not (1 <= self.max_scale <= 100):
+            raise InvalidInput(f"max-scale must be within [1, 100], got {self.max_scale}")
         if self.threshold == 0:
             self.aggressive = True  # threshold 0 means: always take the best value
 
@@ -116,7 +124,8 @@ class RepairConfig:
                 "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
                 "context_weight": self.context_weight, "window_fragments": self.window_fragments,
                 "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy,
-                "only_unknown": self.only_unknown}
+                "only_unknown": self.only_unknown, "damage_gate": self.damage_gate, "clean_rate": self.clean_rate,
+                "ref_rate": self.ref_rate, "max_scale": self.max_scale}
 
 
 @dataclass
@@ -198,6 +207,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     max_val_fragments: int = 2048
     steps_per_epoch: int = 0            # 0: one full pass over the training fragments
+    max_file_fragments: int = 0         # > 0: at most this many fragments of each file (0: all)
     patience: int = 0                   # early stopping after this many epochs without improvement
     seed: int = 0
     device: str = "auto"
@@ -217,6 +227,8 @@ class TrainConfig:
             raise InvalidInput("unknown share must be within [0, 1]")
         if self.schedule not in ("cosine", "constant"):
             raise InvalidInput("schedule must be cosine or constant")
+        if self.max_file_fragments < 0:
+            raise InvalidInput("max file fragments must not be negative")
         if self.steps_per_epoch < 0 or self.patience < 0 or self.max_val_fragments < 1:
             raise InvalidInput("steps per epoch and patience must not be negative")
         check_count(self.workers, "--workers", zero="load in the main process")

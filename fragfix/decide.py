@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .autoencoder import FragmentAutoencoder, encode_input
+from . import damage
 from .context import fill_gaps, posterior
 from .config import RepairConfig  # noqa: F401  (re-exported)
 from .fragments import cut
@@ -139,9 +140,26 @@ def _gate(frags, hidden, cfg, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch
     obs = buf[q]
     one_bit = np.isin(best.astype(np.uint8) ^ obs, ONE_BIT)
     boost = np.where(one_bit, cfg.one_bit_factor, 1.0)
-    gate = (p_best >= thr) & (p_o <= floor * boost) & (p_obs <= cfg.model_floor * boost)
+    if cfg.damage_gate:  # the data's own damage rate scales the floors; its own habits are kept
+        own, _, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0])
+        boost = boost * damage.scale(rate, cfg.clean_rate, cfg.ref_rate, cfg.max_scale)[q // frags.shape[1]]
+        boost[own] = 0.0
+    gate = (p_best >= thr) & (p_o <= floor * boost) & (p_obs <= cfg.model_floor * boost) & (boost > 0)
     take = ~known[q] | (best != obs) & (cfg.aggressive | gate)
     return torch.from_numpy(q[take]), best[take].astype(np.uint8), p_best[take].astype(np.float32)
+
+
+@torch.no_grad()
+def damage_rate(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, cfg: RepairConfig | None = None) -> np.ndarray:
+    """(B,) the damage rate the data shows around each fragment of a window (damage.py): clear
+    errors per byte, the figure that opens or closes the gate."""
+    scorer, cfg = as_scorer(scorer), cfg or RepairConfig()
+    none = torch.zeros(frags.shape, dtype=torch.bool)
+    suspects = _score(scorer, frags, none, none, None, cfg, frags.clone())
+    if suspects is None:
+        return np.zeros(frags.shape[0])
+    q, p_obs = suspects[0], suspects[3]
+    return damage.estimate(frags.reshape(-1).numpy(), np.ones(frags.numel(), bool), q, p_obs, frags.shape[0])[2]
 
 
 PRINTABLE = torch.zeros(256, dtype=torch.bool)

@@ -7,6 +7,7 @@ and only per-file counts are held in memory (no per-fragment index).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +51,13 @@ def list_files(paths: Iterable[Path | str], recursive: bool = True) -> list[Path
 class FragmentDataset(torch.utils.data.Dataset):
     """Fragments of many files. Item i is a (512,) uint8 tensor; `length(i)` is its true length."""
 
-    def __init__(self, files: Sequence[Path | str] | Sequence[Span], partial: str = "pad"):
+    def __init__(self, files: Sequence[Path | str] | Sequence[Span], partial: str = "pad", cap: int = 0):
+        """`cap` > 0: at most that many consecutive fragments of each file, from a place fixed by a
+        hash of its path (big files would otherwise outweigh everything else;
+        name and size pick it, so it is the same on every machine)."""
         if partial not in ("pad", "drop"):
             raise ValueError("partial must be 'pad' or 'drop'")
-        self.partial = partial
+        self.partial, self.cap = partial, cap
         self.skipped: list[tuple[str, str]] = []  # (path, why) for files that gave no fragments
         self.spans: list[Span] = []
         for f in files:
@@ -75,6 +79,10 @@ class FragmentDataset(torch.utils.data.Dataset):
         if n == 0:
             self.skipped.append((str(path), "empty" if size == 0 else "shorter than one fragment"))
             return None
+        if 0 < self.cap < n:
+            key = f"{path.name}:{size}".encode()  # the same place on every machine, wherever the file lives
+            first = int(hashlib.sha256(key).hexdigest()[:8], 16) % (n - self.cap + 1)
+            return Span(path, first, self.cap, size)
         return Span(path, 0, n, size)
 
     def __len__(self) -> int:
@@ -156,7 +164,7 @@ def cut(pieces: Sequence[tuple[bytes, np.ndarray | None]]) -> tuple[torch.Tensor
 
 
 def split_files(files: Sequence[Path], val_fraction: float, seed: int,
-                partial: str = "pad") -> tuple[FragmentDataset, FragmentDataset]:
+                partial: str = "pad", cap: int = 0) -> tuple[FragmentDataset, FragmentDataset]:
     """Split by file, deterministically from the seed, so no file's fragments land on both sides.
 
     With a single usable file there is nothing to split by, so its last `val_fraction` of
@@ -164,7 +172,7 @@ def split_files(files: Sequence[Path], val_fraction: float, seed: int,
     """
     if not 0.0 <= val_fraction < 1.0:
         raise InvalidInput(f"validation fraction must be in [0, 1), got {val_fraction}")
-    whole = FragmentDataset(files, partial=partial)
+    whole = FragmentDataset(files, partial=partial, cap=cap)
     if len(whole) == 0:
         why = ", ".join(f"{p} ({r})" for p, r in whole.skipped[:3]) or "no files"
         raise InvalidInput(f"no usable fragments (files shorter than {FRAGMENT_SIZE} bytes give none with partial=drop): {why}")

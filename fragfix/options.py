@@ -41,6 +41,15 @@ GROUPS = {
             "alone."))),
         "window_mb": (float, typer.Option(D.window_fragments / 2048, rich_help_panel=GATE, help=(
             "MB of data whose context counts are pooled (more: better guesses, more memory)."))),
+        "damage_gate": (bool, typer.Option(D.damage_gate, rich_help_panel=GATE, help=(
+            "Scale the floors by the damage rate the data itself shows, and keep bytes the file itself "
+            "uses in the same place (UTF-8 text, its own indentation); off: the model's belief alone."))),
+        "clean_rate": (float, typer.Option(D.clean_rate, rich_help_panel=GATE, help=(
+            "Clear errors per byte that clean data shows anyway: where the data shows no more, no byte "
+            "changes (0: isolated errors in clean data are corrected too, at some risk)."))),
+        "ref_rate": (float, typer.Option(D.ref_rate, rich_help_panel=GATE, help=(
+            "The damage rate at which the floors apply as set; between the clean rate and this they "
+            "scale linearly, above it they open up to 3 times."))),
         "passes": (int, typer.Option(D.passes, rich_help_panel=GATE, help=(
             "Repair passes over each window: 2 fixes a few more bytes where damage is dense, at twice the "
             "time."))),

@@ -154,10 +154,10 @@ def _data(cfg: TrainConfig, rank: int):
         raise InvalidInput(f"no files found in {', '.join(cfg.data)}")
     val_files = list_files(cfg.val_data) if cfg.val_data is not None else []
     if cfg.val_data is not None:
-        train_set, _ = split_files(files, 0.0, cfg.seed, partial="drop")
-        val_set = FragmentDataset(val_files, partial="drop")
+        train_set, _ = split_files(files, 0.0, cfg.seed, partial="drop", cap=cfg.max_file_fragments)
+        val_set = FragmentDataset(val_files, partial="drop", cap=cfg.max_file_fragments)
     else:
-        train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop")
+        train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop", cap=cfg.max_file_fragments)
     paths = cfg.paths()
     check_distinct(list(paths), [(f, "training data") for f in files + val_files])
     there = [p for p in paths if p.exists() or p.is_symlink()]

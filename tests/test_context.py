@@ -60,7 +60,7 @@ def test_decide_repairs_from_context_alone_and_leaves_clean_text_alone():
     damaged = clean.clone()
     damaged[1, 200] = ord("#")
     damaged[3, 17] ^= 0x20
-    cfg = RepairConfig()
+    cfg = RepairConfig(damage_gate=False)  # the per-byte rule alone (the damage gate: test_damage.py)
     assert torch.equal(decide(model, damaged, None, cfg).fragments, clean)
     assert not decide(model, clean, None, cfg).changed.any()
     assert torch.equal(decide(model, damaged, None, RepairConfig(context_orders=())).fragments, damaged)
@@ -101,9 +101,9 @@ def test_one_bit_corrections_get_higher_floors():
         model.detector.bias.fill_(5.0)
     frags = torch.full((1, 512), ord("a"), dtype=torch.uint8)
     frags[0, 10], frags[0, 20] = ord("A"), ord("b")
-    plain = RepairConfig(context_orders=(), one_bit_factor=1.0)
+    plain = RepairConfig(context_orders=(), one_bit_factor=1.0, damage_gate=False)
     assert not decide(model, frags, None, plain).changed.any()
-    d = decide(model, frags, None, RepairConfig(context_orders=(), one_bit_factor=3.0))
+    d = decide(model, frags, None, RepairConfig(context_orders=(), one_bit_factor=3.0, damage_gate=False))
     assert d.changed.nonzero().tolist() == [[0, 10]] and d.fragments[0, 10] == ord("a")
 
 
