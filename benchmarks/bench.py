@@ -3,6 +3,7 @@
     python benchmarks/bench.py                      # the full run quoted in README "Performance"
     python benchmarks/bench.py --quick              # a smaller, faster run
 
+The "never trained on" table comes from bench_unseen.py (kinds of file the model never saw).
 Inputs are built deterministically from the held-out part of the running Python's standard
 library (never trained on), random bytes and gzip output. Speed figures are medians of
 repeated runs; gzip -6 runs on the same file in the same run for reference. Nothing here is
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import bench_unseen
 from fragfix.bundled import resolve_model_path
 from fragfix.checkpoints import load_model
 from fragfix.decide import RepairConfig, repair_bytes
@@ -249,7 +251,8 @@ def main() -> None:
                  ("peak_rss", lambda: peak_rss(tmp, model, held, 16 if q else 64, 64 if q else 1024)),
                  ("harm", lambda: harm(model, held, 1 if q else 4)),
                  ("quality", lambda: quality(tmp, model, held, 1 if q else 2)),
-                 ("frontier", lambda: frontier(tmp, model, held, 1 if q else 2))]
+                 ("frontier", lambda: frontier(tmp, model, held, 1 if q else 2)),
+                 ("unseen", lambda: bench_unseen.run(model, [Path("/usr/share")], 64 if q else 128))]
         only = {x.strip() for x in a.only.split(",") if x.strip()}
         for name, fn in steps:
             if only and name not in only:
@@ -266,7 +269,7 @@ def main() -> None:
 def print_tables(res: dict) -> None:
     m = res["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, python {m['python']}")
-    if len(res) < 10:  # a partial run (--only): the raw figures
+    if len(res) < 11:  # a partial run (--only): the raw figures
         print(json.dumps({k: v for k, v in res.items() if k not in ("machine", "model")}, indent=1, default=float))
         return
     print(f"fragfix --help: {res['help']['median_s'] * 1000:.0f} ms (median of 5)")
@@ -293,6 +296,7 @@ def print_tables(res: dict) -> None:
     for r in res["frontier"]:
         print(f"| {r['variant']} | {r['removed_byte_0.01']:.1%} | {r['removed_byte_0.05']:.1%} | "
               f"{r['clean_changed']:.4%} | {r['repair_mb_s']:.2f} |")
+    print("\n" + bench_unseen.table(res["unseen"]))
 
 
 if __name__ == "__main__":

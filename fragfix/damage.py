@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .context import OrderCounts
 
 FRAGMENT = 512
 CLEAR_P = 1e-3   # the model's probability of the observed byte at most this …
@@ -40,11 +39,24 @@ SPAN = 32        # fragments on each side pooled for the local rate (65 fragment
 
 def support(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(Q,) how many other places in the window hold the observed byte between the same 1-byte
-    neighbours, and (Q,) how many places have those neighbours at all (unknown bytes never count)."""
-    oc = OrderCounts(buf, known, q, 1)
-    obs = buf[q].astype(np.int64)
-    c, n = oc.lookup(slice(None), obs[:, None], obs)
-    return c[:, 0], n[:, 0]
+    neighbours, and (Q,) how many places have those neighbours at all (unknown bytes never count).
+    Triples are 24-bit codes; only the suspects' distinct codes are counted (a binary search per
+    position), pairs of neighbours in a 65,536-bin count."""
+    a = buf.astype(np.int32)
+    n = len(a)
+    if n < 3 or not len(q):
+        return np.zeros(len(q)), np.zeros(len(q))
+    ok = known[:-2] & known[1:-1] & known[2:]          # source triples, centred on 1 .. n-2
+    trip = (a[:-2] << 16) | (a[1:-1] << 8) | a[2:]
+    qc = np.clip(q, 1, n - 2) - 1                       # index of each suspect's own triple
+    inner = (q >= 1) & (q <= n - 2) & known[qc] & known[qc + 2]  # its neighbours must be known
+    codes, inv = np.unique(trip[qc], return_inverse=True)
+    src = trip[ok]
+    at = np.minimum(np.searchsorted(codes, src), len(codes) - 1)
+    c = np.bincount(at[codes[at] == src], minlength=len(codes))[inv]
+    pair = np.bincount(((a[:-2] << 8) | a[2:])[ok], minlength=65536)[((a[qc] << 8) | a[qc + 2])]
+    own = ok[qc]                                        # a suspect that is itself a valid source: not its own support
+    return (np.where(inner, c - own, 0).astype(np.float64), np.where(inner, pair - own, 0).astype(np.float64))
 
 
 def local_rate(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN) -> np.ndarray:

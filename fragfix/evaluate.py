@@ -33,17 +33,41 @@ def evenly(ds: FragmentDataset, n: int) -> torch.Tensor:
 
 
 def load_fragments(cfg: EvalConfig) -> tuple[list[tuple[str, torch.Tensor]], str]:
-    """[(data name, (n, 512) uint8 clean fragments)], and a description of where they came from."""
+    """[(data name, (n, 512) uint8 clean fragments)], and a description of where they came from.
+    A folder is scored per kind of file in it (extension), each kind repaired in its own window."""
+    from .sample import HOLD_OUT_GROUPS, installation_sample, kind_name, kind_of, python_sample, stdlib_root
     if cfg.data:
-        ds = FragmentDataset(list_files(cfg.data), partial="drop")
-        if len(ds) == 0:
+        files = list_files(cfg.data)
+        kinds: dict[str, list] = {}
+        for p in files:
+            kinds.setdefault(kind_name(p), []).append(p)
+        big = sorted(kinds, key=lambda k: -sum(_size(p) for p in kinds[k]))
+        if len(big) > MAX_KINDS:  # the largest kinds by bytes, the rest together
+            kinds["other"] = [p for k in big[MAX_KINDS - 1:] for p in kinds.pop(k)]
+        each = max(cfg.max_fragments // len(kinds), 32) if kinds else 0
+        groups = [(k, evenly(FragmentDataset(v, partial="drop"), each)) for k, v in sorted(kinds.items())]
+        groups = [(k, g) for k, g in groups if len(g)]
+        if not groups:
             raise InvalidInput("no fragments of 512 bytes or more in the evaluation data")
-        return [("given", evenly(ds, cfg.max_fragments))], ", ".join(cfg.data)
-    from .sample import kind_of, python_sample, stdlib_root
+        return groups, ", ".join(cfg.data) + " (scored per kind of file)"
     _, held = python_sample(("text", "binary"))
+    unseen = installation_sample(0)["held_kinds"]
     groups = [(k, evenly(FragmentDataset([p for p in held if kind_of(p) == k], partial="drop"), cfg.max_fragments // 2))
               for k in ("text", "binary")]
-    return groups, f"held-out files of {stdlib_root()} (text and binary, half each, scored apart)"
+    groups.append(("unseen kinds", evenly(FragmentDataset(unseen, partial="drop"), cfg.max_fragments // 4)))
+    return groups, (f"held-out files of {stdlib_root()} (text and binary, half each, scored apart) and files of "
+                    f"kinds the bundled model never trained on ({HOLD_OUT_GROUPS[0][0]}: "
+                    f"{' '.join(HOLD_OUT_GROUPS[0][1])}; a quarter more)")
+
+
+MAX_KINDS = 8  # kinds of file scored apart in a folder
+
+
+def _size(p) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def noise_seed(seed: int, kind: str, level: float) -> int:

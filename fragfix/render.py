@@ -64,6 +64,16 @@ def draw_info(d: dict, console: Console) -> None:
             ("epoch", d.get("epoch")), ("val loss", d.get("val_loss")), ("train loss", d.get("train_loss")),
             ("trained on", _data_line(data)), ("created", d.get("created")),
             ("fragfix version", d.get("fragfix_version"))]
+    if data.get("train") and data.get("description"):
+        rows.append(("data", data["description"]))
+    if data.get("held_out_kinds"):
+        rows.append(("never trained on", " ".join(data["held_out_kinds"])))
+    if data.get("top_kinds"):
+        rows.append(("kinds (files)", ", ".join(f"{k} {n:,}" for k, n in data["top_kinds"].items())))
+    if data.get("distributions"):
+        rows.append(("distributions", " ".join(data["distributions"])))
+    if d.get("train_seconds"):
+        rows.append(("training time", f"{d['train_seconds'] / 60:.0f} min"))
     if d.get("recipe"):
         rows.append(("recipe", d["recipe"]))
     for k, v in rows:

@@ -138,14 +138,14 @@ def installation_sample(hold_group: int | None = 0, min_size: int = 512) -> dict
     root = stdlib_root()
     for p in python_sample(("text", "binary", "other"), min_size, root)[0] + python_sample(
             ("text", "binary", "other"), min_size, root)[1]:
-        files["stdlib/" + p.relative_to(root).as_posix()] = p
+        files[p.relative_to(root).as_posix()] = p  # the same key as python_sample: the same held-out files
     dists = core_distributions()
     for name, version in dists:
         dist = metadata.distribution(name)
         for f in dist.files or []:
             if "__pycache__" in f.parts:
                 continue
-            files[f"{name}/{f.as_posix()}"] = Path(dist.locate_file(f))
+            files[f"dist:{name}/{f.as_posix()}"] = Path(dist.locate_file(f))
     hold = set(HOLD_OUT_GROUPS[hold_group][1]) if hold_group is not None else set()
     out = {"train": [], "held": [], "held_kinds": [], "kinds": set(),
            "group": HOLD_OUT_GROUPS[hold_group][0] if hold_group is not None else None,

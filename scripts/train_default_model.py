@@ -68,6 +68,7 @@ def main() -> None:
     info["data"]["distributions"] = [f"{n}=={v}" for n, v in s["distributions"]]
     info["data"]["held_out_kinds"] = list(HOLD_OUT_GROUPS[a.hold_group][1])
     info["data"]["top_kinds"] = dict(by_kind.most_common(12))
+    info["data"]["kinds"] = s["kinds"]  # every kind trained on: what "never trained on" is measured against
     info["train_seconds"] = round(time.time() - t0)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     save_model(Path(a.out), model, info)

@@ -91,3 +91,17 @@ def test_random_bytes_are_refused_cleanly(tmp_path_factory, blob):
     p.write_bytes(blob)
     with pytest.raises(FragfixError):
         load_model(p)
+
+
+def test_info_shows_the_recipe_and_what_the_model_was_trained_on(tmp_path):
+    p = tmp_path / "m.safetensors"
+    data = {"train": {"files": 3, "fragments": 40}, "val": {"files": 1, "fragments": 5},
+            "description": "the standard library and 2 core distributions",
+            "held_out_kinds": [".md", ".csv"], "top_kinds": {".py": 2, ".h": 1}, "distributions": ["numpy==2.0"]}
+    save_model(p, FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)),
+               {"data": data, "recipe": "python scripts/train_default_model.py", "train_seconds": 600})
+    r = runner.invoke(app, ["info", str(p)], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    for text in ("the standard library and 2 core distributions", "never trained on", ".md .csv", ".py 2, .h 1",
+                 "numpy==2.0", "10 min", "python scripts/train_default_model.py"):
+        assert text in r.output, text

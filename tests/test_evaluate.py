@@ -34,7 +34,7 @@ def test_rows_baseline_and_repair(trained, heldout):
     assert len(rows) == 2 * 2 * 2  # kinds x levels x (baseline + model)
     assert all(set(r) == FIELDS for r in rows)
     [(name, clean)], _ = load_fragments(cfg)
-    assert name == "given" and {r["data"] for r in rows} == {"given"}
+    assert name == ".txt" and {r["data"] for r in rows} == {".txt"}  # a folder is scored per kind of file
     for r in rows:
         if r["model"].startswith("none"):
             noisy = NoiseGenerator(NoiseSpec(r["noise"], r["level"]), seed=noise_seed(0, r["noise"], r["level"]))(clean)
@@ -93,10 +93,19 @@ def test_bad_evaluate_options(trained, heldout, args, msg):
     assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
 
 
-def test_default_sample_is_scored_as_text_and_binary_apart():
+def test_default_sample_is_scored_as_text_binary_and_unseen_kinds_apart():
     groups, described = load_fragments(EvalConfig(max_fragments=20))
-    assert [name for name, _ in groups] == ["text", "binary"] and all(f.shape == (10, 512) for _, f in groups)
-    assert "scored apart" in described
+    assert [name for name, _ in groups] == ["text", "binary", "unseen kinds"]
+    assert [len(f) for _, f in groups] == [10, 10, 5] and "scored apart" in described and "never trained on" in described
+
+
+def test_a_folder_is_scored_per_kind_of_file(tmp_path):
+    folder = make_corpus(tmp_path / "mixed", files=3, size=4096)
+    (folder / "doc0.txt").rename(folder / "notes.md")
+    (folder / "tiny.csv").write_bytes(b"a,b\n")  # shorter than a fragment: no group of its own
+    groups, described = load_fragments(EvalConfig(data=[str(folder)], max_fragments=40))
+    assert [name for name, _ in groups] == [".md", ".txt"] and [len(f) for _, f in groups] == [8, 16]
+    assert "per kind" in described
 
 
 def test_table_has_a_data_column_and_a_summary_per_group():
