@@ -41,6 +41,7 @@ class Decision(NamedTuple):
     fragments: torch.Tensor   # (B, 512) uint8, repaired
     changed: torch.Tensor     # (B, 512) bool, new != old
     confidence: torch.Tensor  # (B, 512) float32, probability of the new value (NaN: none)
+    clear: torch.Tensor       # (B,) int64, clear errors seen per fragment (damage.py): the damage evidence
 
 
 def byte_entropy(frags: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -66,10 +67,10 @@ def decide(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, unknown: t
     cleaner counts let it fix more where damage is dense."""
     scorer = as_scorer(scorer)
     d = _decide_once(scorer, frags, unknown, cfg, lengths)
-    for _ in range(cfg.passes - 1):
+    for _ in range(cfg.passes - 1):  # the damage evidence is the first pass's: the data as it was read
         again = _decide_once(scorer, d.fragments, unknown, cfg, lengths)
         conf = torch.where(again.changed, again.confidence, d.confidence)
-        d = Decision(again.fragments, again.fragments != frags, conf)
+        d = Decision(again.fragments, again.fragments != frags, conf, d.clear)
     return d
 
 
@@ -80,14 +81,16 @@ def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths) -> Decision:
     hidden = unknown if valid is None else unknown | ~valid  # what the model is told it cannot see
     out = frags.clone()
     conf = torch.full((b, n), float("nan"))
+    clear = torch.zeros(b, dtype=torch.int64)
     suspects = _score(scorer, frags, unknown, hidden, valid, cfg, out)
     if suspects is not None:
-        at, best, p_best = _gate(frags, hidden, cfg, *suspects)
+        at, best, p_best, clear_at = _gate(frags, hidden, cfg, *suspects)
         out.view(-1)[at] = torch.from_numpy(best)
         conf.view(-1)[at] = torch.from_numpy(p_best)
+        clear = torch.from_numpy(np.bincount(clear_at // n, minlength=b))
     if valid is not None:  # padding is no data: whatever the model put there is dropped
         out = torch.where(valid, out, frags)
-    return Decision(out, out != frags, conf)
+    return Decision(out, out != frags, conf, clear)
 
 
 def _score(scorer: Scorer, frags, unknown, hidden, valid, cfg, out) -> tuple | None:
@@ -125,10 +128,11 @@ def _score(scorer: Scorer, frags, unknown, hidden, valid, cfg, out) -> tuple | N
     return tuple(torch.cat(t).numpy() for t in zip(*found))
 
 
-def _gate(frags, hidden, cfg, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def _gate(frags, hidden, cfg, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """The window-wide decision at the suspects: the model's distribution sharpened by the window's
     context counts (unknown runs filled from the same gap elsewhere), then the gate. Returns the
-    flat positions to change, their new bytes (uint8) and confidences (float32)."""
+    flat positions to change, their new bytes (uint8) and confidences (float32), and the flat
+    positions of the clear errors (the damage evidence, whether or not the gate was on)."""
     buf, known = frags.reshape(-1).numpy(), ~hidden.reshape(-1).numpy()
     if cfg.context_orders:
         best, p_best, p_o = posterior(buf, known, q, top_b, top_p, p_obs, cfg.context_orders, cfg.context_weight)
@@ -140,13 +144,13 @@ def _gate(frags, hidden, cfg, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch
     obs = buf[q]
     one_bit = np.isin(best.astype(np.uint8) ^ obs, ONE_BIT)
     boost = np.where(one_bit, cfg.one_bit_factor, 1.0)
+    own, clear, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0])
     if cfg.damage_gate:  # the data's own damage rate scales the floors; its own habits are kept
-        own, _, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0])
         boost = boost * damage.scale(rate, cfg.clean_rate, cfg.ref_rate, cfg.max_scale)[q // frags.shape[1]]
         boost[own] = 0.0
     gate = (p_best >= thr) & (p_o <= floor * boost) & (p_obs <= cfg.model_floor * boost) & (boost > 0)
     take = ~known[q] | (best != obs) & (cfg.aggressive | gate)
-    return torch.from_numpy(q[take]), best[take].astype(np.uint8), p_best[take].astype(np.float32)
+    return torch.from_numpy(q[take]), best[take].astype(np.uint8), p_best[take].astype(np.float32), q[clear]
 
 
 @torch.no_grad()

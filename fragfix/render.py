@@ -101,6 +101,19 @@ def grid_progress(console: Console) -> Progress:
                     console=console, transient=True)
 
 
+def _draw_damage(s: dict, console: Console) -> None:
+    """What the data itself shows of damage, and why nothing changed where the gate stayed shut."""
+    t = s["totals"]
+    if not t["size"] or s.get("only_unknown") or "clear_errors" not in t:
+        return
+    rate = t["clear_errors"] / t["size"]
+    line = f"damage the data shows: {t['clear_errors']:,} clear errors ({rate:.3%} of bytes)"
+    if s.get("damage_gate") and rate <= s.get("clean_rate", 0) and not t["suspected"]:
+        line += ("; no more than clean data shows, so nothing was corrected "
+                 "(--clean-rate 0 corrects isolated errors too, at some risk)")
+    console.print(line)
+
+
 def draw_repair(s: dict, console: Console) -> None:
     t = s["totals"]
     mb = t["size"] / 1e6
@@ -109,6 +122,7 @@ def draw_repair(s: dict, console: Console) -> None:
     console.print(f"changed {t['changed']:,} bytes in {t['fragments_touched']:,} fragments: "
                   f"{t['suspected']:,} suspected corruption, {t['unknown_filled']:,} unknown bytes filled "
                   f"(of {t['unknown_bytes']:,} marked unknown)")
+    _draw_damage(s, console)
     if t.get("copied"):
         runs = sum(len(f.get("copies", [])) for f in s["files"])
         console.print(f"{t['copied']:,} unknown bytes in {runs:,} runs filled from copies found elsewhere "

@@ -103,7 +103,7 @@ class FileRepair:
                                                               batch=self.batch))
 
     def consume(self, pos: int, data: bytes, unk: np.ndarray, new: np.ndarray, changed: np.ndarray,
-                conf: np.ndarray, touched: int) -> None:
+                conf: np.ndarray, touched: int, clear: int = 0) -> None:
         if self.t0 is None:
             self.start()
         copied_any = None
@@ -117,6 +117,7 @@ class FileRepair:
         t = self.totals
         t["fragments"] += -(-len(data) // FRAGMENT_SIZE)
         t["fragments_touched"] += touched
+        t["clear_errors"] += clear
         n_copied = 0 if copied is None else int(copied.sum())
         t["changed"] += int(changed.sum()) + n_copied
         t["copied"] += 0 if copied_any is None else int(copied_any.sum())
@@ -174,7 +175,7 @@ def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progr
         changed = d.changed[row:row + c].reshape(-1)[:n].numpy()
         conf = d.confidence[row:row + c].reshape(-1)[:n].numpy()
         touched = int(d.changed[row:row + c].any(1).sum())
-        fr.consume(pos, data, unk, new, changed, conf, touched)
+        fr.consume(pos, data, unk, new, changed, conf, touched, int(d.clear[row:row + c].sum()))
         if progress:
             progress(n)
         if last:
@@ -203,7 +204,7 @@ def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, c
     fragment with no unknown byte and zero neighbours has nothing near it to repair from or to
     repair, and sparse images and disk dumps are mostly such rows."""
     if cfg.only_unknown and not unknown.any():  # only gaps change, and this window has none
-        return Decision(frags, torch.zeros_like(unknown), torch.zeros(frags.shape))
+        return Decision(frags, torch.zeros_like(unknown), torch.zeros(frags.shape), torch.zeros(len(frags), dtype=torch.int64))
     if cfg.only_unknown:  # only the gaps change: the rows around them are context enough
         gap = unknown.any(1).float().view(1, 1, -1)
         deep = torch.nn.functional.max_pool1d(gap, 2 * GAP_CONTEXT + 1, 1, GAP_CONTEXT).view(-1) == 0
@@ -215,7 +216,8 @@ def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, c
     if not deep.any():
         return decide(scorer, frags, unknown, cfg, lengths)
     keep = (~deep).nonzero().squeeze(1)
-    out = Decision(frags.clone(), torch.zeros_like(unknown), torch.full(frags.shape, float("nan")))
+    out = Decision(frags.clone(), torch.zeros_like(unknown), torch.full(frags.shape, float("nan")),
+                   torch.zeros(len(frags), dtype=torch.int64))
     if keep.numel():
         d = decide(scorer, frags[keep], unknown[keep], cfg, lengths[keep])
         for whole, part in zip(out, d):

@@ -17,6 +17,7 @@ from .atomic import Batch, atomic_write
 
 TOTAL_KEYS = ("size", "fragments", "fragments_touched", "changed", "suspected", "unknown_bytes",
               "unknown_filled", "copied",
+              "clear_errors",  # bytes the data shows as clearly damaged (damage.py): the damage evidence
               # checksummed files (gzip, zlib, zip, PNG): checked, restored and verified, probable, left damaged
               "format_files", "format_restored", "format_probable", "format_damaged")
 

@@ -70,3 +70,22 @@ def test_the_estimated_damage_rate_tracks_the_injected_rate(trained):
         # random substitutions that land on a byte common in the text are not clear errors: ~0.8x
         assert 0.5 * p <= rates[-1] <= 1.2 * p
     assert rates == sorted(rates) and rates[0] == 0.0
+
+
+def test_repair_says_what_damage_the_data_shows_and_why_a_clean_file_is_left_alone(tmp_path, trained):
+    import json
+
+    from typer.testing import CliRunner
+
+    from fragfix.cli import app
+    runner = CliRunner()
+    clean = tmp_path / "clean.txt"
+    clean.write_bytes(tabbed(text_bytes(16384, 5)))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(substitute(clean.read_bytes(), 0.02, 2))
+    r = runner.invoke(app, ["repair", str(clean), "-o", str(tmp_path / "c.out"), "-m", str(trained)])
+    assert r.exit_code == 0 and "no more than clean data shows, so nothing was corrected" in r.output.replace("\n", " ")
+    assert (tmp_path / "c.out").read_bytes() == clean.read_bytes()
+    r = runner.invoke(app, ["repair", str(bad), "-o", str(tmp_path / "b.out"), "-m", str(trained), "--json"])
+    t = json.loads(r.stdout)["totals"]
+    assert r.exit_code == 0 and 0.5 * 0.02 * 16384 < t["clear_errors"] < 1.2 * 0.02 * 16384 and t["suspected"] > 0
