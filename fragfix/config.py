@@ -73,7 +73,7 @@ class RepairConfig:
     binary_threshold: float = 0.95  # threshold and floor for fragments that do not look like text
     binary_floor: float = 1e-5
     detect: float = 0.02      # detector probability at which the 256-way head looks at a byte
-    context_orders: tuple[int, ...] = (3, 4)  # context lengths (bytes each side) whose counts sharpen the model
+    context_orders: tuple[int, ...] = (2, 3, 4)  # context lengths (bytes each side) whose counts sharpen the model
     context_weight: float = 1.0  # how many context votes the model's distribution is worth
     window_fragments: int = 4096  # fragments whose context counts are pooled (repair's read size: 2 MB)
     aggressive: bool = False  # take the best value everywhere

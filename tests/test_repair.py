@@ -44,7 +44,7 @@ def test_length_preserved_and_unchanged_bytes_copied(tmp_path, untrained, size):
     out = dst.read_bytes()
     assert len(out) == size
     report = json.loads(rep.read_text())
-    assert report["aggressive"] is True and report["context_orders"] == [3, 4] and report["one_bit_factor"] == 3.0
+    assert report["aggressive"] is True and report["context_orders"] == [2, 3, 4] and report["one_bit_factor"] == 3.0
     changed = {c["offset"]: c for c in report["changes"]}
     assert report["totals"]["changed"] == len(changed) == wrong(data, out)
     for i in np.flatnonzero(np.frombuffer(data, np.uint8) != np.frombuffer(out, np.uint8))[:1000]:
