@@ -59,15 +59,24 @@ def support(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.ndarr
     return (np.where(inner, c - own, 0).astype(np.float64), np.where(inner, pair - own, 0).astype(np.float64))
 
 
-def local_rate(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN) -> np.ndarray:
+def local_rate(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN,
+               pieces: np.ndarray | None = None) -> np.ndarray:
     """(B,) clear errors per known byte around each fragment: `rows` are the fragments of the clear
-    errors, `known_rows` (B,) the known bytes per fragment."""
+    errors, `known_rows` (B,) the known bytes per fragment. `pieces` (B,) names the piece (file)
+    each fragment belongs to: the window around a fragment never reaches into another file, so a
+    clean file batched beside a damaged one stays shut, and a damaged one is not diluted."""
     b = len(known_rows)
-    hits = np.bincount(rows, minlength=b).astype(np.float64)
-    kernel = np.ones(2 * span + 1)
-    num = np.convolve(hits, kernel, "same")
-    den = np.convolve(known_rows.astype(np.float64), kernel, "same")
-    return num / np.maximum(den, 1.0)
+    hits = np.concatenate([[0.0], np.cumsum(np.bincount(rows, minlength=b))])
+    known = np.concatenate([[0.0], np.cumsum(known_rows, dtype=np.float64)])
+    i = np.arange(b)
+    lo, hi = np.maximum(i - span, 0), np.minimum(i + span + 1, b)
+    if pieces is not None:  # clip the window to the fragment's own piece (pieces are runs of rows)
+        first = np.r_[True, pieces[1:] != pieces[:-1]]
+        start = np.maximum.accumulate(np.where(first, i, 0))
+        last = np.r_[pieces[1:] != pieces[:-1], True]
+        end = np.minimum.accumulate(np.where(last, i, b - 1)[::-1])[::-1] + 1
+        lo, hi = np.maximum(lo, start), np.minimum(hi, end)
+    return (hits[hi] - hits[lo]) / np.maximum(known[hi] - known[lo], 1.0)
 
 
 def scale(rate: np.ndarray, background: float, ref: float, top: float) -> np.ndarray:
@@ -111,7 +120,7 @@ def one_sided(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.nda
 
 
 def estimate(buf: np.ndarray, known: np.ndarray, q: np.ndarray, p_model_obs: np.ndarray,
-             n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             n_rows: int, pieces: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For the suspects q: (own (Q,) bool: the file's own byte, clear (Q,) bool: a clear error,
     local damage rate per fragment (B,))."""
     sup, total = support(buf, known, q)
@@ -121,5 +130,5 @@ def estimate(buf: np.ndarray, known: np.ndarray, q: np.ndarray, p_model_obs: np.
     rare = counts[buf[q]] <= RARE * max(int(known.sum()), 1)
     clear = known[q] & (p_model_obs <= CLEAR_P) & (sup < OWN) & rare & ~own
     known_rows = known[:n_rows * FRAGMENT].reshape(n_rows, FRAGMENT).sum(1)
-    rate = local_rate(q[clear] // FRAGMENT, known_rows)
+    rate = local_rate(q[clear] // FRAGMENT, known_rows, SPAN, pieces)
     return own, clear, rate

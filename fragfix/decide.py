@@ -59,22 +59,23 @@ def byte_entropy(frags: torch.Tensor, valid: torch.Tensor | None = None) -> torc
 
 @torch.no_grad()
 def decide(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, unknown: torch.Tensor | None,
-           cfg: RepairConfig, lengths: torch.Tensor | None = None) -> Decision:
+           cfg: RepairConfig, lengths: torch.Tensor | None = None, pieces: torch.Tensor | None = None) -> Decision:
     """Repair a window: (B, 512) uint8 bytes and (B, 512) bool unknown mask, on the CPU; the model
     runs in mini-batches, the context counts pool the whole window. `lengths` (B,) marks padded
     tails (a file's last partial fragment): the model sees them as unknown, and they count for nothing.
+    `pieces` (B,) says which file each row belongs to (runs of rows): the damage rate stays per file.
     With `cfg.passes` > 1 each pass starts from the last one's output: repaired neighbours and
     cleaner counts let it fix more where damage is dense."""
     scorer = as_scorer(scorer)
-    d = _decide_once(scorer, frags, unknown, cfg, lengths)
+    d = _decide_once(scorer, frags, unknown, cfg, lengths, pieces)
     for _ in range(cfg.passes - 1):  # the damage evidence is the first pass's: the data as it was read
-        again = _decide_once(scorer, d.fragments, unknown, cfg, lengths)
+        again = _decide_once(scorer, d.fragments, unknown, cfg, lengths, pieces)
         conf = torch.where(again.changed, again.confidence, d.confidence)
         d = Decision(again.fragments, again.fragments != frags, conf, d.clear)
     return d
 
 
-def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths) -> Decision:
+def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths, pieces=None) -> Decision:
     b, n = frags.shape
     unknown = torch.zeros((b, n), dtype=torch.bool) if unknown is None else unknown
     valid = None if lengths is None else torch.arange(n).unsqueeze(0) < lengths.unsqueeze(1)
@@ -84,7 +85,7 @@ def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths) -> Decision:
     clear = torch.zeros(b, dtype=torch.int64)
     suspects = _score(scorer, frags, unknown, hidden, valid, cfg, out)
     if suspects is not None:
-        at, best, p_best, clear_at = _gate(frags, hidden, cfg, *suspects)
+        at, best, p_best, clear_at = _gate(frags, hidden, cfg, None if pieces is None else pieces.numpy(), *suspects)
         out.view(-1)[at] = torch.from_numpy(best)
         conf.view(-1)[at] = torch.from_numpy(p_best)
         clear = torch.from_numpy(np.bincount(clear_at // n, minlength=b))
@@ -128,7 +129,7 @@ def _score(scorer: Scorer, frags, unknown, hidden, valid, cfg, out) -> tuple | N
     return tuple(torch.cat(t).numpy() for t in zip(*found))
 
 
-def _gate(frags, hidden, cfg, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+def _gate(frags, hidden, cfg, pieces, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """The window-wide decision at the suspects: the model's distribution sharpened by the window's
     context counts (unknown runs filled from the same gap elsewhere), then the gate. Returns the
     flat positions to change, their new bytes (uint8) and confidences (float32), and the flat
@@ -144,7 +145,7 @@ def _gate(frags, hidden, cfg, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch
     obs = buf[q]
     one_bit = np.isin(best.astype(np.uint8) ^ obs, ONE_BIT)
     boost = np.where(one_bit, cfg.one_bit_factor, 1.0)
-    own, clear, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0])
+    own, clear, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0], pieces)
     if cfg.damage_gate:  # the data's own damage rate scales the floors; its own habits are kept
         boost = boost * damage.scale(rate, cfg.clean_rate, cfg.ref_rate, cfg.max_scale)[q // frags.shape[1]]
         boost[own] = 0.0

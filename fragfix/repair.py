@@ -167,7 +167,8 @@ class FileRepair:
 def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progress | None) -> list[dict]:
     """One decide() over the fragments of every pending piece (from one or several files)."""
     frags, unknown, lengths, counts = cut([(data, unk) for _, _, data, unk, _ in pending])
-    d = _decide_sparse(scorer, frags, unknown, cfg, lengths)
+    pieces = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    d = _decide_sparse(scorer, frags, unknown, cfg, lengths, pieces)
     finished, row = [], 0
     for (fr, pos, data, unk, last), c in zip(pending, counts):
         n = len(data)
@@ -197,7 +198,7 @@ GAP_CONTEXT = 128  # fragments (64 KB) each side of a gap decided with it, when 
 
 
 def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, cfg: RepairConfig,
-                   lengths: torch.Tensor) -> Decision:
+                   lengths: torch.Tensor, pieces: torch.Tensor | None = None) -> Decision:
     """decide() on the rows that matter. When only unknown bytes may change (a mapfile), those are
     the gaps and GAP_CONTEXT rows each side (context for the model and the counts), and a window
     without a gap needs nothing. Otherwise every row but those deep inside runs of zeros: a zero
@@ -214,12 +215,12 @@ def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, c
         deep[1:] &= quiet[:-1]
         deep[:-1] &= quiet[1:]
     if not deep.any():
-        return decide(scorer, frags, unknown, cfg, lengths)
+        return decide(scorer, frags, unknown, cfg, lengths, pieces)
     keep = (~deep).nonzero().squeeze(1)
     out = Decision(frags.clone(), torch.zeros_like(unknown), torch.full(frags.shape, float("nan")),
                    torch.zeros(len(frags), dtype=torch.int64))
     if keep.numel():
-        d = decide(scorer, frags[keep], unknown[keep], cfg, lengths[keep])
+        d = decide(scorer, frags[keep], unknown[keep], cfg, lengths[keep], None if pieces is None else pieces[keep])
         for whole, part in zip(out, d):
             whole[keep] = part
     return out

@@ -89,3 +89,11 @@ def test_repair_says_what_damage_the_data_shows_and_why_a_clean_file_is_left_alo
     r = runner.invoke(app, ["repair", str(bad), "-o", str(tmp_path / "b.out"), "-m", str(trained), "--json"])
     t = json.loads(r.stdout)["totals"]
     assert r.exit_code == 0 and 0.5 * 0.02 * 16384 < t["clear_errors"] < 1.2 * 0.02 * 16384 and t["suspected"] > 0
+
+
+def test_the_local_rate_never_reaches_into_another_file():
+    rows, known = np.array([0, 0, 5, 9]), np.full(10, 512)
+    pooled = damage.local_rate(rows, known, 2)
+    assert pooled[3] == pytest.approx(1 / (5 * 512))  # rows 1-5: the hit in row 5
+    per_file = damage.local_rate(rows, known, 2, np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2]))
+    assert per_file.tolist() == pytest.approx([2 / 1536] * 3 + [1 / 1536, 1 / 2048, 1 / 2048, 1 / 1536] + [1 / 1536] * 3)

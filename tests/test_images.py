@@ -115,8 +115,8 @@ def test_the_shortcut_around_holes_changes_nothing(tmp_path, trained, monkeypatc
     args = ("--window-mb", "0.5", "--no-formats")
     fast, _ = repair(tmp_path, img, mapfile, trained, *args)
     real = rep.decide
-    monkeypatch.setattr(rep, "_decide_sparse", lambda scorer, frags, unknown, cfg, lengths:
-                        real(scorer, frags, unknown, cfg, lengths))
+    monkeypatch.setattr(rep, "_decide_sparse", lambda scorer, frags, unknown, cfg, lengths, pieces=None:
+                        real(scorer, frags, unknown, cfg, lengths, pieces))
     full, _ = repair(tmp_path, img, mapfile, trained, *args)
     assert fast == full
 

@@ -250,8 +250,8 @@ def test_zero_runs_skip_the_model_with_identical_output(tmp_path, trained, monke
     monkeypatch.setattr(rep, "decide", counting)
     assert runner.invoke(app, ["repair", str(p), "-m", str(trained), "-o", str(tmp_path / "a")]).exit_code == 0
     assert sum(rows) < 40  # of 118 fragments, only those at or next to data
-    monkeypatch.setattr(rep, "_decide_sparse", lambda scorer, frags, unknown, cfg, lengths:
-                        real(scorer, frags, unknown, cfg, lengths))
+    monkeypatch.setattr(rep, "_decide_sparse", lambda scorer, frags, unknown, cfg, lengths, pieces=None:
+                        real(scorer, frags, unknown, cfg, lengths, pieces))
     assert runner.invoke(app, ["repair", str(p), "-m", str(trained), "-o", str(tmp_path / "b")]).exit_code == 0
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
     assert len((tmp_path / "a").read_bytes()) == p.stat().st_size
