@@ -184,11 +184,10 @@ def harm(model_path: Path, held, mb: int) -> list[dict]:
 
 
 VARIANTS = {  # the gate/context settings compared in README's frontier table
-    "default (context 3,4)": {},
+    "default (context 2,3,4, damage gate)": {},
+    "previous release: --context 3,4 --no-damage-gate": {"context_orders": (3, 4), "damage_gate": False},
     "conservative: --floor 1e-4": {"floor": 1e-4},
     "model alone: --context off": {"context_orders": ()},
-    "model alone, previous gate (floor 5e-4, detect 0.05)": {"context_orders": (), "floor": 5e-4, "model_floor": 1.0,
-                                                             "detect": 0.05},
 }
 
 

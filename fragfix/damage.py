@@ -33,7 +33,7 @@ CLEAR_P = 1e-3   # the model's probability of the observed byte at most this …
 OWN = 2          # … and fewer than this many other places with the same neighbours: a clear error
 OWN_SHARE = 0.02  # the file's own: at least OWN places, and this share of its context's places
 RARE = 0.005    # a clear error's byte value is also rare in the window (tabs in a tabbed file are not)
-OWN_PAIRS, PAIR_SHARE = 4, 0.05  # the file's own: this common after its left and before its right neighbour
+OWN_PAIRS, PAIR_SHARE = 4, 0.05  # the file's own: this common after its left or before its right neighbour
 SPAN = 32        # fragments on each side pooled for the local rate (65 fragments: ~33 KB)
 
 

@@ -14,6 +14,9 @@ argmax p, and whole unknown runs take the string that fills the same gap elsewhe
 window when there is one (`context.fill_gaps`). Where argmax p and o differ in a single bit, both floors are `one_bit_factor` times
 higher: bit rot flips single bits, so such a correction is a priori likelier (the figures: README,
 Performance).
+The damage gate (`damage.py`) then scales both floors by the damage rate the window itself shows
+(0 where it shows no more than clean data: nothing changes) and vetoes bytes that are the file's
+own (repeated between the same neighbours, common beside a neighbour, or inside UTF-8 sequences).
 Fragments that do not look like text (under 85% printable bytes) use a stricter pair,
 `binary_threshold` and `binary_floor`: on executables the probabilities are poorly calibrated,
 and a stricter gate keeps clean binaries untouched. `context_orders=()` leaves the model alone (p = p_m).
