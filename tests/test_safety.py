@@ -72,6 +72,8 @@ def cases(tmp_path, src):
         ([str(src), "-o", str(tmp_path / "o"), "--context", "2.5"], 2, "--context must be whole numbers"),
         ([str(src), "-o", str(tmp_path / "o"), "--window-mb", "0"], 2, "--window-mb must be within"),
         ([str(src), "-o", str(tmp_path / "o"), "--passes", "0"], 2, "passes must be within 1..8"),
+        ([str(src), "-o", str(tmp_path / "o"), "--clean-rate", "-1"], 2, "need 0 <= clean-rate < ref-rate <= 1"),
+        ([str(src), "-o", str(tmp_path / "o"), "--ref-rate", "0.0001"], 2, "need 0 <= clean-rate < ref-rate <= 1"),
         ([str(src), "-o", str(tmp_path / "o"), "-b", "-1"], 2, "batch size"),
         ([str(src), "-o", str(tmp_path / "o"), "--zero-runs", "-3"], 2, "zero-runs"),
         ([str(src), "-o", str(tmp_path / "o"), "--precision", "fp8"], 2, "precision"),
