@@ -16,7 +16,9 @@ model's belief alone. Two things the data shows, both from the window under repa
   implausible (p <= CLEAR_P), no other place holds the same triple, and the byte value is rare in
   the window (RARE). Their local density (+- SPAN fragments) estimates the damage rate: a clean
   file shows a few such oddities per 100 KB, damaged data about 0.8 per damaged byte (substitutions
-  that land on a common byte are not clear). `scale` turns the rate into the factor on the gate's
+  that land on a common byte are not clear). The gate uses its lower confidence bound (count minus
+  Z standard deviations): a few oddities bunched together in a clean file are not damage. `scale`
+  turns the rate into the factor on the gate's
   floors: 0 at or below the clean background (nothing changes), 1 at the reference rate, at most
   `max_scale` where damage is dense. In Bayesian terms, the prior odds of damage enter the decision
   instead of staying fixed at whatever the training noise was.
@@ -35,6 +37,7 @@ OWN_SHARE = 0.02  # the file's own: at least OWN places, and this share of its c
 RARE = 0.005    # a clear error's byte value is also rare in the window (tabs in a tabbed file are not)
 OWN_PAIRS, PAIR_SHARE = 4, 0.05  # the file's own: this common after its left or before its right neighbour
 SPAN = 32        # fragments on each side pooled for the local rate (65 fragments: ~33 KB)
+Z = 2.0          # the gate opens on the rate's lower confidence bound (hits - Z sqrt(hits))
 
 
 def support(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,12 +62,13 @@ def support(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.ndarr
     return (np.where(inner, c - own, 0).astype(np.float64), np.where(inner, pair - own, 0).astype(np.float64))
 
 
-def local_rate(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN,
-               pieces: np.ndarray | None = None) -> np.ndarray:
-    """(B,) clear errors per known byte around each fragment: `rows` are the fragments of the clear
-    errors, `known_rows` (B,) the known bytes per fragment. `pieces` (B,) names the piece (file)
-    each fragment belongs to: the window around a fragment never reaches into another file, so a
-    clean file batched beside a damaged one stays shut, and a damaged one is not diluted."""
+def local_counts(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN,
+                 pieces: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) clear errors and (B,) known bytes within +-span fragments of each fragment: `rows` are
+    the fragments of the clear errors, `known_rows` (B,) the known bytes per fragment. `pieces` (B,)
+    names the piece (file) each fragment belongs to: the window around a fragment never reaches
+    into another file, so a clean file batched beside a damaged one stays shut, and a damaged one
+    is not diluted."""
     b = len(known_rows)
     hits = np.concatenate([[0.0], np.cumsum(np.bincount(rows, minlength=b))])
     known = np.concatenate([[0.0], np.cumsum(known_rows, dtype=np.float64)])
@@ -76,7 +80,16 @@ def local_rate(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN,
         last = np.r_[pieces[1:] != pieces[:-1], True]
         end = np.minimum.accumulate(np.where(last, i, b - 1)[::-1])[::-1] + 1
         lo, hi = np.maximum(lo, start), np.minimum(hi, end)
-    return (hits[hi] - hits[lo]) / np.maximum(known[hi] - known[lo], 1.0)
+    return hits[hi] - hits[lo], np.maximum(known[hi] - known[lo], 1.0)
+
+
+def local_rate(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN,
+               pieces: np.ndarray | None = None, z: float = 0.0) -> np.ndarray:
+    """(B,) clear errors per known byte around each fragment (see local_counts); z > 0: the lower
+    confidence bound hits - z * sqrt(hits) instead of the count (Poisson), so a handful of
+    oddities bunched together in a clean file does not read as damage."""
+    hits, known = local_counts(rows, known_rows, span, pieces)
+    return np.maximum(hits - z * np.sqrt(hits), 0.0) / known
 
 
 def scale(rate: np.ndarray, background: float, ref: float, top: float) -> np.ndarray:
@@ -120,9 +133,9 @@ def one_sided(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.nda
 
 
 def estimate(buf: np.ndarray, known: np.ndarray, q: np.ndarray, p_model_obs: np.ndarray,
-             n_rows: int, pieces: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             n_rows: int, pieces: np.ndarray | None = None, z: float = Z) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For the suspects q: (own (Q,) bool: the file's own byte, clear (Q,) bool: a clear error,
-    local damage rate per fragment (B,))."""
+    local damage rate per fragment (B,), its lower bound at `z` when z > 0)."""
     sup, total = support(buf, known, q)
     s_l, s_r = one_sided(buf, known, q)
     own = (sup >= OWN) & (sup >= OWN_SHARE * total) | utf8_multibyte(buf)[q] | (np.maximum(s_l, s_r) >= PAIR_SHARE)
@@ -130,5 +143,5 @@ def estimate(buf: np.ndarray, known: np.ndarray, q: np.ndarray, p_model_obs: np.
     rare = counts[buf[q]] <= RARE * max(int(known.sum()), 1)
     clear = known[q] & (p_model_obs <= CLEAR_P) & (sup < OWN) & rare & ~own
     known_rows = known[:n_rows * FRAGMENT].reshape(n_rows, FRAGMENT).sum(1)
-    rate = local_rate(q[clear] // FRAGMENT, known_rows, SPAN, pieces)
+    rate = local_rate(q[clear] // FRAGMENT, known_rows, SPAN, pieces, z)
     return own, clear, rate

@@ -148,7 +148,8 @@ def _gate(frags, hidden, cfg, pieces, q, top_b, top_p, p_obs, thr, floor) -> tup
     obs = buf[q]
     one_bit = np.isin(best.astype(np.uint8) ^ obs, ONE_BIT)
     boost = np.where(one_bit, cfg.one_bit_factor, 1.0)
-    own, clear, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0], pieces)
+    # --clean-rate 0 asks for isolated errors too: then any clear error counts, no confidence bound
+    own, clear, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0], pieces, damage.Z if cfg.clean_rate else 0.0)
     if cfg.damage_gate:  # the data's own damage rate scales the floors; its own habits are kept
         boost = boost * damage.scale(rate, cfg.clean_rate, cfg.ref_rate, cfg.max_scale)[q // frags.shape[1]]
         boost[own] = 0.0
@@ -160,14 +161,14 @@ def _gate(frags, hidden, cfg, pieces, q, top_b, top_p, p_obs, thr, floor) -> tup
 @torch.no_grad()
 def damage_rate(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, cfg: RepairConfig | None = None) -> np.ndarray:
     """(B,) the damage rate the data shows around each fragment of a window (damage.py): clear
-    errors per byte, the figure that opens or closes the gate."""
+    errors per byte (the gate opens on its lower confidence bound)."""
     scorer, cfg = as_scorer(scorer), cfg or RepairConfig()
     none = torch.zeros(frags.shape, dtype=torch.bool)
     suspects = _score(scorer, frags, none, none, None, cfg, frags.clone())
     if suspects is None:
         return np.zeros(frags.shape[0])
     q, p_obs = suspects[0], suspects[3]
-    return damage.estimate(frags.reshape(-1).numpy(), np.ones(frags.numel(), bool), q, p_obs, frags.shape[0])[2]
+    return damage.estimate(frags.reshape(-1).numpy(), np.ones(frags.numel(), bool), q, p_obs, frags.shape[0], z=0)[2]
 
 
 PRINTABLE = torch.zeros(256, dtype=torch.bool)
