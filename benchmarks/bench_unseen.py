@@ -30,7 +30,7 @@ from fragfix.checkpoints import load_model
 from fragfix.decide import RepairConfig, repair_bytes
 from fragfix.inference import Scorer
 from fragfix.noise import NoiseGenerator, NoiseSpec
-from fragfix.sample import _eligible, installation_sample, kind_name, python_sample
+from fragfix.sample import eligible, installation_sample, kind_name, python_sample
 
 CASES = (("byte", 0.01), ("byte", 0.05), ("bitflip", 0.001))
 PER_FILE = 48 << 10  # at most this much of one file, so a kind is several files
@@ -54,7 +54,7 @@ def find(trained: set[str], roots: list[Path], kb: int, max_kinds: int, seed: in
             for name in sorted(names):
                 p = Path(dp) / name
                 k = kind_name(p)
-                if k not in trained and k != "(none)" and _eligible(p, 2048):
+                if k not in trained and k != "(none)" and eligible(p, 2048):
                     files.setdefault(k, []).append(p)
     out, count = {}, {}
     for k, paths in files.items():

@@ -1,8 +1,10 @@
-"""The sample of real files present wherever fragfix runs: the running Python's standard library.
+"""The samples of real files present wherever fragfix runs: the Python installation.
 
-The bundled model trains on it and `fragfix evaluate` measures on it by default. The held-out
-split is by file, from a hash of the path relative to the library root, so it is the same on
-every machine and Python version (a file new in one version lands on the same side everywhere).
+`python_sample`: the running Python's standard library, split by file from a hash of the path
+relative to the library root, so the same on every machine and Python version (a file new in one
+version lands on the same side everywhere); `fragfix evaluate` measures on its held-out part.
+`installation_sample`: the standard library plus the files of fragfix's core distributions, what
+the bundled model trains on, with the same held-out stdlib files and whole kinds held out by group.
 """
 from __future__ import annotations
 
@@ -117,7 +119,8 @@ def core_distributions() -> list[tuple[str, str]]:
     return sorted(seen.items())
 
 
-def _eligible(p: Path, min_size: int) -> bool:
+def eligible(p: Path, min_size: int) -> bool:
+    """A regular, readable file of at least min_size bytes that is not compressed (by name or content)."""
     if p.is_symlink() or kind_of(p) == "compressed":
         return False
     try:
@@ -136,8 +139,8 @@ def installation_sample(hold_group: int | None = 0, min_size: int = 512) -> dict
     from importlib import metadata
     files: dict[str, Path] = {}
     root = stdlib_root()
-    for p in python_sample(("text", "binary", "other"), min_size, root)[0] + python_sample(
-            ("text", "binary", "other"), min_size, root)[1]:
+    train, val = python_sample(("text", "binary", "other"), min_size, root)
+    for p in train + val:
         files[p.relative_to(root).as_posix()] = p  # the same key as python_sample: the same held-out files
     dists = core_distributions()
     for name, version in dists:
@@ -152,7 +155,7 @@ def installation_sample(hold_group: int | None = 0, min_size: int = 512) -> dict
            "distributions": dists}
     for rel in sorted(files):
         p = files[rel]
-        if not _eligible(p, min_size):
+        if not eligible(p, min_size):
             continue
         if kind_name(p) in hold:
             out["held_kinds"].append(p)
