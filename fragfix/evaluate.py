@@ -55,6 +55,7 @@ def load_fragments(cfg: EvalConfig) -> tuple[list[tuple[str, torch.Tensor]], str
     groups = [(k, evenly(FragmentDataset([p for p in held if kind_of(p) == k], partial="drop"), cfg.max_fragments // 2))
               for k in ("text", "binary")]
     groups.append(("unseen kinds", evenly(FragmentDataset(unseen, partial="drop"), cfg.max_fragments // 4)))
+    groups = [(k, g) for k, g in groups if len(g)]  # an installation without files of a group has no row for it
     return groups, (f"held-out files of {stdlib_root()} (text and binary, half each, scored apart) and files of "
                     f"kinds the bundled model never trained on ({HOLD_OUT_GROUPS[0][0]}: "
                     f"{' '.join(HOLD_OUT_GROUPS[0][1])}; a quarter more)")
@@ -103,7 +104,8 @@ def clean_bits_per_byte(model, noisy: torch.Tensor, unknown, clean: torch.Tensor
 
 def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None) -> dict:
     """Run the grid; returns {"settings", "rows", "samples"} (rows: one per data x model x kind x level;
-    the default held-out sample is scored as two groups, text and binary, each repaired in its own window)."""
+    the default sample is scored as three groups, held-out text, held-out binaries and kinds never
+    trained on, and a folder per kind of file, each group repaired in its own window)."""
     from .bundled import resolve_model_path
     rt = cfg.runtime
     paths = [resolve_model_path(m) for m in (cfg.models or [None])]
