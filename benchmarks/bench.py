@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import bench_unseen
+from bench_unseen import corrupt
 from fragfix.bundled import resolve_model_path
 from fragfix.checkpoints import load_model
 from fragfix.decide import RepairConfig, repair_bytes
@@ -53,12 +54,6 @@ def build(size: int, kind: str, held: list[Path]) -> bytes:
             if n >= size:
                 break
     return b"".join(out)[:size]
-
-
-def corrupt(data: bytes, kind: str, p: float, seed: int = 1) -> bytes:
-    n = len(data) // 512 * 512
-    t = torch.frombuffer(bytearray(data[:n]), dtype=torch.uint8).view(-1, 512)
-    return bytes(NoiseGenerator(NoiseSpec(kind, p), seed=seed)(t).fragments.reshape(-1).numpy()) + data[n:]
 
 
 def median_time(fn, runs: int) -> float:

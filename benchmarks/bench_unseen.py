@@ -76,6 +76,8 @@ def find(trained: set[str], roots: list[Path], kb: int, max_kinds: int, seed: in
 
 
 def corrupt(data: bytes, kind: str, p: float, seed: int = 1) -> bytes:
+    """`data` damaged by the noise module, fragment by fragment (a tail under 512 bytes as it was);
+    bench.py uses it too."""
     n = len(data) // 512 * 512
     t = torch.frombuffer(bytearray(data[:n]), dtype=torch.uint8).view(-1, 512)
     return bytes(NoiseGenerator(NoiseSpec(kind, p), seed=seed)(t).fragments.reshape(-1).numpy()) + data[n:]

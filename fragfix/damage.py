@@ -18,10 +18,10 @@ model's belief alone. Two things the data shows, both from the window under repa
   file shows a few such oddities per 100 KB, damaged data about 0.8 per damaged byte (substitutions
   that land on a common byte are not clear). The gate uses its lower confidence bound (count minus
   Z standard deviations): a few oddities bunched together in a clean file are not damage. `scale`
-  turns the rate into the factor on the gate's
-  floors: 0 at or below the clean background (nothing changes), 1 at the reference rate, at most
-  `max_scale` where damage is dense. In Bayesian terms, the prior odds of damage enter the decision
-  instead of staying fixed at whatever the training noise was.
+  turns the rate into the factor on the gate's floors: 0 at or below the clean background (nothing
+  changes), 1 at the reference rate, at most `max_scale` where damage is dense. In Bayesian terms,
+  the prior odds of damage enter the decision instead of staying fixed at whatever the training
+  noise was.
 
 Numpy only; `decide._gate` calls it with the window's suspects (flat positions q into `buf`).
 """
@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-FRAGMENT = 512
+from .config import FRAGMENT_SIZE as FRAGMENT
 CLEAR_P = 1e-3   # the model's probability of the observed byte at most this …
 OWN = 2          # … and fewer than this many other places with the same neighbours: a clear error
 OWN_SHARE = 0.02  # the file's own: at least OWN places, and this share of its context's places
