@@ -141,12 +141,10 @@ def load_scorer(path, device: str = "auto", precision: str = "auto", batch: int 
 
 
 @torch.no_grad()
-def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, rows: int = 64):
-    """Bits of surprise, -log2 p(observed byte), for every byte of `data` from the model's view of
-    the 512-byte fragment around it (CPU, categorical head): how implausible the model finds it.
-    Returns a float64 numpy array of len(data)."""
-    import numpy as np
-    from .autoencoder import encode_input
+def _fragment_logp(model: FragmentAutoencoder, data: bytes, bf16: bool, rows: int, only=None):
+    """(first fragment, (rows, 512, 256) log-probabilities in nats) for `data`'s 512-byte fragments
+    in batches of `rows` (CPU, categorical head), each fragment seen as it is; `only`: the fragment
+    indices wanted (others are skipped)."""
     n = len(data)
     k = -(-n // 512)
     buf = torch.zeros(k * 512, dtype=torch.uint8)
@@ -154,9 +152,39 @@ def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, r
     pad = torch.arange(k * 512) >= n  # the last fragment's tail: shown to the model as unknown
     frags, unknown = buf.view(k, 512), pad.view(k, 512)
     tr = cpu_trunk(model, bf16)
-    out = torch.empty(k, 512)
+    from .autoencoder import encode_input
     for i in range(0, k, rows):
+        if only is not None and not only[i:i + rows].any():
+            continue
         h = tr.features(encode_input(frags[i:i + rows], unknown[i:i + rows], "categorical")).squeeze(1)
-        logp = torch.log_softmax((h @ tr.head_w + tr.head_b).float(), -1)  # (rows, 512, 256)
-        out[i:i + rows] = -logp.gather(2, frags[i:i + rows].long().unsqueeze(2)).squeeze(2) / 0.6931471805599453
-    return out.view(-1)[:n].numpy().astype(np.float64)
+        yield i, frags[i:i + rows], torch.log_softmax((h @ tr.head_w + tr.head_b).float(), -1)
+
+
+@torch.no_grad()
+def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, rows: int = 64):
+    """Bits of surprise, -log2 p(observed byte), for every byte of `data` from the model's view of
+    the 512-byte fragment around it (CPU, categorical head): how implausible the model finds it.
+    Returns a float64 numpy array of len(data)."""
+    import numpy as np
+    k = -(-len(data) // 512)
+    out = torch.empty(k, 512)
+    for i, frags, logp in _fragment_logp(model, data, bf16, rows):
+        out[i:i + len(frags)] = -logp.gather(2, frags.long().unsqueeze(2)).squeeze(2) / 0.6931471805599453
+    return out.view(-1)[:len(data)].numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def byte_values(model: FragmentAutoencoder, data: bytes, pos, values, bf16: bool = False, rows: int = 64):
+    """Bits of surprise the model gives `values` at positions `pos` of `data` (numpy int arrays of
+    equal length), each judged in the fragment as it is: what a candidate byte would cost."""
+    import numpy as np
+    pos, values = np.asarray(pos, np.int64), np.asarray(values, np.int64)
+    out = np.zeros(len(pos))
+    frag = pos // 512
+    only = np.zeros(-(-len(data) // 512) + 1, bool)
+    only[frag] = True
+    for i, frags, logp in _fragment_logp(model, data, bf16, rows, only):
+        sel = np.flatnonzero((frag >= i) & (frag < i + len(frags)))
+        lp = logp[torch.from_numpy(frag[sel] - i), torch.from_numpy(pos[sel] % 512), torch.from_numpy(values[sel])]
+        out[sel] = -lp.numpy() / 0.6931471805599453
+    return out

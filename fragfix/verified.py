@@ -13,7 +13,6 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -44,15 +43,29 @@ def sniff(path: Path, size: int) -> str | None:
     return formats.detect(head)
 
 
-def model_scorer(scorer, limit: int = 4 << 20) -> Callable[[bytes], np.ndarray] | None:
-    """The model's surprise at each decoded byte (CPU, categorical head); None where it cannot run."""
-    if not scorer.cpu:
-        return None
-    from .inference import byte_surprise
+class ModelScorer:
+    """The model's view of decoded bytes (CPU, categorical head): `self(data)` is its surprise at
+    each byte; `values(data, pos, vals)` its surprise at other values there (candidate repairs)."""
 
-    def score(data: bytes) -> np.ndarray:
-        return byte_surprise(scorer.model, data, scorer.bf16) if len(data) <= limit else np.zeros(len(data))
-    return score
+    def __init__(self, scorer, limit: int):
+        self.scorer, self.limit = scorer, limit
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        from .inference import byte_surprise
+        if len(data) > self.limit:
+            return np.zeros(len(data))
+        return byte_surprise(self.scorer.model, data, self.scorer.bf16)
+
+    def values(self, data: bytes, pos: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        from .inference import byte_values
+        if len(data) > self.limit:
+            return np.zeros(len(pos))
+        return byte_values(self.scorer.model, data, pos, vals, self.scorer.bf16)
+
+
+def model_scorer(scorer, limit: int = 4 << 20) -> ModelScorer | None:
+    """The model as the format search's scorer; None where it cannot run (not on the CPU)."""
+    return ModelScorer(scorer, limit) if scorer.cpu else None
 
 
 def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool, preserve: bool, budget_s: float,

@@ -36,6 +36,7 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
     """Check and, if need be, repair one deflate stream; returns the part and where the stream ends."""
     part = Part(name, checks=["inflate", kind] + (["size"] if size_at or expect_len is not None else []))
     s = Search(buf, start, stop, kind, verify, expect_len, scorer, deadline, expect_end)
+    s.stored_at = stored_at
     tr = s.tr
     if expect_len is None and size_at is not None and tr.end is not None:
         s.expect_len = size_at(tr.end)
@@ -47,8 +48,9 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
             part.status, part.edits, part.compared, part.first_bad = "restored", edits, 1, edits[0][0]
             part.note = "a stored checksum or size field was damaged"
             return part, tr.end
+        tr.stored = stored_at(tr.end)
         if kind == "crc32":
-            tr.syndrome = tr.sum ^ stored_at(tr.end)
+            tr.syndrome = tr.sum ^ tr.stored
     o = s.run(tick=tick)
     part.candidates, part.compared = o.tried, o.compared
     if o.edits:
@@ -143,5 +145,6 @@ def repair_zlib(d: bytes, deadline, scorer, tick) -> list[Part]:
         return _one_byte(struct.unpack_from(">I", d, end)[0] ^ c, end, big_endian=True) if end == end_at else None
 
     part, _ = deflate_part(d, 2, len(d), "stream", "adler32", verify, deadline, scorer, tick,
-                           lambda e: 0, fix_fields, expect_end=end_at)
+                           lambda e: struct.unpack_from(">I", d, e)[0] if e + 4 <= len(d) else 0, fix_fields,
+                           expect_end=end_at)
     return [part]

@@ -19,6 +19,7 @@ stream's own and the checksum of the whole follows from a running CRC without de
 from __future__ import annotations
 
 import bisect
+import heapq
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -31,6 +32,11 @@ WINDOW = 32768     # deflate's window: differences further back can no longer be
 KEEP = 256 << 20    # output kept in memory for the search; past this the stream is only checked
 MAX_DRIFT = 1 << 17  # an in-step candidate still differing this far past its edit is out of step
 BATCH = 256        # positions per batch of in-step candidates ranked together
+ALGEBRA_FIRST = 2048  # in step: this many of the algebra's most plausible candidates go before the decoded search
+WINDOW_GAIN = 64   # out of step: output bytes from the first difference that judge a candidate
+FINE = 8           # input bytes per call just past where the damaged stream failed: how far a candidate got
+FIRSTS, PAIR_SPAN = 16, 512  # two errors: the first edits tried, and how far from them the second may lie
+SYNC = 4           # out of step, size known: pieces after an edit by which the true candidate is back in step
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
 # (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
 Verify = Callable[[int, int, int], "bool | None"]
@@ -49,6 +55,7 @@ class Trace:
     sum: int = 0                      # checksum of the whole output
     kept: bool = True                 # False: the output grew past KEEP and `out` is empty
     syndrome: int | None = None       # CRC-32 of the output xor the stored one (in-step, CRC formats)
+    stored: int | None = None         # the checksum stored after the stream (in-step)
 
     def pos(self, k: int) -> int:
         return self.start + k * STEP
@@ -109,10 +116,15 @@ class Search:
         self.snap_keys = sorted(self.tr.snaps)
         self.o = Outcome(None)
         self.best_reach: tuple[int, list] = (-1, [])  # the failed candidate that decoded furthest
+        self.firsts: list = []  # (how far it decoded, edit): single edits that got past the failure
+        self.window: tuple[int, int] | None = None  # a second error's search: input positions allowed
+        self.stored_at: Callable[[int], int] | None = None  # the checksum stored after a stream ending here
         self.held: list | None = None  # in-step candidates waiting to be compared
         self.counts = None
         self.seen: set = set()  # (end, length, checksum) of every output compared
         self.current: list = []  # the candidate being tested
+        self.at: tuple | None = None  # (position, decoder, output length, checksum) shared by its candidates
+        self.algebra: tuple | None = None  # in step: instep.solve's candidates, order and passing ranks
 
     # ---- one candidate -------------------------------------------------------------------------
     def _chunk(self, pos: int, size: int, edits) -> bytes:
@@ -129,6 +141,10 @@ class Search:
         self.o.tried += 1
         self.current = edits
         tr, first, last = self.tr, min(p for p, _ in edits), max(p for p, _ in edits)
+        if not in_step:
+            at = self._state_at(first)
+            if at is not None:
+                return self._test_from(edits, first, last, *at)
         g = self.snap_keys[bisect.bisect_right(self.snap_keys, (first - self.start) // STEP) - 1]
         d, c = tr.snaps[g]
         d, n, k, pos = d.copy(), tr.outlen[g], g, tr.pos(g)
@@ -177,6 +193,71 @@ class Search:
             return False
         return False
 
+    def _state_at(self, q: int):
+        """The decoder just before input byte q (decoded once from the nearest snapshot, then
+        shared by every candidate at q): (decoder, output length, running checksum), or None."""
+        if self.at is not None and self.at[0] == q:
+            return self.at[1:]
+        tr = self.tr
+        g = self.snap_keys[bisect.bisect_right(self.snap_keys, (q - self.start) // STEP) - 1]
+        d, c = tr.snaps[g]
+        d, n, pos = d.copy(), tr.outlen[g], tr.pos(g)
+        try:
+            o = d.decompress(bytes(self.buf[pos:q])) if q > pos else b""
+        except zlib.error:
+            return None
+        if d.eof:
+            return None
+        self.at = (q, d, n + len(o), self.ck(o, c))
+        return self.at[1:]
+
+    def _test_from(self, edits, first: int, last: int, d0, n: int, c: int) -> bool:
+        """An out-of-step candidate decoded from the decoder at its first edit: one call up to
+        where the damaged stream failed (most wrong candidates fail inside it), then on to the end."""
+        tr, d, pos = self.tr, d0.copy(), first
+        limit = max(last + 1, (tr.error or first) + STEP)
+        # a stream that ended with the wrong size after resynchronising: the true candidate is back
+        # in step with it within SYNC pieces, its output shorter or longer by exactly the size's error
+        sync = None
+        if tr.error is None and tr.end is not None and self.expect_len is not None:
+            k = -(-(last + 1 - self.start) // STEP) + SYNC
+            if k < len(tr.outlen) and tr.pos(k) < tr.end:
+                sync, limit = k, tr.pos(k)
+        base, outs = n, []
+        try:
+            while pos < self.stop:
+                size = limit - pos if pos < limit else FINE if pos < limit + 16 * STEP else 32 * STEP
+                chunk = self._chunk(pos, size, edits)
+                o = d.decompress(chunk)
+                pos, n, c = pos + len(chunk), n + len(o), self.ck(o, c)
+                outs.append(o)
+                if d.eof:
+                    end = pos - len(d.unused_data)
+                    if self.held is None or self.verify(end, n, c) is None:
+                        ok = self._final(end, n, c)
+                        if not ok and tr.error is not None:  # past the failure to the end: a first of two
+                            # errors? Best when the size is right (a second error that kept the stream in step)
+                            self._first(self.stop + 1 + (self.verify(end, n, c) is not None), edits)
+                        return ok
+                    return self._hold_shifted(base, b"".join(outs), lambda e=end, t=n, cc=c: self._final(e, t, cc))
+                if sync is not None and pos == limit and n - tr.outlen[sync] != self.expect_len - tr.outlen[-1]:
+                    return False
+                if self.expect_len is not None and n > self.expect_len:
+                    return False
+        except zlib.error:
+            if pos > self.best_reach[0]:
+                self.best_reach = (pos, list(edits))
+            if pos >= limit:
+                self._first(pos, edits)
+        return False
+
+    def _first(self, reach: int, edits) -> None:
+        """Keep the FIRSTS single flipped bits that decoded furthest (ties: the first found)."""
+        if len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1):
+            heapq.heappush(self.firsts, (reach, -self.o.tried, list(edits)))
+            if len(self.firsts) > FIRSTS:
+                heapq.heappop(self.firsts)
+
     def _hold(self, a: int, b: int, base: int, outs: list[bytes], check) -> bool:
         if self.held is None:
             return check()
@@ -185,6 +266,25 @@ class Search:
         cand = b"".join(outs)[lo - base:hi - base]
         self.held.append((gain(self.counts, self.tr.out[lo:hi], cand), check, self.current))
         return False
+
+    def _hold_shifted(self, base: int, tail: bytes, check) -> bool:
+        """Hold an out-of-step candidate that passes the structural checks until its turn (as `_hold`)."""
+        self.held.append((self._gain_shifted(base, tail), check, self.current))
+        return False
+
+    def _gain_shifted(self, base: int, tail: bytes) -> float:
+        """An out-of-step candidate's output (from output position `base` on) judged where it first
+        differs from the damaged one: WINDOW_GAIN bytes from there on each side."""
+        from .locate import gain
+        if self.counts is None:
+            return 0.0
+        dmg = memoryview(self.tr.out)[base:]
+        m = min(len(dmg), len(tail))
+        a, b = np.frombuffer(dmg[:m], np.uint8), np.frombuffer(tail[:m], np.uint8)
+        diff = np.flatnonzero(a != b)
+        f = int(diff[0]) if len(diff) else m
+        lo, hi = max(0, f - 2), f + WINDOW_GAIN + 2
+        return gain(self.counts, bytes(dmg[lo:hi]), tail[lo:hi])
 
     def _final(self, end: int, n: int, c: int) -> bool:
         """The container's checks: None when the structure already fails (end, size), else
@@ -222,31 +322,49 @@ class Search:
             o.case = "too large to search"
             return o
         o.case = "error" if tr.error is not None else "in-step" if in_step else "wrong-end"
+        if in_step and tr.stored is None and self.stored_at is not None:
+            tr.stored = self.stored_at(tr.end)
+            tr.syndrome = tr.sum ^ tr.stored if self.kind == "crc32" else None
+        if in_step and tr.stored is not None and self._algebra(0, ALGEBRA_FIRST):
+            return o
+        if in_step and self.window is not None:  # a second error in step: the algebra's, or none
+            self._algebra(ALGEBRA_FIRST, None)
+            return o
         order = ranked_positions(tr, self.start, self.stop, o.case, self.scorer, self.kind)
+        if self.window is not None:
+            order = [p for p in order if self.window[0] <= p < self.window[1]]
         o.first_bad = order[0] if order else None
         bits = [1 << b for b in range(8)]
         others = [v for v in range(1, 256) if v & (v - 1)]
+        # (positions, xors, share of the time left that the phase may take; the rest of it comes last)
         if in_step:
-            phases = [(order[:4096], bits), (order[:256], others), (order[4096:], bits)]
-        else:  # one flipped bit is the likeliest damage (bit rot): every bit near the evidence first
-            phases = [(order[:8192], bits), "two-bits", (order[:1024], others), (order[8192:], bits)]
-        if in_step:  # candidates back in step are compared in batches, most plausible first
-            from .locate import context_counts
-            self.counts, self.held = context_counts(tr.out), []
+            phases = [(order[:4096], bits, 1.0), (order[:256], others, 1.0), (order[4096:], bits, 1.0)]
+        elif not two_bits:  # the second bit of a pair: single bits only
+            phases = [(order, bits, 1.0)]
+        else:  # one flipped bit is the likeliest damage (bit rot), then one wrong byte, then two bits
+            phases = [(order, bits, 1.0), (order, others, 0.6), "two-bits"]
+        from .locate import context_counts  # candidates that pass the structure: compared in batches, most plausible first
+        self.counts = context_counts(tr.out)
         deferred: list = []
         for phase in phases:
             if phase == "two-bits":
                 if two_bits and self._two_bits(tick):
                     return o
                 continue
-            positions, xors = phase
+            positions, xors, share = phase
+            # in step, and for whole wrong bytes in a stream that ended wrong (30 times as many, and
+            # most end), candidates that pass the structure wait their turn by plausibility
+            self.held = [] if in_step or (xors is others and o.case == "wrong-end") else None
+            until = time.perf_counter() + share * max(self.deadline - time.perf_counter(), 0)
             for j, p in enumerate(positions):
                 for x in xors:
                     if self.test([(p, x)], in_step):
                         o.edits, o.first_bad = [(p, x)], p
                         return o
-                late = time.perf_counter() > self.deadline
-                if in_step and (late or (j + 1) % BATCH == 0 or j + 1 == len(positions)):
+                now = time.perf_counter()
+                late = now > self.deadline
+                pause = not late and now > until and share < 1  # the phase's share is spent: the rest comes last
+                if self.held is not None and (late or pause or (j + 1) % BATCH == 0 or j + 1 == len(positions)):
                     # each batch compares only its few most plausible; the rest wait for the phase's end
                     self.held.sort(key=lambda h: -h[0])
                     for n_, (gain, check, edits) in enumerate(self.held):
@@ -256,6 +374,9 @@ class Search:
                             o.edits, o.first_bad = edits, edits[0][0]
                             return o
                     self.held = []
+                if pause:
+                    phases.append((positions[j + 1:], xors, 1.0))
+                    break
                 if late:
                     break
                 if tick and o.tried % 2048 < len(xors):
@@ -267,22 +388,69 @@ class Search:
             if check():
                 o.edits, o.first_bad = edits, edits[0][0]
                 return o
+        if self.algebra is not None:  # the algebra's less plausible candidates come last
+            self._algebra(ALGEBRA_FIRST, None)
         return o
 
+    def _algebra(self, lo: int, hi: int | None) -> bool:
+        """In step: every literal and distance bit flip checked at once by checksum algebra
+        (instep.py), in order of plausibility; the first whose decoded stream passes is taken, and
+        its rank is what was compared. Ranks lo..hi now (the most plausible go before the decoded
+        search, the rest after it); none passing: all of them count as compared."""
+        from . import instep
+        from .symbols import BadStream, parse
+        tr, o = self.tr, self.o
+        if self.algebra is None:
+            try:
+                P = parse(self.buf, self.start)
+            except BadStream:
+                return False
+            if P.n != len(tr.out):
+                return False
+            values = getattr(self.scorer, "values", None)
+            model = (lambda pos, vals: values(tr.out, pos, vals)) if values else None
+            self.algebra = instep.solve(P, tr.out, self.kind, tr.sum, tr.stored, instep.context_gain(tr.out, model))
+            o.tried += len(self.algebra[0])
+        edits, order, ranks = self.algebra
+        if self.window is not None:  # a second error's search: only candidates near the first
+            lo_, hi_ = self.window
+            near = np.array([lo_ <= e[0] < hi_ for e in edits] or [False])
+            passing = np.zeros(len(edits), bool)
+            passing[order[ranks]] = True
+            order = order[near[order]]
+            ranks = np.flatnonzero(passing[order])
+        hi = len(order) if hi is None else min(hi, len(order))
+        for r in ranks[(ranks >= lo) & (ranks < hi)]:
+            e = [edits[int(order[r])]]
+            got = instep.check(self.buf, self.start, e, self.kind)
+            if got is not None and self.verify(*got):
+                o.edits, o.first_bad, o.compared = e, e[0][0], o.compared + int(r - lo) + 1
+                return True
+        o.compared += max(hi - lo, 0)
+        return False
+
     def _two_bits(self, tick) -> bool:
-        """A second error after the first: fix the candidate that decoded furthest, search again."""
-        reach, base = self.best_reach
-        if reach <= (self.tr.error or 0) + 2 * STEP or time.perf_counter() > self.deadline:
-            return False
-        patched = bytearray(self.buf)
-        for p, x in base:
-            patched[p] ^= x
-        sub = Search(patched, self.start, self.stop, self.kind, self.verify, self.expect_len, self.scorer,
-                     self.deadline, self.expect_end)
-        inner = sub.run(two_bits=False, tick=tick)
-        self.o.tried += inner.tried
-        self.o.compared += inner.compared
-        if inner.edits:
-            self.o.edits = sorted(base + inner.edits)
-            return True
+        """A second error near the first: each of the FIRSTS single edits that decoded furthest past
+        the failure (to the end, best) is applied in turn, and one more flipped bit is searched
+        within PAIR_SPAN bytes of it."""
+        firsts = sorted(self.firsts, reverse=True)
+        for i, (_, _, base) in enumerate(firsts):
+            now = time.perf_counter()
+            if now > self.deadline:
+                return False
+            patched = bytearray(self.buf)
+            for p, x in base:
+                patched[p] ^= x
+            share = (self.deadline - now) / (len(firsts) - i)
+            sub = Search(patched, self.start, self.stop, self.kind, self.verify, self.expect_len, self.scorer,
+                         now + share, self.expect_end)
+            sub.stored_at = self.stored_at
+            p0 = base[0][0]
+            sub.window = (max(self.start, p0 - PAIR_SPAN), min(self.stop, p0 + PAIR_SPAN + 1))
+            inner = sub.run(two_bits=False, tick=tick)
+            self.o.tried += inner.tried
+            self.o.compared += inner.compared
+            if inner.edits:
+                self.o.edits = sorted(base + inner.edits)
+                return True
         return False

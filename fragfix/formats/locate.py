@@ -52,12 +52,32 @@ def ranked_positions(tr: Trace, start: int, stop: int, case: str, scorer, kind: 
     if scorer is not None and len(tr.out):
         score = score + scorer(tr.out)
     if case == "wrong-end":
-        # the change point: where the output turns less plausible than what came before
+        # the change point: where the output turns less plausible than what came before (a stream
+        # that never found its step again), taken in turns with the least plausible pieces (one
+        # that found it again with a wrong size: the damage shows only locally)
         dev = np.cumsum(score - score.mean()) if len(score) else np.zeros(1)
         k = _piece_of(tr, int(np.argmin(dev))) if len(score) else 1
         p0 = min(end - 1, tr.pos(k) + 2 * STEP)
-        return list(range(p0, start - 1, -1)) + list(range(p0 + 1, end))
+        change = list(range(p0, start - 1, -1)) + list(range(p0 + 1, end))
+        local = _by_pieces(tr, start, end, score, [])
+        out, seen = [], set()
+        for pair in zip(change, local):
+            for p in pair:
+                if p not in seen:
+                    seen.add(p)
+                    out.append(p)
+        return out
     # in step: pieces by their least plausible output byte; the syndrome's pick first
+    first = []
+    if kind == "crc32" and tr.syndrome is not None:
+        for edit in crc.locate(tr.syndrome, len(tr.out), _SINGLE):
+            first.append(_piece_of(tr, edit[0][0]) - 1)
+    return _by_pieces(tr, start, end, score, first)
+
+
+def _by_pieces(tr: Trace, start: int, end: int, score: np.ndarray, first: list[int]) -> list[int]:
+    """Input positions by the least plausible output byte of the piece that decoded them (`first`:
+    pieces to take before all others), each piece's positions backwards with the piece before it."""
     kmax = len(tr.outlen) - 1
     if kmax < 1:
         return list(range(end - 1, start - 1, -1))
@@ -68,10 +88,6 @@ def ranked_positions(tr: Trace, start: int, stop: int, case: str, scorer, kind: 
     if len(smooth):
         red = np.maximum.reduceat(smooth, np.minimum(bounds[:-1], len(smooth) - 1))
         piece_score[nonempty] = red[nonempty]
-    first = []
-    if kind == "crc32" and tr.syndrome is not None:
-        for edit in crc.locate(tr.syndrome, len(tr.out), _SINGLE):
-            first.append(_piece_of(tr, edit[0][0]) - 1)
     pieces = first + [int(i) for i in np.argsort(-piece_score, kind="stable")]
     out, seen = [], set()
     for i in pieces:  # piece i+1 produced the output; its code may have begun in the piece before
