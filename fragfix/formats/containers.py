@@ -14,7 +14,8 @@ import struct
 import zlib
 
 from . import Part
-from .deflate import KEEP, Search
+from .deflate import Search
+from .trace import KEEP
 
 M = 0xFFFFFFFF
 

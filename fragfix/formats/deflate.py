@@ -1,20 +1,22 @@
 """Find and undo a small error in a raw deflate stream, accepted only when the stream's checks pass.
 
-A damaged deflate stream fails in one of three ways (measured on gzipped source code, one flipped
-bit each): inflate stops with an error soon after the damage (about a quarter; 99% within 3 KB),
-it desynchronises and ends in the wrong place without an error, or it stays in step and only a few
-output bytes are wrong (about half: a literal or a copy distance changed), so only the checksum
-fails. `search` decodes the stream once in STEP-byte calls, keeping decoder snapshots, and then
-tries candidate edits (one flipped bit, then one wrong byte, then a second flipped bit after the
-first fix that moves the failure furthest), nearest the evidence first:
+A damaged deflate stream fails in one of three ways: inflate stops with an error soon after the
+damage; it desynchronises and ends in the wrong place, or finds its step again (Huffman codes do)
+and ends in the right place with the wrong size; or it stays in step and only the checksum fails
+(a literal or a copy's distance changed). The stream is decoded once (trace.py); then:
+  in step     -> every literal and distance bit flip at once by checksum algebra (instep.py), the
+                 most plausible first; then candidates decoded, pieces whose output looks least
+                 plausible first, each stopping once back in step with the damaged output for 32 KB
+                 (the deflate window: the rest is the damaged stream's own, its checksum known);
   error       -> backwards from where inflate failed;
-  wrong end   -> backwards from where the output stops looking like the data before it;
-  in step     -> pieces whose output looks least plausible first (the scorer: the data's own
-                 context counts and, when given, the model).
-Each candidate decodes from the nearest snapshot. An in-step candidate stops as soon as its output
-is back in step with the damaged one with 32 KB (the deflate window) of agreement after its last
-difference: no later copy can carry the difference on, so the rest of the output is the damaged
-stream's own and the checksum of the whole follows from a running CRC without decoding to the end.
+  wrong end   -> backwards from where the output turns implausible, in turns with the least
+                 plausible pieces; where the size is known, a candidate must be back in step,
+                 short or long by exactly the size's error, SYNC pieces after its edit.
+One flipped bit first, then one wrong byte, then two flipped bits (pairs.py). Every candidate at
+a position shares one decoder made for that position, so a candidate costs one zlib call up to
+where the damaged stream failed (most wrong ones fail there) and ~7 us in all. Candidates that pass
+the structure (end, size) may wait their turn by plausibility; what is compared decides whether a
+repair may be called verified (formats/__init__.py).
 """
 from __future__ import annotations
 
@@ -22,78 +24,25 @@ import bisect
 import heapq
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-STEP = 64          # input bytes per decode call: the resolution of "where"
+from . import instep, pairs
+from .trace import STEP, _sum, trace
+
 WINDOW = 32768     # deflate's window: differences further back can no longer be copied
-KEEP = 256 << 20    # output kept in memory for the search; past this the stream is only checked
 MAX_DRIFT = 1 << 17  # an in-step candidate still differing this far past its edit is out of step
 BATCH = 256        # positions per batch of in-step candidates ranked together
-ALGEBRA_FIRST = 2048  # in step: this many of the algebra's most plausible candidates go before the decoded search
+ALGEBRA_FIRST = 4096  # in step: this many of the algebra's most plausible candidates go before the decoded search
 WINDOW_GAIN = 64   # out of step: output bytes from the first difference that judge a candidate
 FINE = 8           # input bytes per call just past where the damaged stream failed: how far a candidate got
-FIRSTS, PAIR_SPAN = 16, 512  # two errors: the first edits tried, and how far from them the second may lie
 SYNC = 4           # out of step, size known: pieces after an edit by which the true candidate is back in step
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
 # (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
 Verify = Callable[[int, int, int], "bool | None"]
 Scorer = Callable[[bytes], np.ndarray]    # data -> how implausible each byte is (higher: less)
-
-
-@dataclass
-class Trace:
-    """The damaged stream decoded once: output, output length after each STEP, snapshots."""
-    start: int
-    out: bytes
-    outlen: list[int]                 # output length after piece k (index 0: before any input)
-    snaps: dict[int, tuple] = field(default_factory=dict)  # piece index -> (decoder, running checksum)
-    end: int | None = None            # absolute position just after the stream, when it ended
-    error: int | None = None          # absolute position of the piece where inflate failed
-    sum: int = 0                      # checksum of the whole output
-    kept: bool = True                 # False: the output grew past KEEP and `out` is empty
-    syndrome: int | None = None       # CRC-32 of the output xor the stored one (in-step, CRC formats)
-    stored: int | None = None         # the checksum stored after the stream (in-step)
-
-    def pos(self, k: int) -> int:
-        return self.start + k * STEP
-
-
-def _sum(kind: str):
-    return zlib.crc32 if kind == "crc32" else zlib.adler32
-
-
-def trace(buf, start: int, stop: int, kind: str) -> Trace:
-    ck = _sum(kind)
-    snap_every = max(16, (stop - start) // (STEP * 2000))  # at most ~2000 snapshots (32 KB each)
-    d, run = zlib.decompressobj(-15), ck(b"")
-    tr = Trace(start, b"", [0], {0: (d.copy(), run)})
-    parts, n, k, pos = [], 0, 0, start
-    while pos < stop:
-        chunk = bytes(buf[pos:min(pos + STEP, stop)])
-        try:
-            o = d.decompress(chunk)
-        except zlib.error:
-            tr.error = pos
-            break
-        if tr.kept:
-            parts.append(o)
-        n += len(o)
-        run = ck(o, run)
-        if n > KEEP and tr.kept:
-            tr.kept, parts = False, []
-        k += 1
-        pos += len(chunk)
-        tr.outlen.append(n)
-        if d.eof:
-            tr.end = pos - len(d.unused_data)
-            break
-        if k % snap_every == 0:
-            tr.snaps[k] = (d.copy(), run)
-    tr.out, tr.sum = b"".join(parts), run
-    return tr
 
 
 @dataclass
@@ -255,7 +204,7 @@ class Search:
         """Keep the FIRSTS single flipped bits that decoded furthest (ties: the first found)."""
         if len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1):
             heapq.heappush(self.firsts, (reach, -self.o.tried, list(edits)))
-            if len(self.firsts) > FIRSTS:
+            if len(self.firsts) > pairs.FIRSTS:
                 heapq.heappop(self.firsts)
 
     def _hold(self, a: int, b: int, base: int, outs: list[bytes], check) -> bool:
@@ -325,10 +274,10 @@ class Search:
         if in_step and tr.stored is None and self.stored_at is not None:
             tr.stored = self.stored_at(tr.end)
             tr.syndrome = tr.sum ^ tr.stored if self.kind == "crc32" else None
-        if in_step and tr.stored is not None and self._algebra(0, ALGEBRA_FIRST):
+        if in_step and tr.stored is not None and instep.algebra(self, 0, ALGEBRA_FIRST):
             return o
         if in_step and self.window is not None:  # a second error in step: the algebra's, or none
-            self._algebra(ALGEBRA_FIRST, None)
+            instep.algebra(self, ALGEBRA_FIRST, None)
             return o
         order = ranked_positions(tr, self.start, self.stop, o.case, self.scorer, self.kind)
         if self.window is not None:
@@ -348,7 +297,7 @@ class Search:
         deferred: list = []
         for phase in phases:
             if phase == "two-bits":
-                if two_bits and self._two_bits(tick):
+                if two_bits and pairs.two_bits(self, tick):
                     return o
                 continue
             positions, xors, share = phase
@@ -389,68 +338,5 @@ class Search:
                 o.edits, o.first_bad = edits, edits[0][0]
                 return o
         if self.algebra is not None:  # the algebra's less plausible candidates come last
-            self._algebra(ALGEBRA_FIRST, None)
+            instep.algebra(self, ALGEBRA_FIRST, None)
         return o
-
-    def _algebra(self, lo: int, hi: int | None) -> bool:
-        """In step: every literal and distance bit flip checked at once by checksum algebra
-        (instep.py), in order of plausibility; the first whose decoded stream passes is taken, and
-        its rank is what was compared. Ranks lo..hi now (the most plausible go before the decoded
-        search, the rest after it); none passing: all of them count as compared."""
-        from . import instep
-        from .symbols import BadStream, parse
-        tr, o = self.tr, self.o
-        if self.algebra is None:
-            try:
-                P = parse(self.buf, self.start)
-            except BadStream:
-                return False
-            if P.n != len(tr.out):
-                return False
-            values = getattr(self.scorer, "values", None)
-            model = (lambda pos, vals: values(tr.out, pos, vals)) if values else None
-            self.algebra = instep.solve(P, tr.out, self.kind, tr.sum, tr.stored, instep.context_gain(tr.out, model))
-            o.tried += len(self.algebra[0])
-        edits, order, ranks = self.algebra
-        if self.window is not None:  # a second error's search: only candidates near the first
-            lo_, hi_ = self.window
-            near = np.array([lo_ <= e[0] < hi_ for e in edits] or [False])
-            passing = np.zeros(len(edits), bool)
-            passing[order[ranks]] = True
-            order = order[near[order]]
-            ranks = np.flatnonzero(passing[order])
-        hi = len(order) if hi is None else min(hi, len(order))
-        for r in ranks[(ranks >= lo) & (ranks < hi)]:
-            e = [edits[int(order[r])]]
-            got = instep.check(self.buf, self.start, e, self.kind)
-            if got is not None and self.verify(*got):
-                o.edits, o.first_bad, o.compared = e, e[0][0], o.compared + int(r - lo) + 1
-                return True
-        o.compared += max(hi - lo, 0)
-        return False
-
-    def _two_bits(self, tick) -> bool:
-        """A second error near the first: each of the FIRSTS single edits that decoded furthest past
-        the failure (to the end, best) is applied in turn, and one more flipped bit is searched
-        within PAIR_SPAN bytes of it."""
-        firsts = sorted(self.firsts, reverse=True)
-        for i, (_, _, base) in enumerate(firsts):
-            now = time.perf_counter()
-            if now > self.deadline:
-                return False
-            patched = bytearray(self.buf)
-            for p, x in base:
-                patched[p] ^= x
-            share = (self.deadline - now) / (len(firsts) - i)
-            sub = Search(patched, self.start, self.stop, self.kind, self.verify, self.expect_len, self.scorer,
-                         now + share, self.expect_end)
-            sub.stored_at = self.stored_at
-            p0 = base[0][0]
-            sub.window = (max(self.start, p0 - PAIR_SPAN), min(self.stop, p0 + PAIR_SPAN + 1))
-            inner = sub.run(two_bits=False, tick=tick)
-            self.o.tried += inner.tried
-            self.o.compared += inner.compared
-            if inner.edits:
-                self.o.edits = sorted(base + inner.edits)
-                return True
-        return False

@@ -3,7 +3,7 @@
 When a damaged stream still inflates to the right length and ends in the right place, and only
 its checksum fails, the damage changed what some symbol wrote, not the stream's structure: a
 literal's code turned into another literal's code of the same length, or a distance's extra bits
-changed which earlier bytes a match copies. Decoding each such candidate costs ~10 us; here none is
+(or its code, for one as long with as many extra bits) changed which earlier bytes a match copies. Decoding each such candidate costs ~10 us; here none is
 decoded. symbols.py gives the structure; every output byte is a copy of one earlier byte or a
 literal, so a changed byte at p changes every byte that copies it, directly or through copies (its
 *subtree*). CRC-32 is linear: the change of the whole output's CRC is the xor, over the changed
@@ -14,8 +14,9 @@ them in a few vector operations, and the search is only a matter of order.
 
 Order decides what the result may be called: a wrong candidate passes a 32-bit check by chance
 with probability 2^-32, so the first passing candidate at rank K is proof only while K / 2^32 is
-small. Candidates are ordered by how much more plausible they make the output (the data's own
-byte-pair counts and, when given, the model's view), fixed before any checksum is looked at.
+small. Candidates are ordered (plausible.py) first by whether a zlib-like encoder could have
+written them, then by how much more plausible they make the output (the data's own statistics and,
+when given, the model's view): an order fixed before any checksum is looked at.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import zlib
 import numpy as np
 
 from .crc import POLY, TABLE
-from .symbols import DBASE, DEXT, Parse
+from .plausible import context_gain, literal_oddities, match_oddities
+from .symbols import DBASE, DEXT, BadStream, Parse, _matches, parse
 
 ADLER = 65521
 T8 = np.array([TABLE[1 << b] for b in range(8)], np.uint32)
@@ -48,11 +50,6 @@ def mulmod(a: np.ndarray, b: int) -> np.ndarray:
         p ^= ((a >> np.uint32(31 - i)) & np.uint32(1)) * np.uint32(b)
         b = (b >> 1) ^ POLY if b & 1 else b >> 1
     return p
-
-
-def _matches(P: Parse):
-    s, L, d = (np.asarray(x, np.int64) for x in (P.m_out, P.m_len, P.m_dist))
-    return s, L, d
 
 
 def subtree(P: Parse, leaf: np.ndarray, xor: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -198,169 +195,6 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
     return edits, order, ranks
 
 
-def _recent(o: np.ndarray):
-    """Where each 3-byte string last occurred before a position: a lookup over (string, position)
-    keys sorted once. Returns last(key, before) -> start position or -1."""
-    if len(o) < 3:
-        return lambda key, before: np.full(len(key), -1, np.int64)
-    k3 = o[:-2] << 16 | o[1:-1] << 8 | o[2:]
-    keys = np.sort(k3 << 32 | np.arange(len(k3), dtype=np.int64))
-
-    def last(key, before):
-        i = np.searchsorted(keys, key << 32 | np.maximum(before, 0)) - 1
-        hit = keys[np.maximum(i, 0)]
-        return np.where((i >= 0) & (hit >> 32 == key), hit & 0xFFFFFFFF, -1)
-    return last
-
-
-def literal_oddities(P: Parse, o: np.ndarray, pos: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """How many choices a zlib-like encoder would not have made had the byte at `pos` (a literal)
-    been `new`: a literal where the next 3 bytes occurred within reach (and no match follows that
-    could explain a lazy literal), or a byte that would have extended the match before it."""
-    n = len(o)
-    lit = np.zeros(n + 2, bool)
-    lit[np.asarray(P.lit_out, np.int64)] = True
-    end_d = np.zeros(n + 1, np.int64)
-    s, L, d = _matches(P)
-    short = L < 258
-    end_d[(s + L)[short]] = d[short]
-    last = _recent(o)
-    ok = pos + 2 < n
-    key = new << 16 | o[np.minimum(pos + 1, n - 1)] << 8 | o[np.minimum(pos + 2, n - 1)]
-    p = last(key, pos - 1)
-    dist = pos - p
-    four = (p >= 0) & (pos + 3 < n) & (o[np.minimum(p + 3, n - 1)] == o[np.minimum(pos + 3, n - 1)])
-    reach = (p >= 0) & ((dist <= 4096) | (four & (dist <= 32768)))  # zlib drops 3-byte matches beyond 4 KB
-    odd = (ok & reach & lit[pos + 1]).astype(np.int64)
-    # every match stops where its next byte differs from its source's next byte (unless 258 long):
-    # a copy of this literal on one side of such a stop may not take the value on the other side
-    e = s + L
-    m = short & (e < n)
-    e, src = e[m], (e - d)[m]
-    root = roots(P, n)
-    ra, rb = root[e], root[src]
-    diff = ra != rb
-    stops = np.unique(np.r_[ra[diff] * 256 + o[src[diff]], rb[diff] * 256 + o[e[diff]]])
-    odd += np.isin(pos * 256 + new, stops)
-    return odd
-
-
-def roots(P: Parse, n: int) -> np.ndarray:
-    """For every output byte, the literal it is a copy of (its own position when it is one)."""
-    parent = np.arange(n, dtype=np.int64)
-    s, L, d = _matches(P)
-    if len(s):
-        seg = np.repeat(np.arange(len(s)), L)
-        at = s[seg] + np.arange(len(seg)) - np.repeat(np.cumsum(L) - L, L)
-        parent[at] = at - d[seg]
-    while True:
-        nxt = parent[parent]
-        if np.array_equal(nxt, parent):
-            return parent
-        parent = nxt
-
-
-def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val) -> np.ndarray:
-    """The same for a match given a new distance: it would have gone on (the byte after it equals
-    the byte after its new source), or the same bytes lay closer (zlib takes the nearest of the
-    longest)."""
-    n = len(o)
-    if not len(idx):
-        return np.zeros(0, np.int64)
-    s, L, _ = _matches(P)
-    ms, ml = s[idx], L[idx]
-    after = ms + ml
-    src = after - nd
-    nxt_src = np.where(src < ms, o[np.minimum(src, n - 1)], 0)
-    inner = src >= ms  # the byte after lies inside the copy itself: its new value repeats with period nd
-    if inner.any():
-        j = np.flatnonzero(inner)
-        nxt_src[j] = o[ms[j] - nd[j] + (ml[j] % nd[j])]
-    odd = ((ml < 258) & (after < n) & (o[np.minimum(after, n - 1)] == nxt_src)).astype(np.int64)
-    # the encoder walks earlier places of the copy's first 3 bytes, nearest first, and keeps the
-    # longest (the nearest of equals): one of the last CHAIN places that gives a longer copy, or
-    # as long a copy nearer, is a choice zlib would have made instead
-    starts = np.r_[0, np.flatnonzero(seg[1:] != seg[:-1]) + 1]
-    first3 = val[starts] << 16 | val[starts + 1] << 8 | val[starts + 2]
-    nxt = np.where(after < n, o[np.minimum(after, n - 1)], -1)
-    before = ms - 2
-    found = np.zeros(len(ms), bool)
-    recent = _recent(o)
-    for _ in range(CHAIN):
-        p = recent(first3, before)
-        live = (p >= 0) & (ms - p <= 32768)
-        if not live.any():
-            break
-        dc = np.where(live, ms - p, 1)
-        src_el = ms[seg] - dc[seg] + k % dc[seg]
-        same = np.logical_and.reduceat(o[np.clip(src_el, 0, n - 1)] == val, starts)
-        tail = o[np.clip(ms - dc + ml % dc, 0, n - 1)] == nxt  # the byte after: a longer copy
-        found |= live & same & (tail & (ml < 258) | (dc < nd))
-        before = np.where(live, p, -1)
-    return odd + found
-
-
-CHAIN = 16
-
-
-def context_gain(out: bytes, model=None):
-    """A plausibility gain from the output's own statistics: bits of surprise removed where a
-    candidate changes bytes, each changed byte judged between its neighbours (byte pairs, and the
-    byte between the same left and right neighbour elsewhere, leave-one-out); `model(pos, values)`,
-    when given, adds the model's surprise at those values."""
-    o = np.frombuffer(out, np.uint8).astype(np.int64)
-    n = len(o)
-    pairs = np.bincount(o[:-1] * 256 + o[1:], minlength=65536).astype(np.float64)
-    firsts = np.bincount(o[:-1], minlength=256).astype(np.float64)
-    seconds = np.bincount(o[1:], minlength=256).astype(np.float64)
-    tri = np.unique(o[:-2] << 16 | o[1:-1] << 8 | o[2:], return_counts=True)
-    ctx = np.unique(o[:-2] << 8 | o[2:], return_counts=True)
-    five = np.unique(o[:-4] << 32 | o[1:-3] << 24 | o[2:-2] << 16 | o[3:-1] << 8 | o[4:], return_counts=True)
-    ctx4 = np.unique(o[:-4] << 24 | o[1:-3] << 16 | o[3:-1] << 8 | o[4:], return_counts=True)
-
-    def look(table, q):
-        keys, counts = table
-        if not len(keys):
-            return np.zeros(len(q))
-        i = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-        return np.where(keys[i] == q, counts[i], 0).astype(np.float64)
-
-    def pair(a, b):  # -log2 p(b | a) - log2 p(a | b), leave-one-out (the pair counted once less)
-        c = np.maximum(pairs[a * 256 + b] - 1, 0) + 0.5
-        return -np.log2(c / (firsts[a] + 1.0)) - np.log2(c / (seconds[b] + 1.0))
-
-    def between(a, x, b):  # -log2 p(x | a _ b), leave-one-out
-        t = np.maximum(look(tri, a << 16 | x << 8 | b) - 1, 0) + 0.5
-        return -np.log2(t / (np.maximum(look(ctx, a << 8 | b) - 1, 0) + 1.0))
-
-    def wide(pos, x):  # -log2 p(x | two bytes each side), leave-one-out: for single changed bytes
-        q = np.clip(pos[:, None] + np.array([-2, -1, 1, 2]), 0, n - 1)
-        a, b, c, d = (o[q[:, i]] for i in range(4))
-        t = np.maximum(look(five, a << 32 | b << 24 | x << 16 | c << 8 | d) - 1, 0) + 0.5
-        return -np.log2(t / (np.maximum(look(ctx4, a << 24 | b << 16 | c << 8 | d) - 1, 0) + 1.0))
-
-    def gain(pos, old, new, cid, ncand):
-        left = np.where(pos > 0, o[np.maximum(pos - 1, 0)], 32)
-        right = np.where(pos < n - 1, o[np.minimum(pos + 1, n - 1)], 32)
-        # neighbours inside the same candidate take the candidate's new value
-        same_prev = np.r_[False, (cid[1:] == cid[:-1]) & (pos[1:] == pos[:-1] + 1)]
-        same_next = np.r_[same_prev[1:], False]
-        lnew = np.where(same_prev, np.r_[0, new[:-1]], left)
-        rnew = np.where(same_next, np.r_[new[1:], 0], right)
-        before = pair(left, old) + np.where(same_next, 0.0, pair(old, right)) + between(left, old, right)
-        after = pair(lnew, new) + np.where(same_next, 0.0, pair(new, rnew)) + between(lnew, new, rnew)
-        one = ~(same_prev | same_next)
-        before, after = before.copy(), after.copy()
-        before[one] += wide(pos[one], old[one])
-        after[one] += wide(pos[one], new[one])
-        if model is not None:  # the model judges single bytes; a copied run it reads as self-consistent
-            before[one] += model(pos[one], old[one])
-            after[one] += model(pos[one], new[one])
-        g = np.where(old == new, 0.0, before - after)
-        return np.bincount(cid, weights=g, minlength=ncand)
-    return gain
-
-
 def check(buf, start: int, edits, kind: str) -> tuple[int, int, int] | None:
     """Decode with `edits` applied: (end offset, output length, checksum), None when inflate fails."""
     b = bytearray(buf)
@@ -375,3 +209,39 @@ def check(buf, start: int, edits, kind: str) -> tuple[int, int, int] | None:
         return None
     ck = zlib.crc32(o) if kind == "crc32" else zlib.adler32(o)
     return len(b) - len(d.unused_data), len(o), ck
+
+
+def algebra(search, lo: int, hi: int | None) -> bool:
+    """For a `deflate.Search` in step: every literal and distance bit flip checked at once by the
+    algebra above, in order of plausibility; the first whose decoded stream passes is taken, and
+    its rank is what was compared. Ranks lo..hi now (the most plausible go before the decoded
+    search, the rest after it); none passing: all of them count as compared."""
+    tr, o = search.tr, search.o
+    if search.algebra is None:
+        try:
+            P = parse(search.buf, search.start)
+        except BadStream:
+            return False
+        if P.n != len(tr.out):
+            return False
+        values = getattr(search.scorer, "values", None)
+        model = (lambda pos, vals: values(tr.out, pos, vals)) if values else None
+        search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, context_gain(tr.out, model))
+        o.tried += len(search.algebra[0])
+    edits, order, ranks = search.algebra
+    if search.window is not None:  # a second error's search: only candidates near the first
+        lo_, hi_ = search.window
+        near = np.array([lo_ <= e[0] < hi_ for e in edits] or [False])
+        passing = np.zeros(len(edits), bool)
+        passing[order[ranks]] = True
+        order = order[near[order]]
+        ranks = np.flatnonzero(passing[order])
+    hi = len(order) if hi is None else min(hi, len(order))
+    for r in ranks[(ranks >= lo) & (ranks < hi)]:
+        e = [edits[int(order[r])]]
+        got = check(search.buf, search.start, e, search.kind)
+        if got is not None and search.verify(*got):
+            o.edits, o.first_bad, o.compared = e, e[0][0], o.compared + int(r - lo) + 1
+            return True
+    o.compared += max(hi - lo, 0)
+    return False

@@ -15,7 +15,7 @@ import bisect
 import numpy as np
 
 from . import crc
-from .deflate import STEP, Trace
+from .trace import STEP, Trace
 
 
 def surprise(data: bytes) -> np.ndarray:

@@ -222,3 +222,8 @@ def _dynamic(w: list[int], pos: int) -> tuple[list[int], list[int], int]:
     if len(lengths) > hlit + hdist:
         raise BadStream("code lengths overrun")
     return table(lengths[:hlit]), table(lengths[hlit:]), pos
+
+
+def _matches(P: "Parse"):
+    s, L, d = (np.asarray(x, np.int64) for x in (P.m_out, P.m_len, P.m_dist))
+    return s, L, d

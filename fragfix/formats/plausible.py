@@ -1,0 +1,178 @@
+"""What makes one in-step candidate likelier than another: the data's own statistics, the model, and
+the choices a zlib-like encoder makes.
+
+`context_gain` scores the bytes a candidate changes against the output's own byte pairs, the byte
+between the same two neighbours elsewhere, two neighbours each side (single bytes) and, when
+given, the model. `literal_oddities` and `match_oddities` count what a zlib-like encoder would not
+have written had the candidate been the original: a literal where a copy was in reach, a copy that
+stops although the next byte matches too, a copy from further away than an equal one. Neither looks
+at a checksum: the order they give is fixed before any candidate is compared.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .symbols import Parse, _matches
+
+
+def _recent(o: np.ndarray):
+    """Where each 3-byte string last occurred before a position: a lookup over (string, position)
+    keys sorted once. Returns last(key, before) -> start position or -1."""
+    if len(o) < 3:
+        return lambda key, before: np.full(len(key), -1, np.int64)
+    k3 = o[:-2] << 16 | o[1:-1] << 8 | o[2:]
+    keys = np.sort(k3 << 32 | np.arange(len(k3), dtype=np.int64))
+
+    def last(key, before):
+        i = np.searchsorted(keys, key << 32 | np.maximum(before, 0)) - 1
+        hit = keys[np.maximum(i, 0)]
+        return np.where((i >= 0) & (hit >> 32 == key), hit & 0xFFFFFFFF, -1)
+    return last
+
+
+def literal_oddities(P: Parse, o: np.ndarray, pos: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """How many choices a zlib-like encoder would not have made had the byte at `pos` (a literal)
+    been `new`: a literal where the next 3 bytes occurred within reach (and no match follows that
+    could explain a lazy literal), or a byte that would have extended the match before it."""
+    n = len(o)
+    lit = np.zeros(n + 2, bool)
+    lit[np.asarray(P.lit_out, np.int64)] = True
+    end_d = np.zeros(n + 1, np.int64)
+    s, L, d = _matches(P)
+    short = L < 258
+    end_d[(s + L)[short]] = d[short]
+    last = _recent(o)
+    ok = pos + 2 < n
+    key = new << 16 | o[np.minimum(pos + 1, n - 1)] << 8 | o[np.minimum(pos + 2, n - 1)]
+    p = last(key, pos - 1)
+    dist = pos - p
+    four = (p >= 0) & (pos + 3 < n) & (o[np.minimum(p + 3, n - 1)] == o[np.minimum(pos + 3, n - 1)])
+    reach = (p >= 0) & ((dist <= 4096) | (four & (dist <= 32768)))  # zlib drops 3-byte matches beyond 4 KB
+    odd = (ok & reach & lit[pos + 1]).astype(np.int64)
+    # every match stops where its next byte differs from its source's next byte (unless 258 long):
+    # a copy of this literal on one side of such a stop may not take the value on the other side
+    e = s + L
+    m = short & (e < n)
+    e, src = e[m], (e - d)[m]
+    root = roots(P, n)
+    ra, rb = root[e], root[src]
+    diff = ra != rb
+    stops = np.unique(np.r_[ra[diff] * 256 + o[src[diff]], rb[diff] * 256 + o[e[diff]]])
+    odd += np.isin(pos * 256 + new, stops)
+    return odd
+
+
+def roots(P: Parse, n: int) -> np.ndarray:
+    """For every output byte, the literal it is a copy of (its own position when it is one)."""
+    parent = np.arange(n, dtype=np.int64)
+    s, L, d = _matches(P)
+    if len(s):
+        seg = np.repeat(np.arange(len(s)), L)
+        at = s[seg] + np.arange(len(seg)) - np.repeat(np.cumsum(L) - L, L)
+        parent[at] = at - d[seg]
+    while True:
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            return parent
+        parent = nxt
+
+
+def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val) -> np.ndarray:
+    """The same for a match given a new distance: it would have gone on (the byte after it equals
+    the byte after its new source), or the same bytes lay closer (zlib takes the nearest of the
+    longest)."""
+    n = len(o)
+    if not len(idx):
+        return np.zeros(0, np.int64)
+    s, L, _ = _matches(P)
+    ms, ml = s[idx], L[idx]
+    after = ms + ml
+    src = after - nd
+    nxt_src = np.where(src < ms, o[np.minimum(src, n - 1)], 0)
+    inner = src >= ms  # the byte after lies inside the copy itself: its new value repeats with period nd
+    if inner.any():
+        j = np.flatnonzero(inner)
+        nxt_src[j] = o[ms[j] - nd[j] + (ml[j] % nd[j])]
+    odd = ((ml < 258) & (after < n) & (o[np.minimum(after, n - 1)] == nxt_src)).astype(np.int64)
+    # the encoder walks earlier places of the copy's first 3 bytes, nearest first, and keeps the
+    # longest (the nearest of equals): one of the last CHAIN places that gives a longer copy, or
+    # as long a copy nearer, is a choice zlib would have made instead
+    starts = np.r_[0, np.flatnonzero(seg[1:] != seg[:-1]) + 1]
+    first3 = val[starts] << 16 | val[starts + 1] << 8 | val[starts + 2]
+    nxt = np.where(after < n, o[np.minimum(after, n - 1)], -1)
+    before = ms - 2
+    found = np.zeros(len(ms), bool)
+    recent = _recent(o)
+    for _ in range(CHAIN):
+        p = recent(first3, before)
+        live = (p >= 0) & (ms - p <= 32768)
+        if not live.any():
+            break
+        dc = np.where(live, ms - p, 1)
+        src_el = ms[seg] - dc[seg] + k % dc[seg]
+        same = np.logical_and.reduceat(o[np.clip(src_el, 0, n - 1)] == val, starts)
+        tail = o[np.clip(ms - dc + ml % dc, 0, n - 1)] == nxt  # the byte after: a longer copy
+        found |= live & same & (tail & (ml < 258) | (dc < nd))
+        before = np.where(live, p, -1)
+    return odd + found
+
+
+CHAIN = 16
+
+
+def context_gain(out: bytes, model=None):
+    """A plausibility gain from the output's own statistics: bits of surprise removed where a
+    candidate changes bytes, each changed byte judged between its neighbours (byte pairs, and the
+    byte between the same left and right neighbour elsewhere, leave-one-out); `model(pos, values)`,
+    when given, adds the model's surprise at those values."""
+    o = np.frombuffer(out, np.uint8).astype(np.int64)
+    n = len(o)
+    pairs = np.bincount(o[:-1] * 256 + o[1:], minlength=65536).astype(np.float64)
+    firsts = np.bincount(o[:-1], minlength=256).astype(np.float64)
+    seconds = np.bincount(o[1:], minlength=256).astype(np.float64)
+    tri = np.unique(o[:-2] << 16 | o[1:-1] << 8 | o[2:], return_counts=True)
+    ctx = np.unique(o[:-2] << 8 | o[2:], return_counts=True)
+    five = np.unique(o[:-4] << 32 | o[1:-3] << 24 | o[2:-2] << 16 | o[3:-1] << 8 | o[4:], return_counts=True)
+    ctx4 = np.unique(o[:-4] << 24 | o[1:-3] << 16 | o[3:-1] << 8 | o[4:], return_counts=True)
+
+    def look(table, q):
+        keys, counts = table
+        if not len(keys):
+            return np.zeros(len(q))
+        i = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+        return np.where(keys[i] == q, counts[i], 0).astype(np.float64)
+
+    def pair(a, b):  # -log2 p(b | a) - log2 p(a | b), leave-one-out (the pair counted once less)
+        c = np.maximum(pairs[a * 256 + b] - 1, 0) + 0.5
+        return -np.log2(c / (firsts[a] + 1.0)) - np.log2(c / (seconds[b] + 1.0))
+
+    def between(a, x, b):  # -log2 p(x | a _ b), leave-one-out
+        t = np.maximum(look(tri, a << 16 | x << 8 | b) - 1, 0) + 0.5
+        return -np.log2(t / (np.maximum(look(ctx, a << 8 | b) - 1, 0) + 1.0))
+
+    def wide(pos, x):  # -log2 p(x | two bytes each side), leave-one-out: for single changed bytes
+        q = np.clip(pos[:, None] + np.array([-2, -1, 1, 2]), 0, n - 1)
+        a, b, c, d = (o[q[:, i]] for i in range(4))
+        t = np.maximum(look(five, a << 32 | b << 24 | x << 16 | c << 8 | d) - 1, 0) + 0.5
+        return -np.log2(t / (np.maximum(look(ctx4, a << 24 | b << 16 | c << 8 | d) - 1, 0) + 1.0))
+
+    def gain(pos, old, new, cid, ncand):
+        left = np.where(pos > 0, o[np.maximum(pos - 1, 0)], 32)
+        right = np.where(pos < n - 1, o[np.minimum(pos + 1, n - 1)], 32)
+        # neighbours inside the same candidate take the candidate's new value
+        same_prev = np.r_[False, (cid[1:] == cid[:-1]) & (pos[1:] == pos[:-1] + 1)]
+        same_next = np.r_[same_prev[1:], False]
+        lnew = np.where(same_prev, np.r_[0, new[:-1]], left)
+        rnew = np.where(same_next, np.r_[new[1:], 0], right)
+        before = pair(left, old) + np.where(same_next, 0.0, pair(old, right)) + between(left, old, right)
+        after = pair(lnew, new) + np.where(same_next, 0.0, pair(new, rnew)) + between(lnew, new, rnew)
+        one = ~(same_prev | same_next)
+        before, after = before.copy(), after.copy()
+        before[one] += wide(pos[one], old[one])
+        after[one] += wide(pos[one], new[one])
+        if model is not None:  # the model judges single bytes; a copied run it reads as self-consistent
+            before[one] += model(pos[one], old[one])
+            after[one] += model(pos[one], new[one])
+        g = np.where(old == new, 0.0, before - after)
+        return np.bincount(cid, weights=g, minlength=ncand)
+    return gain
