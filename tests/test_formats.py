@@ -113,6 +113,29 @@ def test_zip_local_header_restored_from_the_central_directory():
     assert r.status == "restored" and formats.apply(bad, r.edits) == good
 
 
+def _zip_many(names: list[str]) -> bytes:
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w") as z:
+        for i, n in enumerate(names):
+            z.writestr(zipfile.ZipInfo(n), TEXT[i * 500:(i + 1) * 500], compress_type=zipfile.ZIP_DEFLATED)
+    return b.getvalue()
+
+
+def test_zip_name_copies_that_differ_are_never_called_intact_or_verified():
+    names = [f"org/example/widgets/Part{i}.class" for i in range(6)]
+    good = _zip_many(names)
+    cd = good.rfind(b"PK\x01\x02")  # the last central record
+    at = good.index(b"widgets", cd)
+    bad = _flip(good, at + 2, 0x04)  # 'd' -> '`' in the central copy of the last name
+    r = formats.repair(bad, "zip")
+    assert r.status == "probable" and not r.verified  # no checksum covers names
+    assert formats.apply(bad, r.edits) == good
+    lone = _zip_many(["a.txt"])
+    at = lone.index(b"a.txt", lone.rfind(b"PK\x01\x02"))
+    r = formats.repair(_flip(lone, at, 0x02), "zip")
+    assert r.status == "damaged" and r.edits == [] and "name differs" in r.parts[0].note
+
+
 def test_heavy_damage_is_never_claimed():
     rng = random.Random(3)
     for fmt in ("gzip", "zlib", "zip"):

@@ -58,10 +58,11 @@ def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
     recs = _records(d, at)
     if isinstance(recs, str):
         return [Part("central directory", "unsupported", note=recs)]
-    return [_entry(d, r, deadline, scorer, tick) for r in recs]
+    names = [r["name"] for r in recs]
+    return [_entry(d, r, deadline, scorer, tick, names) for r in recs]
 
 
-def _entry(d: bytes, r: dict, deadline, scorer, tick) -> Part:
+def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes]) -> Part:
     name = r["name"].decode("utf-8", "replace")
     lo = r["local"]
     if r["method"] not in (0, 8) or r["flags"] & 1 or M32 in (r["csize"], r["usize"], lo):
@@ -94,9 +95,9 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick) -> Part:
                 alt.note = "central directory record restored from the local header"
                 return alt
     if part.status != "damaged":
-        # names are not covered by any checksum: two copies that differ cannot say which is right
-        if d[lo + 30:lo + 30 + nlen] != r["name"]:
-            part.note = "the entry's name differs between its local header and the central directory; left as is"
+        local_name = d[lo + 30:lo + 30 + nlen]
+        if local_name != r["name"]:
+            return _name_part(d, part, r, lo + 30, local_name, names, edits)
         fixed = []
         if not r["flags"] & 8:
             for f, a, c, code in FIELDS:  # the local header takes the verified central values
@@ -112,6 +113,31 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick) -> Part:
 
 
 M32 = 0xFFFFFFFF
+
+
+def _name_part(d: bytes, part: Part, r: dict, at: int, local: bytes, names: list[bytes], edits) -> Part:
+    """An entry whose data verifies but whose two name copies differ. No checksum covers names, so
+    this is never verified: the copy whose bytes around each difference recur in the archive's
+    other names (a jar's or a project's names share their folders) is *probable*; when neither
+    does more, the entry is damaged and both are left as they are."""
+    central = r["name"]
+    others = b"\0".join(n for n in names if n is not central)
+    diff = [i for i, (x, y) in enumerate(zip(local, central)) if x != y]
+
+    def support(name: bytes) -> int:
+        return sum(others.count(name[max(0, i - 3):i + 4]) for i in diff)
+    a, b = support(local), support(central)
+    part.first_bad = (at if a > b else r["at"] + 46) + diff[0]
+    if a == b:
+        part.status = "damaged"
+        part.note = "the entry's name differs between its local header and the central directory; no copy is likelier"
+        return part
+    fix = _diff_edits(d, r["at"] + 46, at, len(local)) if a > b else _diff_edits(d, at, r["at"] + 46, len(local))
+    part.edits = sorted(edits + part.edits + fix)
+    part.status, part.bits, part.compared = "restored", 0, max(part.compared, 1)  # no check: probable at most
+    part.note = ("central" if a > b else "local") + " copy of the entry's name restored from the other " \
+        "(its surroundings recur in the archive's other names); no checksum covers names"
+    return part
 
 
 def _data(d, r, start, stop, crc_, usize, deadline, scorer, tick, name) -> Part:
