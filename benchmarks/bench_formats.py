@@ -67,8 +67,8 @@ def zlib_samples(limit: int, seed: int) -> list[bytes]:
     return [zlib.compress(p.read_bytes(), 6) for p in files[:limit]]
 
 
-def run(samples: dict[str, list[bytes]], budget: float, seed: int) -> list[dict]:
-    rows = score_grid(samples, budget, seed)
+def run(samples: dict[str, list[bytes]], budget: float, seed: int, scorer=None) -> list[dict]:
+    rows = score_grid(samples, budget, seed, scorer=scorer)
     for r in rows:
         n, exact = r["files"], r["restored_verified"]
         print(f"| {r['format']} | {r['damage']} | {n} | {exact} ({100 * exact / max(n, 1):.0f}%) | {r['probable']} "
@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=12, help="files per format")
     ap.add_argument("--budget", type=float, default=10.0, help="seconds of search per file")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-model", action="store_true", help="search without the bundled model's view")
     ap.add_argument("--out", default="benchmarks/out/formats.json")
     a = ap.parse_args()
     roots = [Path(sys.prefix), Path(sysconfig.get_paths()["purelib"]), Path("/usr/share")] + [Path(d) for d in a.dir]
@@ -90,7 +91,13 @@ def main() -> None:
     print(f"files per format: { {k: len(v) for k, v in samples.items()} }; budget {a.budget} s per file", flush=True)
     print("| format | damage | files | restored bit-exact, verified | probable (right) | false verified "
           "| median s | max s |\n|---|---|---|---|---|---|---|---|", flush=True)
-    rows = run(samples, a.budget, a.seed)
+    scorer = None
+    if not a.no_model:  # the bundled model takes part, as in `fragfix repair`
+        from fragfix.bundled import resolve_model_path
+        from fragfix.inference import load_scorer
+        from fragfix.verified import model_scorer
+        scorer = model_scorer(load_scorer(resolve_model_path(None), "cpu")[0])
+    rows = run(samples, a.budget, a.seed, scorer)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"budget_s": a.budget, "rows": rows}, indent=1))
 

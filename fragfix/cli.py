@@ -273,14 +273,18 @@ def evaluate(
         result = run(cfg, progress=lambda done, total: progress.update(task, completed=done, total=total))
     if formats:
         from .errors import InvalidInput
+        from .bundled import resolve_model_path
         from .formats.grid import held_out_samples, score_grid
+        from .inference import load_scorer
+        from .verified import model_scorer
         if format_files < 1 or not 0 < format_budget <= 3600:
             raise InvalidInput("--format-files must be at least 1 and --format-budget within (0, 3600]")
+        surprise = model_scorer(load_scorer(resolve_model_path(model), rt.device, rt.precision)[0])  # as repair uses it
         with grid_progress(err) as progress:
             task = progress.add_task("checksummed files", total=None)
             result["formats"] = {"files": format_files, "budget_s": format_budget, "rows": score_grid(
                 held_out_samples(format_files, seed), format_budget, seed,
-                progress=lambda done, total: progress.update(task, completed=done, total=total))}
+                progress=lambda done, total: progress.update(task, completed=done, total=total), scorer=surprise)}
     draw_table(result, err)
     if formats:
         draw_formats(result["formats"], err)

@@ -63,7 +63,7 @@ class ModelScorer:
         return byte_values(self.scorer.model, data, pos, vals, self.scorer.bf16)
 
 
-def model_scorer(scorer, limit: int = 4 << 20) -> ModelScorer | None:
+def model_scorer(scorer, limit: int = 1 << 20) -> ModelScorer | None:
     """The model as the format search's scorer; None where it cannot run (not on the CPU)."""
     return ModelScorer(scorer, limit) if scorer.cpu else None
 

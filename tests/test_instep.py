@@ -59,17 +59,18 @@ def test_parse_of_any_bytes_is_a_parse_or_bad_stream(data):
 
 
 @pytest.mark.parametrize("kind", ["crc32", "adler32"])
-def test_algebra_predicts_the_checksum_of_every_candidate(kind):
+@pytest.mark.parametrize("tier", [0, 1])  # 0: literal and distance bit flips; 1: wrong bytes in distances
+def test_algebra_predicts_the_checksum_of_every_candidate(kind, tier):
     comp = _raw(TEXT, 6)
     P = parse(comp, 0)
     ck = zlib.crc32 if kind == "crc32" else zlib.adler32
-    edits, _, _ = instep.solve(P, TEXT, kind, ck(TEXT), 0)
+    edits, _, _ = instep.solve(P, TEXT, kind, ck(TEXT), 0, tier=tier)
     assert len(edits) > 1000
     rng = random.Random(3)
-    for j in rng.sample(range(len(edits)), 12):  # literal and distance flips alike
+    for j in rng.sample(range(len(edits)), 12):
         got = instep.check(comp, 0, [edits[j]], kind)
         assert got is not None and got[1] == len(TEXT), "every candidate keeps the stream in step"
-        _, order, ranks = instep.solve(P, TEXT, kind, ck(TEXT), got[2])
+        _, order, ranks = instep.solve(P, TEXT, kind, ck(TEXT), got[2], tier=tier)
         assert j in set(order[ranks].tolist())
 
 

@@ -93,8 +93,9 @@ def content(fmt: str, data: bytes) -> bytes | None:
 
 
 def score_grid(samples: dict[str, list[bytes]], budget: float, seed: int,
-               progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """One row per format x damage kind (the same seed, the same damage)."""
+               progress: Callable[[int, int], None] | None = None, scorer=None) -> list[dict]:
+    """One row per format x damage kind (the same seed, the same damage); `scorer`: the model's view,
+    as `fragfix repair` gives it (verified.model_scorer)."""
     rows, cells = [], [(fmt, kind) for fmt in samples for kind in KINDS]
     for step, (fmt, kind) in enumerate(cells):
         rng = random.Random(f"{seed}-{fmt}-{kind}")
@@ -103,7 +104,7 @@ def score_grid(samples: dict[str, list[bytes]], budget: float, seed: int,
         for data in samples[fmt]:
             bad = damage(data, kind, rng)
             t = time.perf_counter()
-            r = repair(bad, fmt, budget)
+            r = repair(bad, fmt, budget, scorer)
             secs.append(time.perf_counter() - t)
             out = apply(bad, r.edits)
             right = out == data

@@ -20,6 +20,7 @@ when given, the model's view): an order fixed before any checksum is looked at.
 """
 from __future__ import annotations
 
+import time
 import zlib
 
 import numpy as np
@@ -139,33 +140,71 @@ def distance_flips(P: Parse):
     return np.concatenate(bits), np.concatenate(idx), np.concatenate(nd)
 
 
-def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_of=None):
-    """The in-step candidates (literal and distance bit flips) in order of plausibility gain, and
-    the index in that order of each one whose output would pass the checksum.
-    Returns (edits per candidate as (byte offset, xor), order, passing ranks)."""
+def distance_bytes(P: Parse):
+    """One wrong byte (two bits or more) inside a distance's extra bits: (byte offset, xor, match
+    index, new distance). The later tier: it comes after every single flipped bit."""
+    s, L, d = _matches(P)
+    xb, xl = np.asarray(P.m_xbit, np.int64), np.asarray(P.m_xlen, np.int64)
+    base = np.asarray(DBASE, np.int64)[np.searchsorted(DBASE, d, side="right") - 1]
+    out = [[], [], [], []]
+    for part in range(3):  # the extra bits in their first, second and third byte
+        t0 = np.where(part == 0, 0, 8 * part - (xb & 7))
+        t1 = np.minimum(8 * (part + 1) - (xb & 7), xl)
+        w = t1 - t0
+        for width in range(2, 9):
+            sel = np.flatnonzero(w == width)
+            if not len(sel):
+                continue
+            v = np.array([x for x in range(1 << width) if bin(x).count("1") >= 2], np.int64)
+            e2 = (d[sel] - base[sel])[:, None] ^ (v[None, :] << t0[sel][:, None])
+            d2 = base[sel][:, None] + e2
+            ok = d2 <= s[sel][:, None]
+            i, j = np.nonzero(ok)
+            at = xb[sel][i] + t0[sel][i]
+            out[0].append(at >> 3)
+            out[1].append(v[j] << (at & 7))
+            out[2].append(sel[i])
+            out[3].append(d2[i, j])
+    if not out[0]:
+        e = np.zeros(0, np.int64)
+        return e, e, e, e
+    return tuple(np.concatenate(x) for x in out)
+
+
+def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_of=None, tier: int = 0):
+    """The in-step candidates in order of plausibility gain, and the index in that order of each one
+    whose output would pass the checksum. Tier 0: literal and distance bit flips; tier 1: one wrong
+    byte in a distance's extra bits. Returns (edits as (byte offset, xor), order, passing ranks)."""
     o = np.frombuffer(out, np.uint8).astype(np.int64)
     n = len(o)
+    empty = [], np.zeros(0, np.int64), np.zeros(0, np.int64)
     if n < 8:  # too little output to judge; nothing to search in
-        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return empty
+    if tier == 0:
+        lbit, lpos, lnew = literal_flips(P, o)
+        lbyte, lxor = lbit >> 3, 1 << (lbit & 7)
+        dbit, didx, dnew = distance_flips(P)
+        dbyte, dxor = dbit >> 3, 1 << (dbit & 7)
+    else:
+        lbyte = lxor = lpos = lnew = np.zeros(0, np.int64)
+        dbyte, dxor, didx, dnew = distance_bytes(P)
     # every candidate as elements (output position, new byte) with a candidate id per element
-    lbit, lpos, lnew = literal_flips(P, o)
-    dbit, didx, dnew = distance_flips(P)
     s, L, _ = _matches(P)
     ds, dl = s[didx], L[didx]
     seg = np.repeat(np.arange(len(didx)), dl)
     k = np.arange(len(seg)) - np.repeat(np.cumsum(dl) - dl, dl)
     dpos = ds[seg] + k
     dval = o[ds[seg] - dnew[seg] + k % dnew[seg]]
-    cand_bits = np.concatenate([lbit, dbit])
-    n_lit = len(lbit)
+    cand_byte, cand_xor = np.concatenate([lbyte, dbyte]), np.concatenate([lxor, dxor])
+    n_lit = len(lbyte)
     cid = np.concatenate([np.arange(n_lit), n_lit + seg])
     pos = np.concatenate([lpos, dpos])
     new = np.concatenate([lnew, dval])
     kinds = np.concatenate([np.zeros(n_lit, bool), np.ones(len(dpos), bool)])
     old = o[pos]
-    ncand = len(cand_bits)
+    ncand = len(cand_byte)
     if ncand == 0:
-        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return empty
     starts = np.searchsorted(cid, np.arange(ncand))
     if kind == "crc32":
         full, own = subtree(P, powers(n), xor=True)
@@ -191,8 +230,7 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
     odd = np.concatenate([literal_oddities(P, o, lpos, lnew), match_oddities(P, o, didx, dnew, seg, k, dval)])
     order = np.lexsort((np.arange(ncand), -gain, odd))
     ranks = np.flatnonzero(ok[order])
-    edits = [(int(b) >> 3, 1 << (int(b) & 7)) for b in cand_bits]
-    return edits, order, ranks
+    return list(zip(cand_byte.tolist(), cand_xor.tolist())), order, ranks
 
 
 def check(buf, start: int, edits, kind: str) -> tuple[int, int, int] | None:
@@ -226,7 +264,8 @@ def algebra(search, lo: int, hi: int | None) -> bool:
             return False
         values = getattr(search.scorer, "values", None)
         model = (lambda pos, vals: values(tr.out, pos, vals)) if values else None
-        search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, context_gain(tr.out, model))
+        search.parse, search.gain = P, context_gain(tr.out, model)
+        search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, search.gain)
         o.tried += len(search.algebra[0])
     edits, order, ranks = search.algebra
     if search.window is not None:  # a second error's search: only candidates near the first
@@ -236,6 +275,19 @@ def algebra(search, lo: int, hi: int | None) -> bool:
         passing[order[ranks]] = True
         order = order[near[order]]
         ranks = np.flatnonzero(passing[order])
+    if _take(search, edits, order, ranks, lo, hi):
+        return True
+    if hi is None and search.window is None and time.perf_counter() < search.deadline:
+        # last: one wrong byte in a distance's extra bits (found, but after every bit: probable)
+        edits, order, ranks = solve(search.parse, tr.out, search.kind, tr.sum, tr.stored, search.gain, tier=1)
+        o.tried += len(edits)
+        return _take(search, edits, order, ranks, 0, None)
+    return False
+
+
+def _take(search, edits, order, ranks, lo: int, hi: int | None) -> bool:
+    """Compare ranks lo..hi in order: the first passing candidate whose decoded stream passes too."""
+    o = search.o
     hi = len(order) if hi is None else min(hi, len(order))
     for r in ranks[(ranks >= lo) & (ranks < hi)]:
         e = [edits[int(order[r])]]

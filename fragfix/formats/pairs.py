@@ -26,8 +26,9 @@ def two_bits(search, tick) -> bool:
         for p, x in base:
             patched[p] ^= x
         share = (search.deadline - now) / (len(firsts) - i)
+        # no model in the second search: it would read the whole output again for one small window
         sub = type(search)(patched, search.start, search.stop, search.kind, search.verify, search.expect_len,
-                           search.scorer, now + share, search.expect_end)
+                           None, now + share, search.expect_end)
         sub.stored_at = search.stored_at
         p0 = base[0][0]
         sub.window = (max(search.start, p0 - PAIR_SPAN), min(search.stop, p0 + PAIR_SPAN + 1))
