@@ -136,6 +136,18 @@ def test_zip_name_copies_that_differ_are_never_called_intact_or_verified():
     assert r.status == "damaged" and r.edits == [] and "name differs" in r.parts[0].note
 
 
+@pytest.mark.parametrize("field,xor", [(0, 0x01), (29, 0x01), (31, 0x20), (33, 0x04)])  # signature, name,
+def test_zip_central_record_structure_restored(field, xor):  # extra and comment lengths
+    names = [f"org/example/widgets/Part{i}.class" for i in range(6)]
+    good = _zip_many(names)
+    first = good.index(b"PK\x01\x02")
+    second = good.index(b"PK\x01\x02", first + 4)
+    bad = _flip(good, second + field, xor)
+    r = formats.repair(bad, "zip")
+    assert r.status == "restored" and r.verified and formats.apply(bad, r.edits) == good
+    assert r.parts[0].name == "central directory"
+
+
 def test_heavy_damage_is_never_claimed():
     rng = random.Random(3)
     for fmt in ("gzip", "zlib", "zip"):

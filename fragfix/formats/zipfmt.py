@@ -28,18 +28,66 @@ def _eocd(d: bytes) -> int | None:
     return at if at >= 0 and at + 22 <= len(d) else None
 
 
-def _records(d: bytes, at: int) -> list[dict] | str:
+def _records(d: bytes, at: int) -> tuple[list[dict], list[tuple[int, int]]] | str:
+    """The central directory's records, and edits to its own structure: a signature one byte off, or
+    one byte of a record's name, extra or comment length, found where the next record (or the end
+    record, after the last) starts exactly where the corrected length says it does."""
     n, size, off = struct.unpack_from("<HII", d, at + 10)
-    out, p = [], off
-    for i in range(n):
-        if d[p:p + 4] != CDH or p + 46 > len(d):
-            return f"central directory record {i} at offset {p} is damaged"
-        flags, method, _, _, crc_, csize, usize, nlen, xlen, clen = struct.unpack_from("<HHHHIIIHHH", d, p + 8)
-        local = struct.unpack_from("<I", d, p + 42)[0]
-        out.append({"at": p, "flags": flags, "method": method, "crc": crc_, "csize": csize, "usize": usize,
-                    "name": d[p + 46:p + 46 + nlen], "local": local})
-        p += 46 + nlen + xlen + clen
-    return out
+    buf, out, edits, p = bytearray(d), [], [], off
+    while len(out) < n:
+        if p + 46 > len(buf) or buf[p:p + 4] != CDH:
+            fix = None
+            if p + 46 <= len(buf) and sum(x != y for x, y in zip(buf[p:p + 4], CDH)) == 1:
+                fix = [(p + j, x ^ y) for j, (x, y) in enumerate(zip(buf[p:p + 4], CDH)) if x != y]
+            elif out and (fix := _resync(buf, out[-1]["at"], at, last=False)) is not None:
+                p = out.pop()["at"]  # the record before said the wrong length: read it again
+            if fix is None:
+                return f"central directory record {len(out)} at offset {p} is damaged"
+            for q, x in fix:
+                buf[q] ^= x
+            edits += fix
+            continue
+        rec, p = _record(buf, p)
+        out.append(rec)
+    if out and p != at and buf[p:p + 4] not in (b"PK\x06\x06", b"PK\x05\x05"):  # zip64 end, signature
+        fix = _resync(buf, out[-1]["at"], at, last=True)
+        if fix:
+            for q, x in fix:
+                buf[q] ^= x
+            edits += fix
+            out[-1], p = _record(buf, out[-1]["at"])
+    if edits and p != at and buf[p:p + 4] not in (b"PK\x06\x06", b"PK\x05\x05"):
+        return f"central directory damaged near offset {edits[0][0]}"  # a repair must account for every record
+    return out, edits
+
+
+def _record(b, p: int) -> tuple[dict, int]:
+    flags, method, _, _, crc_, csize, usize, nlen, xlen, clen = struct.unpack_from("<HHHHIIIHHH", b, p + 8)
+    local = struct.unpack_from("<I", b, p + 42)[0]
+    return ({"at": p, "flags": flags, "method": method, "crc": crc_, "csize": csize, "usize": usize,
+             "name": bytes(b[p + 46:p + 46 + nlen]), "local": local}, p + 46 + nlen + xlen + clen)
+
+
+def _resync(b, prev: int, at: int, last: bool) -> list[tuple[int, int]] | None:
+    """One byte of record `prev`'s name, extra or comment length that, corrected, puts the record's
+    end exactly on the next record's signature (or the end record's, after the last)."""
+    lens = struct.unpack_from("<HHH", b, prev + 28)
+    base = prev + 46
+    targets = [at] if last else []
+    q = base
+    while not last and len(targets) < 64:
+        q = b.find(CDH, q, base + 3 * 65536 + 4)
+        if q < 0:
+            break
+        targets.append(q)
+        q += 1
+    for q in targets:
+        for j, v in enumerate(lens):
+            v2 = q - base - (sum(lens) - v)
+            x = v ^ v2
+            if 0 <= v2 < 65536 and x and (x & 0xFF == 0 or x >> 8 == 0):
+                return [(prev + 28 + 2 * j + (x & 0xFF == 0), x & 0xFF or x >> 8)]
+    return None
 
 
 # (field, offset in the local header, offset in the central record, struct code)
@@ -55,11 +103,17 @@ def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
     at = _eocd(d)
     if at is None:
         return [Part("central directory", "unsupported", note="no end-of-central-directory record found")]
-    recs = _records(d, at)
-    if isinstance(recs, str):
-        return [Part("central directory", "unsupported", note=recs)]
+    got = _records(d, at)
+    if isinstance(got, str):
+        return [Part("central directory", "unsupported", note=got)]
+    recs, fixed = got
     names = [r["name"] for r in recs]
-    return [_entry(d, r, deadline, scorer, tick, names) for r in recs]
+    parts = [_entry(d, r, deadline, scorer, tick, names) for r in recs]
+    if fixed:  # a wrong guess would have to find a record's signature exactly where it claims: 32 bits
+        parts.insert(0, Part("central directory", "restored", checks=["structure"], compared=len(fixed),
+                             edits=fixed, first_bad=fixed[0][0],
+                             note="a record's signature or length restored: the next record starts where it says"))
+    return parts
 
 
 def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes]) -> Part:
