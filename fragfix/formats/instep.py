@@ -30,6 +30,7 @@ from .plausible import context_gain, literal_oddities, match_oddities
 from .symbols import DBASE, DEXT, BadStream, Parse, _matches, parse
 
 ADLER = 65521
+MAX_OUT = 1 << 20  # larger outputs are searched by decoding only
 T8 = np.array([TABLE[1 << b] for b in range(8)], np.uint32)
 
 
@@ -208,11 +209,12 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
     starts = np.searchsorted(cid, np.arange(ncand))
     if kind == "crc32":
         full, own = subtree(P, powers(n), xor=True)
-        w = np.where(kinds, own[pos], full[pos])
         delta = old ^ new
         contrib = np.zeros(len(pos), np.uint32)
-        for b in range(8):
-            contrib ^= mulmod(w, int(T8[b])) * ((delta >> b) & 1).astype(np.uint32)
+        for b in range(8):  # per output position once, then gathered for every candidate byte
+            hit = ((delta >> b) & 1).astype(bool)
+            wf, wo = mulmod(full, int(T8[b])), mulmod(own, int(T8[b]))
+            contrib[hit] ^= np.where(kinds[hit], wo[pos[hit]], wf[pos[hit]])
         total = np.bitwise_xor.reduceat(contrib, starts)
         ok = (total ^ np.uint32(damaged_sum)) == np.uint32(stored)
     else:
@@ -256,8 +258,11 @@ def algebra(search, lo: int, hi: int | None) -> bool:
     search, the rest after it); none passing: all of them count as compared."""
     tr, o = search.tr, search.o
     if search.algebra is None:
+        # reading and solving cost ~10 us per output byte: not past MAX_OUT, nor past the budget
+        if len(tr.out) > MAX_OUT or time.perf_counter() + 1e-5 * len(tr.out) > search.deadline:
+            return False
         try:
-            P = parse(search.buf, search.start)
+            P = parse(search.buf, search.start, limit_out=MAX_OUT)
         except BadStream:
             return False
         if P.n != len(tr.out):

@@ -117,7 +117,7 @@ def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val) -> np.ndarray:
     return odd + found
 
 
-CHAIN = 16
+CHAIN = 8
 
 
 def context_gain(out: bytes, model=None):
@@ -164,15 +164,16 @@ def context_gain(out: bytes, model=None):
         same_next = np.r_[same_prev[1:], False]
         lnew = np.where(same_prev, np.r_[0, new[:-1]], left)
         rnew = np.where(same_next, np.r_[new[1:], 0], right)
-        before = pair(left, old) + np.where(same_next, 0.0, pair(old, right)) + between(left, old, right)
-        after = pair(lnew, new) + np.where(same_next, 0.0, pair(new, rnew)) + between(lnew, new, rnew)
-        one = ~(same_prev | same_next)
-        before, after = before.copy(), after.copy()
-        before[one] += wide(pos[one], old[one])
-        after[one] += wide(pos[one], new[one])
+        ch = np.flatnonzero(old != new)  # only changed bytes count: judge those alone
+        one = ~(same_prev | same_next)[ch]
+        left, right, lnew, rnew, sn = left[ch], right[ch], lnew[ch], rnew[ch], same_next[ch]
+        p_, o_, n_ = pos[ch], old[ch], new[ch]
+        before = pair(left, o_) + np.where(sn, 0.0, pair(o_, right)) + between(left, o_, right)
+        after = pair(lnew, n_) + np.where(sn, 0.0, pair(n_, rnew)) + between(lnew, n_, rnew)
+        before[one] += wide(p_[one], o_[one])
+        after[one] += wide(p_[one], n_[one])
         if model is not None:  # the model judges single bytes; a copied run it reads as self-consistent
-            before[one] += model(pos[one], old[one])
-            after[one] += model(pos[one], new[one])
-        g = np.where(old == new, 0.0, before - after)
-        return np.bincount(cid, weights=g, minlength=ncand)
+            before[one] += model(p_[one], o_[one])
+            after[one] += model(p_[one], n_[one])
+        return np.bincount(cid[ch], weights=before - after, minlength=ncand)
     return gain
