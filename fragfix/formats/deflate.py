@@ -64,7 +64,6 @@ class Search:
         self.tr = trace(buf, start, stop, kind)
         self.snap_keys = sorted(self.tr.snaps)
         self.o = Outcome(None)
-        self.best_reach: tuple[int, list] = (-1, [])  # the failed candidate that decoded furthest
         self.firsts: list = []  # (how far it decoded, edit): single edits that got past the failure
         self.window: tuple[int, int] | None = None  # a second error's search: input positions allowed
         self.stored_at: Callable[[int], int] | None = None  # the checksum stored after a stream ending here
@@ -137,8 +136,6 @@ class Search:
                 if first_diff >= 0 and n - first_diff > MAX_DRIFT:
                     return False
         except zlib.error:
-            if pos > self.best_reach[0]:
-                self.best_reach = (pos, list(edits))
             return False
         return False
 
@@ -194,8 +191,6 @@ class Search:
                 if self.expect_len is not None and n > self.expect_len:
                     return False
         except zlib.error:
-            if pos > self.best_reach[0]:
-                self.best_reach = (pos, list(edits))
             if pos >= limit:
                 self._first(pos, edits)
         return False
@@ -217,23 +212,17 @@ class Search:
         return False
 
     def _hold_shifted(self, base: int, tail: bytes, check) -> bool:
-        """Hold an out-of-step candidate that passes the structural checks until its turn (as `_hold`)."""
-        self.held.append((self._gain_shifted(base, tail), check, self.current))
-        return False
-
-    def _gain_shifted(self, base: int, tail: bytes) -> float:
-        """An out-of-step candidate's output (from output position `base` on) judged where it first
-        differs from the damaged one: WINDOW_GAIN bytes from there on each side."""
+        """Hold an out-of-step candidate that passes the structural checks until its turn (as `_hold`),
+        judged where its output (from output position `base` on) first differs from the damaged one:
+        WINDOW_GAIN bytes from there on each side."""
         from .locate import gain
-        if self.counts is None:
-            return 0.0
         dmg = memoryview(self.tr.out)[base:]
         m = min(len(dmg), len(tail))
-        a, b = np.frombuffer(dmg[:m], np.uint8), np.frombuffer(tail[:m], np.uint8)
-        diff = np.flatnonzero(a != b)
+        diff = np.flatnonzero(np.frombuffer(dmg[:m], np.uint8) != np.frombuffer(tail[:m], np.uint8))
         f = int(diff[0]) if len(diff) else m
         lo, hi = max(0, f - 2), f + WINDOW_GAIN + 2
-        return gain(self.counts, bytes(dmg[lo:hi]), tail[lo:hi])
+        self.held.append((gain(self.counts, bytes(dmg[lo:hi]), tail[lo:hi]), check, self.current))
+        return False
 
     def _final(self, end: int, n: int, c: int) -> bool:
         """The container's checks: None when the structure already fails (end, size), else
