@@ -49,10 +49,7 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
             part.status, part.edits, part.compared, part.first_bad = "restored", edits, 1, edits[0][0]
             part.note = "a stored checksum or size field was damaged"
             return part, tr.end
-        tr.stored = stored_at(tr.end)
-        if kind == "crc32":
-            tr.syndrome = tr.sum ^ tr.stored
-    o = s.run(tick=tick)
+    o = s.run(tick=tick)  # in step, the search reads the stored checksum through s.stored_at
     part.candidates, part.compared = o.tried, o.compared
     if o.edits:
         part.status, part.edits, part.first_bad = "restored", o.edits, o.edits[0][0]

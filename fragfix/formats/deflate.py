@@ -176,14 +176,16 @@ class Search:
                 chunk = self._chunk(pos, size, edits)
                 o = d.decompress(chunk)
                 pos, n, c = pos + len(chunk), n + len(o), self.ck(o, c)
-                outs.append(o)
+                if self.held is not None:  # only a held candidate is judged by its output
+                    outs.append(o)
                 if d.eof:
                     end = pos - len(d.unused_data)
-                    if self.held is None or self.verify(end, n, c) is None:
+                    shaped = self.verify(end, n, c) is not None  # the structure (end, size) passes
+                    if self.held is None or not shaped:
                         ok = self._final(end, n, c)
                         if not ok and tr.error is not None:  # past the failure to the end: a first of two
                             # errors? Best when the size is right (a second error that kept the stream in step)
-                            self._first(self.stop + 1 + (self.verify(end, n, c) is not None), edits)
+                            self._first(self.stop + 1 + shaped, edits)
                         return ok
                     return self._hold_shifted(base, b"".join(outs), lambda e=end, t=n, cc=c: self._final(e, t, cc))
                 if sync is not None and pos == limit and n - tr.outlen[sync] != self.expect_len - tr.outlen[-1]:
