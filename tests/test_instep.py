@@ -137,3 +137,62 @@ def test_model_values_agree_with_its_surprise(untrained):
     pos = np.array([0, 511, 512, 1499])
     vals = np.frombuffer(data, np.uint8)[pos]
     np.testing.assert_allclose(byte_values(model, data, pos, vals), byte_surprise(model, data)[pos], rtol=1e-5)
+
+
+@pytest.mark.parametrize("level", [4, 6, 9])
+def test_a_zlib_made_stream_has_no_encoder_oddities(level):
+    """What the locator relies on: zlib never writes a copy that stops though the next byte
+    matches, nor one from further away than an equal one it would have met first (levels 1-3
+    skip strings inside long copies and leave many; the locator then stands aside)."""
+    from fragfix.formats.plausible import stream_oddities
+    raw = _raw(TEXT, level)
+    P = parse(raw, 0)
+    out = np.frombuffer(zlib.decompress(raw, -15), np.uint8).astype(np.int64)
+    assert stream_oddities(P, out).sum() == 0
+
+
+def test_fast_levels_leave_oddities_everywhere_so_nothing_is_located():
+    from fragfix.formats.locate import oddity_bound
+    raw = _raw(TEXT, 1)
+    assert oddity_bound(raw, 0, len(raw), zlib.decompress(raw, -15)) is None
+
+
+def test_damage_that_desynchronises_a_stream_is_located_just_before_the_first_oddities():
+    from fragfix.formats.locate import oddity_bound
+    raw = _raw(TEXT, 6)
+    rng = random.Random(3)
+    located = 0
+    for _ in range(400):
+        p = rng.randrange(100, len(raw) - 400)
+        bad = bytearray(raw)
+        bad[p] ^= rng.randrange(1, 256)
+        d = zlib.decompressobj(-15)
+        try:
+            out = d.decompress(bytes(bad))
+        except zlib.error:
+            continue
+        if not d.eof or len(out) == len(TEXT):
+            continue  # not a stream that ended wrong
+        bound = oddity_bound(bytes(bad), 0, len(bad), out)
+        assert bound is not None and bound >= p - 2  # never well before the damage
+        located += bound - p < 256
+        if located == 5:
+            break
+    assert located == 5
+
+
+def test_a_wrong_byte_that_desynchronises_a_gzip_is_restored_and_verified_quickly():
+    good = gzip.compress(TEXT, 6, mtime=0)
+    rng = random.Random(7)
+    for _ in range(400):
+        p = rng.randrange(300, len(good) - 300)
+        bad = bytearray(good)
+        bad[p] ^= rng.randrange(1, 256)
+        got = instep.check(bad, 10, [], "crc32")
+        if got is not None and got[0] == len(good) - 8 and got[1] != len(TEXT):
+            break
+    else:
+        pytest.skip("no desynchronising byte found")
+    r = formats.repair(bytes(bad), "gzip", budget_s=20)
+    assert r.status == "restored" and formats.apply(bytes(bad), r.edits) == good
+    assert r.parts[0].compared < 1000  # located: few candidates compared, so the claim is strong
