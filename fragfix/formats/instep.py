@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 
 from .crc import POLY, TABLE
-from .plausible import context_gain, literal_oddities, match_oddities
+from .plausible import context_gain, implicated, literal_oddities, match_oddities
 from .symbols import DBASE, DEXT, BadStream, Parse, _matches, parse
 
 ADLER = 65521
@@ -230,7 +230,10 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
         ok = (((a0 + da) % ADLER) == (stored & 0xFFFF)) & (((b0 + db) % ADLER) == (stored >> 16))
     gain = gain_of(pos, old, new, cid, ncand) if gain_of is not None else np.zeros(ncand)
     odd = np.concatenate([literal_oddities(P, o, lpos, lnew), match_oddities(P, o, didx, dnew, seg, k, dval)])
-    order = np.lexsort((np.arange(ncand), -gain, odd))
+    # first, what could explain an oddity of the stream as it is (damage leaves some in ~1 of 4 cases)
+    lit_fix, match_fix = implicated(P, o)
+    fix = np.concatenate([lit_fix[lpos], match_fix[didx]])
+    order = np.lexsort((np.arange(ncand), -gain, odd, ~fix))
     ranks = np.flatnonzero(ok[order])
     return list(zip(cand_byte.tolist(), cand_xor.tolist())), order, ranks
 

@@ -77,13 +77,13 @@ def roots(P: Parse, n: int) -> np.ndarray:
         parent = nxt
 
 
-def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val) -> np.ndarray:
+def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val, where: bool = False):
     """The same for a match given a new distance: it would have gone on (the byte after it equals
     the byte after its new source), or the same bytes lay closer (zlib takes the nearest of the
     longest)."""
     n = len(o)
     if not len(idx):
-        return np.zeros(0, np.int64)
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64)) if where else np.zeros(0, np.int64)
     s, L, _ = _matches(P)
     ms, ml = s[idx], L[idx]
     after = ms + ml
@@ -102,6 +102,7 @@ def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val) -> np.ndarray:
     nxt = np.where(after < n, o[np.minimum(after, n - 1)], -1)
     before = ms - 2
     found = np.zeros(len(ms), bool)
+    alt = np.full(len(ms), -1, np.int64)  # where the better source lay
     recent = _recent(o)
     for _ in range(CHAIN):
         p = recent(first3, before)
@@ -112,23 +113,50 @@ def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val) -> np.ndarray:
         src_el = ms[seg] - dc[seg] + k % dc[seg]
         same = np.logical_and.reduceat(o[np.clip(src_el, 0, n - 1)] == val, starts)
         tail = o[np.clip(ms - dc + ml % dc, 0, n - 1)] == nxt  # the byte after: a longer copy
-        found |= live & same & (tail & (ml < 258) | (dc < nd))
+        better = live & same & (tail & (ml < 258) | (dc < nd))
+        alt = np.where(better & ~found, p, alt)
+        found |= better
         before = np.where(live, p, -1)
-    return odd + found
+    return (odd + found, alt) if where else odd + found
 
 
 CHAIN = 8
+
+
+def implicated(P: Parse, o: np.ndarray, most: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """What could explain the stream's own oddities (a stream in step from a zlib-like encoder has
+    none; a damaged literal or distance can leave a few): per output position, whether its literal
+    (its root) lies in an odd copy, its source, the better source, or the byte after; per match,
+    whether it is odd. All False when there are more than `most` (an encoder with quirks)."""
+    n = len(o)
+    s, L, d = _matches(P)
+    flags, alt = _oddities(P, o, where=True)
+    odd = np.flatnonzero(flags)
+    lit = np.zeros(n, bool)
+    if not len(odd) or len(odd) > most:
+        return lit, np.zeros(len(s), bool)
+    mark = np.zeros(n + 1, np.int64)
+    for a in (s[odd], (s - d)[odd], alt[odd][alt[odd] >= 0]):
+        ln = L[odd][:len(a)] if len(a) == len(odd) else L[odd][alt[odd] >= 0]
+        np.add.at(mark, np.minimum(a, n), 1)
+        np.add.at(mark, np.minimum(a + ln + 1, n), -1)
+    lit[roots(P, n)[np.cumsum(mark)[:n] > 0]] = True
+    return lit, flags > 0
+
+
+def _oddities(P: Parse, o: np.ndarray, where: bool = False):
+    s, L, d = _matches(P)
+    idx = np.arange(len(s))
+    seg = np.repeat(idx, L)
+    k = np.arange(len(seg)) - np.repeat(np.cumsum(L) - L, L)
+    return match_oddities(P, o, idx, d, seg, k, o[s[seg] + k], where)
 
 
 def stream_oddities(P: Parse, o: np.ndarray) -> np.ndarray:
     """Per match of the stream as it decodes now: 1 where a zlib-like encoder would not have written
     it (see match_oddities). A zlib-made stream has next to none (2e-5 per output byte, measured);
     the symbols a desynchronised decoder reads after damage are random, and many of them are."""
-    s, L, d = _matches(P)
-    idx = np.arange(len(s))
-    seg = np.repeat(idx, L)
-    k = np.arange(len(seg)) - np.repeat(np.cumsum(L) - L, L)
-    return match_oddities(P, o, idx, d, seg, k, o[s[seg] + k])
+    return _oddities(P, o)
 
 
 def context_gain(out: bytes, model=None):
