@@ -173,9 +173,9 @@ def test_damage_that_desynchronises_a_stream_is_located_just_before_the_first_od
             continue
         if not d.eof or len(out) == len(TEXT):
             continue  # not a stream that ended wrong
-        bound = oddity_bound(bytes(bad), 0, len(bad), out)
-        assert bound is not None and bound >= p - 2  # never well before the damage
-        located += bound - p < 256
+        found = oddity_bound(bytes(bad), 0, len(bad), out)
+        assert found is not None and found[0] >= p - 2  # never well before the damage
+        located += found[0] - p < 256
         if located == 5:
             break
     assert located == 5

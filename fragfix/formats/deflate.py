@@ -40,7 +40,7 @@ WINDOW_GAIN = 64   # out of step: output bytes from the first difference that ju
 FINE = 8           # input bytes per call just past where the damaged stream failed: how far a candidate got
 SYNC = 4           # out of step, size known: pieces after an edit by which the true candidate is back in step
 NEAR = 256         # located out of step: positions searched for bits and bytes before bits further off
-REACH = 32         # located out of step: the first positions whose single bits are judged as a first of two errors
+REACH = 96         # located out of step: the first positions whose single bits are judged as a first of two errors
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
 # (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
 Verify = Callable[[int, int, int], "bool | None"]
@@ -75,8 +75,9 @@ class Search:
         self.current: list = []  # the candidate being tested
         self.at: tuple | None = None  # (position, decoder, output length, checksum) shared by its candidates
         self.algebra: tuple | None = None  # in step: instep.solve's candidates, order and passing ranks
-        self.bound: int | None = None  # out of step: where the first oddities lie (locate.oddity_bound)
-        self.reach_left = 0  # out of step, located: single bits still to be judged as a first of two errors
+        self.bound: tuple | None = None  # out of step: where the first oddities lie, (input, output)
+        self.reach_at: set = set()
+        self.reach_until = 0.0  # out of step, located: single bits are judged as a first of two errors until then
 
     # ---- one candidate -------------------------------------------------------------------------
     def _chunk(self, pos: int, size: int, edits) -> bytes:
@@ -190,7 +191,8 @@ class Search:
                         if not ok and tr.error is not None:  # past the failure to the end: a first of two
                             # errors? Best when the size is right (a second error that kept the stream in step)
                             self._first(self.stop + 1 + shaped, edits)
-                        elif not ok and self.reach_left > 0 and len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1):
+                        elif not ok and self.bound and len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1) \
+                                and edits[0][0] in self.reach_at and time.perf_counter() < self.reach_until:
                             self._reach(edits)
                         return ok
                     return self._hold_shifted(base, b"".join(outs), lambda e=end, t=n, cc=c: self._final(e, t, cc))
@@ -214,17 +216,15 @@ class Search:
         """A stream that ended wrong: a single flipped bit after which the first oddities lie further
         on than before (the output is right up to a second error) is kept as a first of two."""
         from .locate import oddity_bound
-        self.reach_left -= 1
         b = bytearray(self.buf[self.start:self.stop])
         b[edits[0][0] - self.start] ^= edits[0][1]
         try:
             out = zlib.decompressobj(-15).decompress(bytes(b))
         except zlib.error:
             return
-        reach = oddity_bound(b, 0, len(b), out)
-        reach = self.stop if reach is None else self.start + reach
-        if reach > (self.bound or 0) + STEP:
-            self._first(reach, edits)
+        got = oddity_bound(b, 0, len(b), out, after=self.bound[1])  # strays before the damage: both have them
+        if got is not None and got[1] > self.bound[1] + 16:  # ties: the fewer oddities left, the better
+            self._first(self.start + got[0] + 0.5 / (1 + got[2]), edits)
 
     def _hold(self, a: int, b: int, base: int, outs: list[bytes], check) -> bool:
         if self.held is None:
@@ -295,8 +295,8 @@ class Search:
         # a stream that decoded to a wrong end: the first copies a zlib-like encoder would not have
         # written lie just past the damage (locate.py); when they do, the damage is found within the
         # first few dozen positions, so its candidates are compared as they come, not held
-        bound = oddity_bound(self.buf, self.start, self.stop, tr.out) if o.case == "wrong-end" else None
-        self.bound = bound
+        found = oddity_bound(self.buf, self.start, self.stop, tr.out) if o.case == "wrong-end" else None
+        bound, self.bound = (found[0], found) if found else (None, None)
         order = ranked_positions(tr, self.start, self.stop, o.case, self.scorer, self.kind, bound)
         if self.window is not None:
             order = [p for p in order if self.window[0] <= p < self.window[1]]
@@ -306,14 +306,16 @@ class Search:
         # (positions, xors, share of the time left that the phase may take; the rest of it comes last)
         if in_step:
             phases = [(order[:4096], bits, 1.0), (order[:256], others, 1.0), (order[4096:], bits, 1.0)]
-        elif not two_bits:  # the second bit of a pair: single bits only
-            phases = [(order, bits, 1.0)]
+        elif not two_bits:  # the second bit of a pair: single bits only (near where it was located, if it was)
+            phases = [(order[:NEAR // 2] if bound is not None else order, bits, 1.0)]
         elif bound is not None:  # located: bits, bytes and pairs near the damage before anything further off
-            self.reach_left = 8 * REACH if len(tr.out) <= 1 << 20 else 0
-            phases = [(order[:NEAR], bits, 1.0), (order[:NEAR], others, 1.0), "two-bits", (order[NEAR:], bits, 1.0),
-                      (order[NEAR:], others, 0.6)]
+            self.reach_at = set(order[:REACH]) if len(tr.out) <= 1 << 20 else set()
+            self.reach_until = time.perf_counter() + 0.3 * max(self.deadline - time.perf_counter(), 0)
+            phases = [(order[:NEAR], bits, 1.0), (order[:NEAR // 4], others, 1.0), "two-bits",
+                      (order[NEAR // 4:NEAR], others, 1.0), (order[NEAR:], bits, 1.0), (order[NEAR:], others, 0.6)]
         else:  # one flipped bit is the likeliest damage (bit rot), then one wrong byte, then two bits
             phases = [(order, bits, 1.0), (order, others, 0.6), "two-bits"]
+        order_near = set(order[:NEAR])
         from .locate import context_counts  # candidates that pass the structure: compared in batches, most plausible first
         self.counts = context_counts(tr.out)
         deferred: list = []
@@ -326,7 +328,7 @@ class Search:
             # in step, and for whole wrong bytes in a stream that ended wrong (30 times as many, and
             # most end) unless near where it was located, candidates that pass the structure wait
             # their turn by plausibility
-            near = bound is not None and positions[:1] == order[:1]
+            near = bound is not None and len(positions) > 0 and positions[0] in order_near
             self.held = [] if in_step or (xors is others and o.case == "wrong-end" and not near) else None
             until = time.perf_counter() + share * max(self.deadline - time.perf_counter(), 0)
             for j, p in enumerate(positions):

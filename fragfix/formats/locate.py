@@ -83,11 +83,13 @@ def ranked_positions(tr: Trace, start: int, stop: int, case: str, scorer, kind: 
     return _by_pieces(tr, start, end, score, first)
 
 
-def oddity_bound(buf, start: int, stop: int, out: bytes) -> int | None:
+def oddity_bound(buf, start: int, stop: int, out: bytes, after: int | None = None):
     """The input byte just past the first copy a zlib-like encoder would not have written that
     begins a cluster (DENSE more within DENSE_SPAN output bytes; else one more within 2 KB; else the
     first): damage brings hundreds, while some encoders leave a stray few. None: no such copies,
-    no jump in their rate (a fast encoder's), or the stream does not parse."""
+    no jump in their rate (a fast encoder's), or the stream does not parse. With `after` (an
+    output position): (input byte past the first copy at or after it, its output position, how
+    many there are), (`stop`, len(out), 0) if none: how far, and how well, an edit cleans the stream."""
     if not 0 < len(out) <= MAX_PARSE:
         return None
     try:
@@ -97,10 +99,14 @@ def oddity_bound(buf, start: int, stop: int, out: bytes) -> int | None:
     if P.n != len(out):
         return None
     odd = np.flatnonzero(stream_oddities(P, np.frombuffer(out, np.uint8).astype(np.int64)))
-    if not len(odd):
-        return None
     at = np.asarray(P.m_out, np.int64)[odd]
-    if not _jumps(at, len(out)):
+    if after is not None:
+        later = np.flatnonzero(at >= after)
+        if not len(later):
+            return stop, len(out), 0
+        first = int(odd[later[0]])
+        return start + ((P.m_xbit[first] + P.m_xlen[first]) >> 3) + 1, int(at[later[0]]), len(later)
+    if not len(odd) or not _jumps(at, len(out)):
         return None
     j = 0
     for more, span in ((DENSE, DENSE_SPAN), (1, 2048)):
@@ -109,7 +115,7 @@ def oddity_bound(buf, start: int, stop: int, out: bytes) -> int | None:
             j = int(hit[0])
             break
     first = int(odd[j])
-    return start + ((P.m_xbit[first] + P.m_xlen[first]) >> 3) + 1  # just past the copy's symbol
+    return start + ((P.m_xbit[first] + P.m_xlen[first]) >> 3) + 1, int(at[j])  # just past the copy's symbol
 
 
 def _jumps(at: np.ndarray, n: int) -> bool:
