@@ -172,15 +172,20 @@ M32 = 0xFFFFFFFF
 def _name_part(d: bytes, part: Part, r: dict, at: int, local: bytes, names: list[bytes], edits) -> Part:
     """An entry whose data verifies but whose two name copies differ. No checksum covers names, so
     this is never verified: the copy whose bytes around each difference recur in the archive's
-    other names (a jar's or a project's names share their folders) is *probable*; when neither
-    does more, the entry is damaged and both are left as they are."""
+    other names (a jar's or a project's names share their folders and words; the longest
+    surroundings that tell them apart, down to byte pairs) is *probable*; when neither does more,
+    the entry is damaged and both are left as they are."""
     central = r["name"]
     others = b"\0".join(n for n in names if n is not central)
     diff = [i for i, (x, y) in enumerate(zip(local, central)) if x != y]
 
-    def support(name: bytes) -> int:
-        return sum(others.count(name[max(0, i - 3):i + 4]) for i in diff)
-    a, b = support(local), support(central)
+    def support(name: bytes, k: int) -> int:  # sightings elsewhere of every k bytes around a difference
+        return sum(others.count(name[j:j + k]) for i in diff for j in range(max(0, i - k + 1), i + 1))
+    a = b = 0
+    for k in (7, 5, 3, 2):  # the longest surroundings that tell the copies apart
+        a, b = support(local, k), support(central, k)
+        if a != b:
+            break
     part.first_bad = (at if a > b else r["at"] + 46) + diff[0]
     if a == b:
         part.status = "damaged"
