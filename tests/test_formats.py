@@ -130,8 +130,8 @@ def test_zip_name_copies_that_differ_are_never_called_intact_or_verified():
     r = formats.repair(bad, "zip")
     assert r.status == "probable" and not r.verified  # no checksum covers names
     assert formats.apply(bad, r.edits) == good
-    # a word no other name holds: its byte pairs still tell the copies apart ('rl', 'lM' against 'r,', ',M')
-    names = ["org/example/FileModel.class", "org/example/ModelSource.class", "org/example/UrlModelSource.class"]
+    # a word no other name holds: shorter surroundings still tell the copies apart ('lMo', 'rl' against ',Mo', 'r,')
+    names = ["org/example/WorldMap.class", "org/example/TableModel.class", "org/example/UrlModelSource.class"]
     good = _zip_many(names)
     at = good.index(b"UrlModel", good.rfind(b"PK\x01\x02")) + 2
     r = formats.repair(_flip(good, at, 0x40), "zip")  # 'l' -> ','
