@@ -21,7 +21,6 @@ repair may be called verified (formats/__init__.py).
 from __future__ import annotations
 
 import bisect
-import heapq
 import time
 import zlib
 from dataclasses import dataclass
@@ -45,6 +44,28 @@ EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible th
 # (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
 Verify = Callable[[int, int, int], "bool | None"]
 Scorer = Callable[[bytes], np.ndarray]    # data -> how implausible each byte is (higher: less)
+
+
+BITS = [1 << b for b in range(8)]
+BYTES = [v for v in range(1, 256) if v & (v - 1)]  # whole wrong bytes: two bits or more
+
+
+def plan(order: list[int], case: str, two_bits: bool, located: bool) -> list:
+    """The search's phases in turn: (positions, xors, share of the time left that the phase may take
+    (the rest of it comes last), hold) or "two-bits". One flipped bit is the likeliest damage (bit
+    rot), then one wrong byte, then two bits; located out of step, all three near the damage before
+    anything further off. Held candidates that pass the structure wait their turn by plausibility: in
+    step, and whole wrong bytes in a stream that ended wrong (30 times as many, and most end), unless
+    near where the oddities located the damage."""
+    if case == "in-step":
+        return [(order[:4096], BITS, 1.0, True), (order[:256], BYTES, 1.0, True), (order[4096:], BITS, 1.0, True)]
+    if not two_bits:  # the second bit of a pair: single bits only (near where it was located, if it was)
+        return [(order[:NEAR // 2] if located else order, BITS, 1.0, False)]
+    hold = case == "wrong-end"
+    if located:
+        return [(order[:NEAR], BITS, 1.0, False), (order[:NEAR], BYTES, 1.0, False), "two-bits",
+                (order[NEAR:], BITS, 1.0, False), (order[NEAR:], BYTES, 0.6, hold)]
+    return [(order, BITS, 1.0, False), (order, BYTES, 0.6, hold), "two-bits"]
 
 
 @dataclass
@@ -190,10 +211,10 @@ class Search:
                         ok = self._final(end, n, c)
                         if not ok and tr.error is not None:  # past the failure to the end: a first of two
                             # errors? Best when the size is right (a second error that kept the stream in step)
-                            self._first(self.stop + 1 + shaped, edits)
+                            pairs.keep_first(self, self.stop + 1 + shaped, edits)
                         elif not ok and self.bound and len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1) \
                                 and edits[0][0] in self.reach_at and time.perf_counter() < self.reach_until:
-                            self._reach(edits)
+                            pairs.judge_first(self, edits)
                         return ok
                     return self._hold_shifted(base, b"".join(outs), lambda e=end, t=n, cc=c: self._final(e, t, cc))
                 if sync is not None and pos == limit and n - tr.outlen[sync] != self.expect_len - tr.outlen[-1]:
@@ -202,29 +223,8 @@ class Search:
                     return False
         except zlib.error:
             if pos >= limit:
-                self._first(pos, edits)
+                pairs.keep_first(self, pos, edits)
         return False
-
-    def _first(self, reach: int, edits) -> None:
-        """Keep the FIRSTS single flipped bits that decoded furthest (ties: the first found)."""
-        if len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1):
-            heapq.heappush(self.firsts, (reach, -self.o.tried, list(edits)))
-            if len(self.firsts) > pairs.FIRSTS:
-                heapq.heappop(self.firsts)
-
-    def _reach(self, edits) -> None:
-        """A stream that ended wrong: a single flipped bit after which the first oddities lie further
-        on than before (the output is right up to a second error) is kept as a first of two."""
-        from .locate import oddity_bound
-        b = bytearray(self.buf[self.start:self.stop])
-        b[edits[0][0] - self.start] ^= edits[0][1]
-        try:
-            out = zlib.decompressobj(-15).decompress(bytes(b))
-        except zlib.error:
-            return
-        got = oddity_bound(b, 0, len(b), out, after=self.bound[1])  # strays before the damage: both have them
-        if got is not None and got[1] > self.bound[1] + 16:  # ties: the fewer oddities left, the better
-            self._first(self.start + got[0] + 0.5 / (1 + got[2]), edits)
 
     def _hold(self, a: int, b: int, base: int, outs: list[bytes], check) -> bool:
         if self.held is None:
@@ -301,21 +301,10 @@ class Search:
         if self.window is not None:
             order = [p for p in order if self.window[0] <= p < self.window[1]]
         o.first_bad = order[0] if order else None
-        bits = [1 << b for b in range(8)]
-        others = [v for v in range(1, 256) if v & (v - 1)]
-        # (positions, xors, share of the time left that the phase may take; the rest of it comes last)
-        if in_step:
-            phases = [(order[:4096], bits, 1.0), (order[:256], others, 1.0), (order[4096:], bits, 1.0)]
-        elif not two_bits:  # the second bit of a pair: single bits only (near where it was located, if it was)
-            phases = [(order[:NEAR // 2] if bound is not None else order, bits, 1.0)]
-        elif bound is not None:  # located: bits, bytes and pairs near the damage before anything further off
+        if bound is not None and two_bits and o.case == "wrong-end":  # single bits judged as a first of two
             self.reach_at = set(order[:REACH]) if len(tr.out) <= 1 << 20 else set()
             self.reach_until = time.perf_counter() + 0.3 * max(self.deadline - time.perf_counter(), 0)
-            phases = [(order[:NEAR], bits, 1.0), (order[:NEAR // 4], others, 1.0), "two-bits",
-                      (order[NEAR // 4:NEAR], others, 1.0), (order[NEAR:], bits, 1.0), (order[NEAR:], others, 0.6)]
-        else:  # one flipped bit is the likeliest damage (bit rot), then one wrong byte, then two bits
-            phases = [(order, bits, 1.0), (order, others, 0.6), "two-bits"]
-        order_near = set(order[:NEAR])
+        phases = plan(order, o.case, two_bits, bound is not None)
         from .locate import context_counts  # candidates that pass the structure: compared in batches, most plausible first
         self.counts = context_counts(tr.out)
         deferred: list = []
@@ -324,12 +313,8 @@ class Search:
                 if two_bits and pairs.two_bits(self, tick):
                     return o
                 continue
-            positions, xors, share = phase
-            # in step, and for whole wrong bytes in a stream that ended wrong (30 times as many, and
-            # most end) unless near where it was located, candidates that pass the structure wait
-            # their turn by plausibility
-            near = bound is not None and len(positions) > 0 and positions[0] in order_near
-            self.held = [] if in_step or (xors is others and o.case == "wrong-end" and not near) else None
+            positions, xors, share, hold = phase
+            self.held = [] if hold else None
             until = time.perf_counter() + share * max(self.deadline - time.perf_counter(), 0)
             for j, p in enumerate(positions):
                 for x in xors:
@@ -350,7 +335,7 @@ class Search:
                             return o
                     self.held = []
                 if pause:
-                    phases.append((positions[j + 1:], xors, 1.0))
+                    phases.append((positions[j + 1:], xors, 1.0, hold))
                     break
                 if late:
                     break

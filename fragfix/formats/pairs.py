@@ -2,15 +2,41 @@
 
 A first error that is fixed lets the stream decode further, until the second; so the single
 flipped bits that decoded furthest past the damaged stream's failure (to the end, best; to the end
-with the right size, better still) are kept while single bits are searched (`Search._first`), and
+with the right size, better still), or, for a stream that ran to a wrong end, that push its encoder
+oddities furthest on (`judge_first`), are kept while single bits are searched (`keep_first`), and
 each in turn is applied and one more flipped bit searched within PAIR_SPAN bytes of it, by the same
 search (decoding, or the checksum algebra where the patched stream is back in step).
 """
 from __future__ import annotations
 
+import heapq
 import time
+import zlib
 
 FIRSTS, PAIR_SPAN = 16, 512  # the first edits tried, and how far from them the second may lie
+
+
+def keep_first(search, reach: float, edits) -> None:
+    """Keep the FIRSTS single flipped bits that got furthest (ties: the first found)."""
+    if len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1):
+        heapq.heappush(search.firsts, (reach, -search.o.tried, list(edits)))
+        if len(search.firsts) > FIRSTS:
+            heapq.heappop(search.firsts)
+
+
+def judge_first(search, edits) -> None:
+    """A stream that ended wrong: a single flipped bit after which the first oddities lie further on
+    than before (the output is right up to a second error) is kept as a first of two."""
+    from .locate import oddity_bound
+    b = bytearray(search.buf[search.start:search.stop])
+    b[edits[0][0] - search.start] ^= edits[0][1]
+    try:
+        out = zlib.decompressobj(-15).decompress(bytes(b))
+    except zlib.error:
+        return
+    got = oddity_bound(b, 0, len(b), out, after=search.bound[1])  # strays before the damage: both have them
+    if got is not None and got[1] > search.bound[1] + 16:  # ties: the fewer oddities left, the better
+        keep_first(search, search.start + got[0] + 0.5 / (1 + got[2]), edits)
 
 
 def two_bits(search, tick) -> bool:
