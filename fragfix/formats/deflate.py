@@ -39,6 +39,7 @@ WINDOW_GAIN = 64   # out of step: output bytes from the first difference that ju
 FINE = 8           # input bytes per call just past where the damaged stream failed: how far a candidate got
 SYNC = 4           # out of step, size known: pieces after an edit by which the true candidate is back in step
 NEAR = 256         # located out of step: positions searched for bits and bytes before bits further off
+ODDITY_COST = 1e-6  # seconds per output byte to read a stream's symbols and find its encoder oddities
 REACH = 96         # located out of step: the first positions whose single bits are judged as a first of two errors
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
 # (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
@@ -295,7 +296,9 @@ class Search:
         # a stream that decoded to a wrong end: the first copies a zlib-like encoder would not have
         # written lie just past the damage (locate.py); when they do, the damage is found within the
         # first few dozen positions, so its candidates are compared as they come, not held
-        found = oddity_bound(self.buf, self.start, self.stop, tr.out) if o.case == "wrong-end" else None
+        # (~0.7 us an output byte: not where that would take over half the time left)
+        affordable = time.perf_counter() + 2 * ODDITY_COST * len(tr.out) < self.deadline
+        found = oddity_bound(self.buf, self.start, self.stop, tr.out) if o.case == "wrong-end" and affordable else None
         bound, self.bound = (found[0], found) if found else (None, None)
         order = ranked_positions(tr, self.start, self.stop, o.case, self.scorer, self.kind, bound)
         if self.window is not None:
