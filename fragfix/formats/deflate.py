@@ -38,35 +38,12 @@ ALGEBRA_FIRST = 4096  # in step: this many of the algebra's most plausible candi
 WINDOW_GAIN = 64   # out of step: output bytes from the first difference that judge a candidate
 FINE = 8           # input bytes per call just past where the damaged stream failed: how far a candidate got
 SYNC = 4           # out of step, size known: pieces after an edit by which the true candidate is back in step
-NEAR = 256         # located out of step: positions searched for bits and bytes before bits further off
 ODDITY_COST = 1e-6  # seconds per output byte to read a stream's symbols and find its encoder oddities
 REACH = 96         # located out of step: the first positions whose single bits are judged as a first of two errors
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
 # (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
 Verify = Callable[[int, int, int], "bool | None"]
 Scorer = Callable[[bytes], np.ndarray]    # data -> how implausible each byte is (higher: less)
-
-
-BITS = [1 << b for b in range(8)]
-BYTES = [v for v in range(1, 256) if v & (v - 1)]  # whole wrong bytes: two bits or more
-
-
-def plan(order: list[int], case: str, two_bits: bool, located: bool) -> list:
-    """The search's phases in turn: (positions, xors, share of the time left that the phase may take
-    (the rest of it comes last), hold) or "two-bits". One flipped bit is the likeliest damage (bit
-    rot), then one wrong byte, then two bits; located out of step, all three near the damage before
-    anything further off. Held candidates that pass the structure wait their turn by plausibility: in
-    step, and whole wrong bytes in a stream that ended wrong (30 times as many, and most end), unless
-    near where the oddities located the damage."""
-    if case == "in-step":
-        return [(order[:4096], BITS, 1.0, True), (order[:256], BYTES, 1.0, True), (order[4096:], BITS, 1.0, True)]
-    if not two_bits:  # the second bit of a pair: single bits only (near where it was located, if it was)
-        return [(order[:NEAR // 2] if located else order, BITS, 1.0, False)]
-    hold = case == "wrong-end"
-    if located:
-        return [(order[:NEAR], BITS, 1.0, False), (order[:NEAR], BYTES, 1.0, False), "two-bits",
-                (order[NEAR:], BITS, 1.0, False), (order[NEAR:], BYTES, 0.6, hold)]
-    return [(order, BITS, 1.0, False), (order, BYTES, 0.6, hold), "two-bits"]
 
 
 @dataclass
@@ -275,7 +252,7 @@ class Search:
                 and (self.expect_end is None or tr.end == self.expect_end))
 
     def run(self, two_bits: bool = True, tick: Callable[[int], None] | None = None) -> Outcome:
-        from .locate import oddity_bound, ranked_positions
+        from .locate import oddity_bound, plan, ranked_positions
         tr, o = self.tr, self.o
         if self.intact():
             o.case, o.edits = "intact", []

@@ -11,7 +11,8 @@ outright (crc.py), and that piece goes first.
 A stream that decoded to an end but the wrong one is read symbol by symbol (symbols.py): the first
 copies a zlib-like encoder would not have written (plausible.stream_oddities) lie just after the
 damage (median 19 output bytes, 95% within 170, on real gzip and zip streams), so the search walks
-back from there first; before them such a stream has none.
+back from there first; before them such a stream has none. `plan` says in what phases the
+positions are searched (bits, bytes, pairs).
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from .plausible import stream_oddities
 from .symbols import BadStream, parse
 from .trace import STEP, Trace
 
+NEAR = 256         # located out of step: positions searched for bits, bytes and pairs before bits further off
 JUMP = 10          # how many times likelier oddities must become for the damage to be located by them
 DENSE, DENSE_SPAN = 3, 2048  # an oddity that 3 more follow within 2 KB of output: damage, not an encoder's quirk
-MAX_PARSE = 1 << 22  # output bytes read symbol by symbol for the oddities (~0.3 s a MB)
+MAX_PARSE = 1 << 22  # output bytes read symbol by symbol for the oddities (~0.7 s a MB)
 
 
 def surprise(data: bytes) -> np.ndarray:
@@ -81,6 +83,28 @@ def ranked_positions(tr: Trace, start: int, stop: int, case: str, scorer, kind: 
         for edit in crc.locate(tr.syndrome, len(tr.out), _SINGLE):
             first.append(_piece_of(tr, edit[0][0]) - 1)
     return _by_pieces(tr, start, end, score, first)
+
+
+BITS = [1 << b for b in range(8)]
+BYTES = [v for v in range(1, 256) if v & (v - 1)]  # whole wrong bytes: two bits or more
+
+
+def plan(order: list[int], case: str, two_bits: bool, located: bool) -> list:
+    """The search's phases in turn: (positions, xors, share of the time left that the phase may take
+    (the rest of it comes last), hold) or "two-bits". One flipped bit is the likeliest damage (bit
+    rot), then one wrong byte, then two bits; located out of step, all three near the damage before
+    anything further off. Held candidates that pass the structure wait their turn by plausibility: in
+    step, and whole wrong bytes in a stream that ended wrong (30 times as many, and most end), unless
+    near where the oddities located the damage."""
+    if case == "in-step":
+        return [(order[:4096], BITS, 1.0, True), (order[:256], BYTES, 1.0, True), (order[4096:], BITS, 1.0, True)]
+    if not two_bits:  # the second bit of a pair: single bits only (near where it was located, if it was)
+        return [(order[:NEAR // 2] if located else order, BITS, 1.0, False)]
+    hold = case == "wrong-end"
+    if located:
+        return [(order[:NEAR], BITS, 1.0, False), (order[:NEAR], BYTES, 1.0, False), "two-bits",
+                (order[NEAR:], BITS, 1.0, False), (order[NEAR:], BYTES, 0.6, hold)]
+    return [(order, BITS, 1.0, False), (order, BYTES, 0.6, hold), "two-bits"]
 
 
 def oddity_bound(buf, start: int, stop: int, out: bytes, after: int | None = None):
