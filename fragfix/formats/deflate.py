@@ -9,10 +9,11 @@ and ends in the right place with the wrong size; or it stays in step and only th
                  plausible first, each stopping once back in step with the damaged output for 32 KB
                  (the deflate window: the rest is the damaged stream's own, its checksum known);
   error       -> backwards from where inflate failed;
-  wrong end   -> backwards from where the output turns implausible, in turns with the least
-                 plausible pieces; where the size is known, a candidate must be back in step,
-                 short or long by exactly the size's error, SYNC pieces after its edit.
-One flipped bit first, then one wrong byte, then two flipped bits (pairs.py). Every candidate at
+  wrong end   -> backwards from the first copies a zlib-like encoder would not have written
+                 (locate.oddity_bound; else from where the output turns implausible), in turns
+                 with the least plausible pieces; where the size is known, a candidate must be back
+                 in step, short or long by exactly the size's error, SYNC pieces after its edit.
+One flipped bit first, then one wrong byte, then two flipped bits (pairs.py; locate.plan). Every candidate at
 a position shares one decoder made for that position, so a candidate costs one zlib call up to
 where the damaged stream failed (most wrong ones fail there) and ~7 us in all. Candidates that pass
 the structure (end, size) may wait their turn by plausibility; what is compared decides whether a
