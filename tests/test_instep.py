@@ -196,3 +196,27 @@ def test_a_wrong_byte_that_desynchronises_a_gzip_is_restored_and_verified_quickl
     r = formats.repair(bytes(bad), "gzip", budget_s=20)
     assert r.status == "restored" and formats.apply(bytes(bad), r.edits) == good
     assert r.parts[0].compared < 1000  # located: few candidates compared, so the claim is strong
+
+
+def test_two_errors_close_together_where_inflate_fails_are_restored():
+    """Two flipped bits a few bytes apart, inflate failing at the second: fixing the first gets
+    past the exact failing byte (not past a whole piece), so it is a first of two."""
+    good = gzip.compress(TEXT, 6, mtime=0)
+    rng = random.Random(5)
+    done = 0
+    for _ in range(300):
+        p = rng.randrange(300, len(good) - 300)
+        q = p + rng.randrange(4, 24)
+        bad = bytearray(good)
+        bad[p] ^= 1 << rng.randrange(8)
+        bad[q] ^= 1 << rng.randrange(8)
+        one = bytearray(good)
+        one[q] ^= bad[q] ^ good[q]  # the second error alone: inflate must fail there for the case to apply
+        if instep.check(bad, 10, [], "crc32") is not None or instep.check(one, 10, [], "crc32") is not None:
+            continue
+        r = formats.repair(bytes(bad), "gzip", budget_s=20)
+        assert r.status != "restored" or formats.apply(bytes(bad), r.edits) == good  # never a false claim
+        done += r.status == "restored"
+        if done == 2:
+            break
+    assert done == 2
