@@ -39,7 +39,6 @@ ALGEBRA_FIRST = 4096  # in step: this many of the algebra's most plausible candi
 WINDOW_GAIN = 64   # out of step: output bytes from the first difference that judge a candidate
 FINE = 8           # input bytes per call just past where the damaged stream failed: how far a candidate got
 SYNC = 4           # out of step, size known: pieces after an edit by which the true candidate is back in step
-NEAR_FAIL = 64     # input bytes before where inflate failed: a first of two errors that gets past it is likely here
 ODDITY_COST = 1e-6  # seconds per output byte to read a stream's symbols and find its encoder oddities
 REACH = 96         # located out of step: the first positions whose single bits are judged as a first of two errors
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
@@ -76,7 +75,7 @@ class Search:
         self.current: list = []  # the candidate being tested
         self.at: tuple | None = None  # (position, decoder, output length, checksum) shared by its candidates
         self.algebra: tuple | None = None  # in step: instep.solve's candidates, order and passing ranks
-        self.fail: int | None = None  # the byte where inflate fails on the damaged stream
+        self.fail: int | None = None  # the byte where inflate fails on the damaged stream (pairs.fail_at)
         self.bound: tuple | None = None  # out of step: where the first oddities lie, (input, output)
         self.reach_at: set = set()
         self.reach_until = 0.0  # out of step, located: single bits are judged as a first of two errors until then
@@ -146,23 +145,6 @@ class Search:
             return False
         return False
 
-    def _fail_at(self) -> int:
-        """The input byte at which inflate fails on the damaged stream (decoded once, a byte at a time
-        through the piece where the trace saw it fail)."""
-        if self.fail is None:
-            tr = self.tr
-            self.fail = tr.error + STEP - 1
-            at = self._state_at(tr.error)
-            if at is not None:
-                d = at[0].copy()
-                for q in range(tr.error, min(tr.error + STEP, self.stop)):
-                    try:
-                        d.decompress(bytes(self.buf[q:q + 1]))
-                    except zlib.error:
-                        self.fail = q
-                        break
-        return self.fail
-
     def _state_at(self, q: int):
         """The decoder just before input byte q (decoded once from the nearest snapshot, then
         shared by every candidate at q): (decoder, output length, running checksum), or None."""
@@ -187,7 +169,7 @@ class Search:
         tr, d, pos = self.tr, d0.copy(), first
         # up to the byte where the damaged stream failed, then FINE bytes a call: a first of two errors
         # gets past it, if only to fail at the second a few bytes on
-        limit = max(last + 1, self._fail_at() + 1 if tr.error is not None else first + STEP)
+        limit = max(last + 1, pairs.fail_at(self) + 1 if tr.error is not None else first + STEP)
         # a stream that ended with the wrong size after resynchronising: the true candidate is back
         # in step with it within SYNC pieces, its output shorter or longer by exactly the size's error
         sync = None
@@ -209,12 +191,8 @@ class Search:
                     shaped = self.verify(end, n, c) is not None  # the structure (end, size) passes
                     if self.held is None or not shaped:
                         ok = self._final(end, n, c)
-                        if not ok and tr.error is not None:  # past the failure to the end: a first of two
-                            # errors? Best when the size is right (a second error that kept the stream in step)
-                            pairs.keep_first(self, self.stop + 1 + shaped, edits)
-                        elif not ok and self.bound and len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1) \
-                                and edits[0][0] in self.reach_at and time.perf_counter() < self.reach_until:
-                            pairs.judge_first(self, edits)
+                        if not ok:  # to an end, but not the right one: a first of two errors?
+                            pairs.ended(self, edits, shaped)
                         return ok
                     return self._hold_shifted(base, b"".join(outs), lambda e=end, t=n, cc=c: self._final(e, t, cc))
                 if sync is not None and pos == limit and n - tr.outlen[sync] != self.expect_len - tr.outlen[-1]:
@@ -222,10 +200,8 @@ class Search:
                 if self.expect_len is not None and n > self.expect_len:
                     return False
         except zlib.error:
-            if pos >= limit:  # past the failure: near it (where a first error shows), before any that
-                # went on to a wrong end from further back; the further it got, the better
-                near = tr.error is not None and first >= self._fail_at() - NEAR_FAIL
-                pairs.keep_first(self, self.stop + 1 + 0.5 * (pos - limit) / (self.stop - limit + 1) if near else pos, edits)
+            if pos >= limit:  # past where the damaged stream failed: a first of two errors?
+                pairs.failed_later(self, edits, first, pos, limit)
         return False
 
     def _hold(self, a: int, b: int, base: int, outs: list[bytes], check) -> bool:

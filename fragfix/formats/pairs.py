@@ -13,7 +13,10 @@ import heapq
 import time
 import zlib
 
+from .trace import STEP
+
 FIRSTS, PAIR_SPAN = 16, 512  # the first edits tried, and how far from them the second may lie
+NEAR_FAIL = 64     # input bytes before where inflate failed: a first of two errors that gets past it is likely here
 
 
 def keep_first(search, reach: float, edits) -> None:
@@ -22,6 +25,44 @@ def keep_first(search, reach: float, edits) -> None:
         heapq.heappush(search.firsts, (reach, -search.o.tried, list(edits)))
         if len(search.firsts) > FIRSTS:
             heapq.heappop(search.firsts)
+
+
+def fail_at(search) -> int:
+    """The input byte at which inflate fails on the damaged stream (decoded once, a byte at a time
+    through the piece where the trace saw it fail)."""
+    if search.fail is None:
+        tr = search.tr
+        search.fail = tr.error + STEP - 1
+        at = search._state_at(tr.error)
+        if at is not None:
+            d = at[0].copy()
+            for q in range(tr.error, min(tr.error + STEP, search.stop)):
+                try:
+                    d.decompress(bytes(search.buf[q:q + 1]))
+                except zlib.error:
+                    search.fail = q
+                    break
+    return search.fail
+
+
+def ended(search, edits, shaped: bool) -> None:
+    """A single edit after which the stream decodes to an end but fails its checks. Past an inflate
+    error to the end: a first, best when the size is right (a second error that kept the stream in
+    step); in a stream that ended wrong and was located: judged by its oddities."""
+    if search.tr.error is not None:
+        keep_first(search, search.stop + 1 + shaped, edits)
+    elif search.bound and len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1) \
+            and edits[0][0] in search.reach_at and time.perf_counter() < search.reach_until:
+        judge_first(search, edits)
+
+
+def failed_later(search, edits, first: int, pos: int, limit: int) -> None:
+    """A single edit that got past where the damaged stream failed, to fail at `pos`: near that
+    failure (where a first error shows) it goes before any that ran on to a wrong end from further
+    back; the further it got, the better."""
+    near = search.tr.error is not None and first >= fail_at(search) - NEAR_FAIL
+    stop = search.stop
+    keep_first(search, stop + 1 + 0.5 * (pos - limit) / (stop - limit + 1) if near else pos, edits)
 
 
 def judge_first(search, edits) -> None:
