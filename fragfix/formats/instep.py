@@ -28,10 +28,12 @@ import numpy as np
 from .crc import POLY, TABLE
 from .plausible import context_gain, implicated, literal_oddities, match_oddities
 from .symbols import DBASE, DEXT, BadStream, Parse, _matches, parse
+from .trees import consistent
 
 ADLER = 65521
 MAX_OUT = 1 << 20  # larger outputs are searched by decoding only
 T8 = np.array([TABLE[1 << b] for b in range(8)], np.uint32)
+TREES_S, TREES_SHARE = 2.0, 0.25  # the most time (seconds, share of what is left) for asking zlib's trees
 
 
 def powers(n: int) -> np.ndarray:
@@ -172,10 +174,12 @@ def distance_bytes(P: Parse):
     return tuple(np.concatenate(x) for x in out)
 
 
-def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_of=None, tier: int = 0):
+def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_of=None, tier: int = 0,
+          until: float = 0.0):
     """The in-step candidates in order of plausibility gain, and the index in that order of each one
     whose output would pass the checksum. Tier 0: literal and distance bit flips; tier 1: one wrong
-    byte in a distance's extra bits. Returns (edits as (byte offset, xor), order, passing ranks)."""
+    byte in a distance's extra bits. `until`: when to stop asking zlib's trees (trees.py).
+    Returns (edits as (byte offset, xor), order, passing ranks)."""
     o = np.frombuffer(out, np.uint8).astype(np.int64)
     n = len(o)
     empty = [], np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -233,7 +237,8 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
     # first, what could explain an oddity of the stream as it is (damage leaves some in ~1 of 4 cases)
     lit_fix, match_fix = implicated(P, o)
     fix = np.concatenate([lit_fix[lpos], match_fix[didx]])
-    order = np.lexsort((np.arange(ncand), -gain, odd, ~fix))
+    zlib_could = consistent(P, o, lpos, lnew, didx, dnew, until)  # the block's code lengths still follow
+    order = np.lexsort((np.arange(ncand), -gain, odd, ~fix, ~zlib_could))
     ranks = np.flatnonzero(ok[order])
     return list(zip(cand_byte.tolist(), cand_xor.tolist())), order, ranks
 
@@ -273,7 +278,8 @@ def algebra(search, lo: int, hi: int | None) -> bool:
         values = getattr(search.scorer, "values", None)
         model = (lambda pos, vals: values(tr.out, pos, vals)) if values else None
         search.parse, search.gain = P, context_gain(tr.out, model)
-        search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, search.gain)
+        until = time.perf_counter() + min(TREES_S, TREES_SHARE * (search.deadline - time.perf_counter()))
+        search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until=until)
         o.tried += len(search.algebra[0])
     edits, order, ranks = search.algebra
     if search.window is not None:  # a second error's search: only candidates near the first
@@ -287,7 +293,8 @@ def algebra(search, lo: int, hi: int | None) -> bool:
         return True
     if hi is None and search.window is None and time.perf_counter() < search.deadline:
         # last: one wrong byte in a distance's extra bits (found, but after every bit: probable)
-        edits, order, ranks = solve(search.parse, tr.out, search.kind, tr.sum, tr.stored, search.gain, tier=1)
+        edits, order, ranks = solve(search.parse, tr.out, search.kind, tr.sum, tr.stored, search.gain, tier=1,
+                                    until=time.perf_counter() + 0.1)
         o.tried += len(edits)
         return _take(search, edits, order, ranks, 0, None)
     return False

@@ -75,6 +75,7 @@ class Parse:
     m_block: list = field(default_factory=list)
     tables: list = field(default_factory=list)     # literal/length table per block
     dtables: list = field(default_factory=list)    # distance table per block
+    lengths: list = field(default_factory=list)    # per block: its (literal/length, distance) code lengths; None: fixed
     n: int = 0                                     # output length
     end_bit: int = 0                               # bit just after the final block
 
@@ -129,8 +130,10 @@ def _parse(buf, start: int, limit_out: int) -> Parse:
             continue
         if kind == 1:
             lit, dist = FIXED_LIT, FIXED_DIST
+            P.lengths.append(None)
         elif kind == 2:
-            lit, dist, pos = _dynamic(w, pos)
+            lit, dist, pos, lens = _dynamic(w, pos)
+            P.lengths.append(lens)
         else:
             raise BadStream("reserved block type")
         P.tables.append(lit)
@@ -188,7 +191,7 @@ def _parse(buf, start: int, limit_out: int) -> Parse:
     return P
 
 
-def _dynamic(w: list[int], pos: int) -> tuple[list[int], list[int], int]:
+def _dynamic(w: list[int], pos: int) -> tuple[list[int], list[int], int, tuple[list[int], list[int]]]:
     def bits(k: int) -> int:
         return (w[pos >> 3] >> (pos & 7)) & ((1 << k) - 1)
     hlit, hdist, hclen = bits(5) + 257, ((w[pos >> 3] >> ((pos & 7) + 5)) & 31) + 1, \
@@ -221,7 +224,8 @@ def _dynamic(w: list[int], pos: int) -> tuple[list[int], list[int], int]:
             pos += 7
     if len(lengths) > hlit + hdist:
         raise BadStream("code lengths overrun")
-    return table(lengths[:hlit]), table(lengths[hlit:]), pos
+    lit, dist = lengths[:hlit], lengths[hlit:]
+    return table(lit), table(dist), pos, (lit, dist)
 
 
 def _matches(P: "Parse"):
