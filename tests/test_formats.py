@@ -121,7 +121,7 @@ def _zip_many(names: list[str]) -> bytes:
     return b.getvalue()
 
 
-def test_zip_name_copies_that_differ_are_never_called_intact_or_verified():
+def test_zip_name_copies_that_differ_are_probable_where_the_archive_does_not_say_which():
     names = [f"org/example/widgets/Part{i}.class" for i in range(6)]
     good = _zip_many(names)
     cd = good.rfind(b"PK\x01\x02")  # the last central record
@@ -140,6 +140,37 @@ def test_zip_name_copies_that_differ_are_never_called_intact_or_verified():
     at = lone.index(b"a.txt", lone.rfind(b"PK\x01\x02"))
     r = formats.repair(_flip(lone, at, 0x02), "zip")
     assert r.status == "damaged" and r.edits == [] and "name differs" in r.parts[0].note
+
+
+def _class_file(name: bytes) -> bytes:
+    """A minimal Java class file: constant pool #1 Utf8 name, #2 Class #1, #3 Utf8 Object, #4 Class #3."""
+    pool = b"\x01" + struct.pack(">H", len(name)) + name + b"\x07\x00\x01" + b"\x01\x00\x10java/lang/Object\x07\x00\x03"
+    return b"\xca\xfe\xba\xbe\x00\x00\x00\x34\x00\x05" + pool + b"\x00\x21\x00\x02\x00\x04" + b"\x00\x00" * 4
+
+
+def _archive(entries: list[tuple[str, bytes]]) -> bytes:
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w") as z:
+        for n, body in entries:
+            z.writestr(zipfile.ZipInfo(n), body, compress_type=zipfile.ZIP_DEFLATED if body else zipfile.ZIP_STORED)
+    return b.getvalue()
+
+
+@pytest.mark.parametrize("copy", ["local", "central"])
+def test_zip_name_is_verified_where_the_archive_names_the_entry(copy):
+    """A class names itself, a wheel's RECORD lists its paths, a folder holds entries: the copy the
+    archive agrees with is restored and verified (the other copy names nothing), whichever copy broke."""
+    good = _archive([("pkg/", b""), ("pkg/tools/Widget.class", _class_file(b"pkg/tools/Widget")),
+                     ("pkg/helpers.py", TEXT[:400]),
+                     ("pkg-1.0.dist-info/RECORD", b"pkg/tools/Widget.class,,\npkg/helpers.py,sha256=x,400\n")])
+    cd = good.index(b"PK\x01\x02")
+    for word, xor, how in ((b"tools/Widget.class", 0x20, "class name"), (b"helpers.py", 0x01, "listed in the archive"),
+                           (b"pkg/", 0x02, "folder of other entries")):  # 'tOols', 'hdlpers', 'pig/'
+        at = good.index(word) if copy == "local" else good.index(word, cd)
+        bad = _flip(good, at + 1, xor)
+        r = formats.repair(bad, "zip")
+        assert r.status == "restored" and r.verified and formats.apply(bad, r.edits) == good, (word, r.to_dict())
+        assert [p.checks[-1] for p in r.parts if p.edits] == [how]
 
 
 @pytest.mark.parametrize("field,xor", [(0, 0x01), (29, 0x01), (31, 0x20), (33, 0x04)])  # signature, name,
