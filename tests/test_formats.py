@@ -293,3 +293,67 @@ def test_a_long_search_reports_progress(tmp_path, untrained):
     assert heard and heard[-1] == (None, 0) and any(name == "a[1].gz" and n > 0 for name, n in heard)
     assert summary["files"][0]["format"]["status"] != "restored"
     assert (tmp_path / "out.gz").read_bytes() == bytes(data)
+
+
+class _Stream(io.RawIOBase):
+    """A file that cannot seek: zipfile then writes each entry's CRC and sizes in a data descriptor."""
+    def __init__(self):
+        self.buf = bytearray()
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.buf += b
+        return len(b)
+
+
+def _jar(entries: list[tuple[str, bytes]]) -> bytes:
+    s = _Stream()
+    with zipfile.ZipFile(s, "w") as z:
+        for n, body in entries:
+            with z.open(zipfile.ZipInfo(n, (2020, 1, 1, 0, 0, 0)), "w") as f:
+                f.write(body)
+    return bytes(s.buf)
+
+
+@pytest.mark.parametrize("descriptor", [True, False])
+@pytest.mark.parametrize("where,offset,xor", [("central", 20, 0x01), ("central", 22, 0x40), ("central", 16, 0x08),
+                                              ("local", 29, 0x01), ("central", 42, 0x02), ("central", 8, 0x08)])
+def test_zip_header_fields_are_restored_from_the_layout_and_the_other_copies(descriptor, where, offset, xor):
+    """A compressed size, CRC, extra length, header offset or flag lost a bit: the other copies (local
+    header, central record, data descriptor) and where the next entry begins say which value the
+    data verifies, with no search; every copy ends up as it was."""
+    entries = [(f"docs/part{i}.txt", TEXT[i * 700:(i + 1) * 700]) for i in range(3)]
+    good = _jar(entries) if descriptor else _zip_many([n for n, _ in entries])
+    flags = struct.unpack_from("<H", good, 6)[0]
+    assert bool(flags & 8) == descriptor
+    z = zipfile.ZipFile(io.BytesIO(good))
+    info = z.infolist()[1]
+    central = [m for m in range(len(good)) if good[m:m + 4] == b"PK\x01\x02"][1]  # the second entry's record
+    base = central if where == "central" else info.header_offset
+    bad = _flip(good, base + offset, xor)
+    r = formats.repair(bad, "zip", 5)
+    assert r.status == "restored" and r.verified, r.to_dict()
+    assert formats.apply(bad, r.edits) == good
+
+
+def test_a_name_damaged_into_another_entrys_name_is_never_verified():
+    names = [f"dir/file{i}.txt" for i in range(4)]
+    good = _zip_many(names)
+    central = [m for m in range(len(good)) if good[m:m + 4] == b"PK\x01\x02"][1]
+    bad = _flip(good, central + 46 + 8, 0x01)  # the central copy of 'file1' now reads 'file0'
+    r = formats.repair(bad, "zip", 5)
+    assert not r.verified
+    assert r.status == "damaged" or formats.apply(bad, r.edits) == good
+
+
+def test_zip64_local_sizes_are_not_mistaken_for_damage():
+    """numpy's .npz (force_zip64) keeps 0xFFFFFFFF in the local sizes and the real ones in its extra
+    field: the archive is intact and nothing is written."""
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("arr.npy", "w", force_zip64=True) as f:
+            f.write(TEXT[:3000])
+    r = formats.repair(b.getvalue(), "zip", 5)
+    assert r.status == "intact" and r.edits == []

@@ -2,20 +2,23 @@
 
 The central directory (found from the end-of-central-directory record) is the map: each record
 gives the entry's method, CRC-32, sizes, name and where its local header lies. The local header
-repeats method, CRC, sizes and name; where the copies disagree, the one that the entry's data
-verifies is written over the other. Deflated data is repaired by `containers.deflate_part`,
-stored data through the CRC syndrome. Zip64, encryption and multi-disk archives are reported as
-unsupported and left alone.
+repeats method, CRC, sizes and name (or leaves CRC and sizes to a data descriptor after the data);
+where the copies disagree, the one that the entry's data verifies is written over the others. A
+third witness is the layout: an entry's data ends where the next entry begins, so a damaged size,
+extra length or header offset is found without any search (`_layouts`, `_moved`). Deflated data is
+repaired by `containers.deflate_part`, stored data through the CRC syndrome; names by zipnames.py.
+Zip64, encryption and multi-disk archives are reported as unsupported and left alone.
 """
 from __future__ import annotations
 
+import bisect
 import re
 import struct
-import time
 import zlib
 
 from . import Part, apply, choose, crc
 from .containers import deflate_part
+from .zipnames import diff_edits, name_part, names_said
 
 EOCD, CDH, LFH = b"PK\x05\x06", b"PK\x01\x02", b"PK\x03\x04"
 
@@ -73,7 +76,9 @@ def _record(b, p: int) -> tuple[dict, int]:
 
 def _resync(b, prev: int, at: int, last: bool) -> list[tuple[int, int]] | None:
     """One byte of record `prev`'s name, extra or comment length that, corrected, puts the record's
-    end exactly on the next record's signature (or the end record's, after the last)."""
+    end exactly on the next record's signature (or the end record's, after the last). Any of the
+    three would: the name length only where the local header holds that name, the extra length only
+    where the extra fields then fill it exactly, the comment length otherwise."""
     lens = struct.unpack_from("<HHH", b, prev + 28)
     base = prev + 46
     targets = [at] if last else []
@@ -84,22 +89,32 @@ def _resync(b, prev: int, at: int, last: bool) -> list[tuple[int, int]] | None:
             break
         targets.append(q)
         q += 1
+    local = struct.unpack_from("<I", b, prev + 42)[0]
     for q in targets:
         for j, v in enumerate(lens):
             v2 = q - base - (sum(lens) - v)
             x = v ^ v2
-            if 0 <= v2 < 65536 and x and (x & 0xFF == 0 or x >> 8 == 0):
-                return [(prev + 28 + 2 * j + (x & 0xFF == 0), x & 0xFF or x >> 8)]
+            if not (0 <= v2 < 65536 and x and (x & 0xFF == 0 or x >> 8 == 0)):
+                continue
+            if j == 0 and not (b[local + 26:local + 28] == struct.pack("<H", v2) and
+                               b[local + 30:local + 30 + v2] == b[base:base + v2]):
+                continue
+            if j == 1 and not _extra_ok(b[base + lens[0]:base + lens[0] + v2]):
+                continue
+            return [(prev + 28 + 2 * j + (x & 0xFF == 0), x & 0xFF or x >> 8)]
     return None
+
+
+def _extra_ok(x: bytes) -> bool:
+    """Whether `x` is a whole number of extra fields (id, size, data)."""
+    i = 0
+    while i + 4 <= len(x):
+        i += 4 + struct.unpack_from("<H", x, i + 2)[0]
+    return i == len(x)
 
 
 # (field, offset in the local header, offset in the central record, struct code)
 FIELDS = (("method", 8, 10, "<H"), ("crc", 14, 16, "<I"), ("csize", 18, 20, "<I"), ("usize", 22, 24, "<I"))
-
-
-def _diff_edits(d: bytes, a: int, b: int, n: int) -> list[tuple[int, int]]:
-    """Edits that make d[a:a+n] equal to d[b:b+n]."""
-    return [(a + i, x ^ y) for i, (x, y) in enumerate(zip(d[a:a + n], d[b:b + n])) if x != y]
 
 
 def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
@@ -111,12 +126,17 @@ def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
         return [Part("central directory", "unsupported", note=got)]
     recs, fixed = got
     names = [r["name"] for r in recs]
+    bounds = sorted({r["local"] for r in recs} | {min(r["at"] for r in recs) if recs else at})
+    taken = {r["local"] for r in recs}
+    for r in recs:  # where the next entry (or the central directory) begins: this entry's data ends before it
+        r["next"] = bounds[min(bisect.bisect_right(bounds, r["local"]), len(bounds) - 1)]
+        r["taken"] = taken
     conflicts: list = []  # entries whose two name copies differ: decided once every entry is known
     parts = [_entry(d, r, deadline, scorer, tick, names, conflicts) for r in recs]
     if conflicts:
         said = names_said(apply(d, sorted(e for p in parts for e in p.edits)), recs, parts, deadline)
         for part, r, at, local, edits in conflicts:
-            _name_part(d, part, r, at, local, names, edits, said)
+            name_part(d, part, r, at, local, names, edits, said)
     if fixed:  # a wrong guess would have to find a record's signature exactly where it claims: 32 bits
         parts.insert(0, Part("central directory", "restored", checks=["structure"], compared=len(fixed),
                              edits=fixed, first_bad=fixed[0][0],
@@ -130,16 +150,32 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
     if r["method"] not in (0, 8) or r["flags"] & 1 or M32 in (r["csize"], r["usize"], lo):
         return Part(name, "unsupported", checks=[], note="zip64, encrypted or not deflate/stored: left alone")
     edits = []
+    moved = _moved(d, r)
+    if moved is not None:  # the central record's offset of the local header lost a bit or a byte
+        edits += _set(d, r["at"] + 42, "<I", moved)
+        lo = r["local"] = moved
     if d[lo:lo + 4] != LFH:
         if lo + 30 > len(d) or sum(x != y for x, y in zip(d[lo:lo + 4], LFH)) > 1:
             return Part(name, "damaged", checks=[], first_bad=lo, note="the local header is missing")
         edits += [(lo + i, x ^ y) for i, (x, y) in enumerate(zip(d[lo:lo + 4], LFH)) if x != y]
     nlen = len(r["name"])
     xlen = struct.unpack_from("<H", d, lo + 28)[0]
+    lflags = struct.unpack_from("<H", d, lo + 6)[0]
+    if lflags ^ r["flags"] == 8:  # one copy says the sizes follow the data: a descriptor there says which
+        r["flags"] |= 8
+        if not _descriptor_holds(d, r, lo + 30 + nlen + xlen):
+            r["flags"] &= ~8
+        edits += _set(d, lo + 6, "<H", r["flags"]) + _set(d, r["at"] + 8, "<H", r["flags"])
     if struct.unpack_from("<H", d, lo + 26)[0] != nlen:  # the data's CRC below proves the central copy
-        edits += _diff_edits(d, lo + 26, r["at"] + 28, 2)
+        edits += diff_edits(d, lo + 26, r["at"] + 28, 2)
     start = lo + 30 + nlen + xlen
     stop = start + r["csize"]
+    if not _plain(d, r["method"], start, stop, r["crc"], r["usize"]):
+        found = _layouts(d, r, lo, start)  # one wrong size, CRC or length in a header: no search
+        if found:
+            note, fix, tried = found
+            return Part(name, "restored", checks=["inflate", "crc32", "size"] if r["method"] else ["crc32", "size"],
+                        compared=tried, note=note, edits=sorted(edits + fix), first_bad=fix[0][0])
     if stop > len(d):
         return Part(name, "damaged", checks=[], first_bad=lo, note="the entry's data runs past the end of the file")
     part = _data(d, r, start, stop, r["crc"], r["usize"], deadline, scorer, tick, name)
@@ -151,7 +187,7 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
                         scorer, tick, name)
             if alt.status != "damaged":
                 for f, a, c, code in FIELDS:  # the central directory takes the verified local values
-                    edits += _diff_edits(d, r["at"] + c, lo + a, struct.calcsize(code))
+                    edits += diff_edits(d, r["at"] + c, lo + a, struct.calcsize(code))
                 alt.edits = edits + alt.edits
                 alt.status, alt.compared = "restored", alt.compared + 1
                 alt.note = "central directory record restored from the local header"
@@ -164,7 +200,11 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
         fixed = []
         if not r["flags"] & 8:
             for f, a, c, code in FIELDS:  # the local header takes the verified central values
-                fixed += _diff_edits(d, lo + a, r["at"] + c, struct.calcsize(code))
+                if f in ("csize", "usize") and struct.unpack_from(code, d, lo + a)[0] == M32:
+                    continue  # zip64: the local sizes lie in its extra field
+                fixed += diff_edits(d, lo + a, r["at"] + c, struct.calcsize(code))
+        elif (desc := _descriptor(d, r)) and start + r["csize"] == r["next"] - desc:  # so does a data descriptor
+            fixed += _set(d, r["next"] - 12, "<III", r["crc"], r["csize"], r["usize"])
         edits += fixed
         if edits:
             part.edits = sorted(edits + part.edits)
@@ -176,118 +216,97 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
 
 
 M32 = 0xFFFFFFFF
+DESC = b"PK\x07\x08"  # a data descriptor's optional signature
 
 
-def _name_part(d: bytes, part: Part, r: dict, at: int, local: bytes, names: list[bytes], edits, said) -> None:
-    """An entry whose data verifies but whose two name copies differ. No checksum covers names; the
-    archive itself may say which copy is right (`_proof`): then the name is as sure as the data.
-    Else the copy whose bytes around each difference recur in the archive's other names (a jar's
-    or a project's names share their folders and words; the longest surroundings that tell them
-    apart, down to byte pairs) is *probable*; when neither does more, the entry is damaged and both
-    are left as they are."""
-    central = r["name"]
-    others = [n for n in names if n is not central]
-    diff = [i for i, (x, y) in enumerate(zip(local, central)) if x != y]
-    proved = {name: _proof(name, said[1].get(r["at"]), said[0], others) for name in (local, central)}
-    a, b = (proved[local] is not None) and local not in others, (proved[central] is not None) and central not in others
-    if a == b:  # no proof, or both: the names around
-        joined = b"\0".join(others)
-
-        def support(name: bytes, k: int) -> int:  # sightings elsewhere of every k bytes around a difference
-            return sum(joined.count(name[j:j + k]) for i in diff for j in range(max(0, i - k + 1), i + 1))
-        for k in (7, 5, 3, 2):  # the longest surroundings that tell the copies apart
-            a, b = support(local, k), support(central, k)
-            if a != b:
-                break
-    part.first_bad = (at if a > b else r["at"] + 46) + diff[0]
-    if a == b:
-        part.status = "damaged"
-        part.note = "the entry's name differs between its local header and the central directory; no copy is likelier"
-        return
-    fix = _diff_edits(d, r["at"] + 46, at, len(local)) if a > b else _diff_edits(d, at, r["at"] + 46, len(local))
-    part.edits = sorted(edits + part.edits + fix)
-    part.status, part.compared = "restored", max(part.compared, 1)
-    how = proved[local if a > b else central]
-    side = "central" if a > b else "local"
-    if how is None or proved[central if a > b else local] is not None:
-        part.bits = 0  # no check: probable at most
-        part.note = f"{side} copy of the entry's name restored from the other (its surroundings recur in the " \
-            "archive's other names); no checksum covers names"
-    else:
-        part.checks = part.checks + [how]
-        part.name = (local if a > b else central).decode("utf-8", "replace")
-        part.note = f"{side} copy of the entry's name restored from the other, as the archive says ({how})"
+def _set(d: bytes, at: int, code: str, *values: int) -> list[tuple[int, int]]:
+    """Edits that write `values` at `at`."""
+    new = struct.pack(code, *values)
+    return [(at + i, x ^ y) for i, (x, y) in enumerate(zip(d[at:at + len(new)], new)) if x != y]
 
 
-PATH = re.compile(rb"[A-Za-z0-9._/$+-]+")  # what a path listed in a file looks like (tokens around it differ)
-SAID_MAX = 64 << 20  # bytes of entry data read for the names it lists
-
-
-def names_said(d: bytes, recs: list[dict], parts: list[Part], deadline) -> tuple[set, dict]:
-    """Every path-like token in the verified data of the archive's entries (a wheel's RECORD, a
-    signed jar's manifest, an ODF or EPUB manifest list every name), and each verified entry's
-    data by record offset."""
-    tokens, data, total = set(), {}, 0
-    for r, part in zip(recs, parts):
-        if part.status not in ("intact", "restored") or r["method"] not in (0, 8) or total > SAID_MAX or \
-                time.perf_counter() > deadline:
-            continue
-        lo = r["local"]
-        start = lo + 30 + len(r["name"]) + struct.unpack_from("<H", d, lo + 28)[0]
-        raw = d[start:start + r["csize"]]
-        try:
-            body = raw if r["method"] == 0 else zlib.decompressobj(-15).decompress(raw, SAID_MAX)
-        except zlib.error:
-            continue
-        total += len(body)
-        data[r["at"]] = body
-        tokens.update(PATH.findall(body))
-    return tokens, data
-
-
-def _proof(name: bytes, body: bytes | None, tokens: set, others: list[bytes]) -> str | None:
-    """What in the archive names this entry so: a Java class names itself (the JVM refuses a class
-    file under another name), another file's verified data lists the path, or a folder holds other
-    entries. Measured over the archives on the development machine (150,000 entries, 47 million
-    one-bit changes of their names; 39,000 folders, 9 million changes): no changed name was listed,
-    or held entries, where the true one did not, and every class named itself."""
-    if name.endswith(b"/") and any(o.startswith(name) for o in others):
-        return "folder of other entries"
-    if body is not None and name.endswith(b".class"):
-        own = _class_name(body)
-        if own is not None and (name == own + b".class" or name.endswith(b"/" + own + b".class")):
-            return "class name"
-    return "listed in the archive" if PATH.fullmatch(name) and name in tokens else None
-
-
-def _class_name(b: bytes) -> bytes | None:
-    """The name a Java class file gives itself (this_class in its constant pool), None if not one."""
-    if b[:4] != b"\xca\xfe\xba\xbe" or len(b) < 10:
-        return None
-    utf, cls, i, p = {}, {}, 1, 10
+def _plain(d: bytes, method: int, start: int, stop: int, crc_: int, usize: int) -> bool:
+    """Whether the data from `start` to `stop` checks out as it is: inflates to exactly `stop`,
+    `usize` bytes whose CRC-32 is `crc_`."""
+    if not 0 <= start <= stop <= len(d):
+        return False
+    if method == 0:
+        return stop - start == usize and zlib.crc32(d[start:stop]) == crc_
+    z = zlib.decompressobj(-15)
     try:
-        count = struct.unpack_from(">H", b, 8)[0]
-        while i < count:
-            t = b[p]
-            if t == 1:
-                n = struct.unpack_from(">H", b, p + 1)[0]
-                utf[i], p = b[p + 3:p + 3 + n], p + 3 + n
-            elif t in (7, 8, 16, 19, 20):
-                if t == 7:
-                    cls[i] = struct.unpack_from(">H", b, p + 1)[0]
-                p += 3
-            elif t == 15:
-                p += 4
-            elif t in (3, 4, 9, 10, 11, 12, 17, 18):
-                p += 5
-            elif t in (5, 6):  # 8-byte constants take two slots
-                p, i = p + 9, i + 1
-            else:
-                return None
-            i += 1
-        return utf.get(cls.get(struct.unpack_from(">H", b, p + 2)[0]))
-    except (struct.error, IndexError):
+        out = z.decompress(d[start:stop], usize + 1)
+    except zlib.error:
+        return False
+    return z.eof and not z.unused_data and not z.unconsumed_tail and len(out) == usize and zlib.crc32(out) == crc_
+
+
+def _descriptor(d: bytes, r: dict) -> int:
+    """Length of the data descriptor before the next entry (16 with its signature, 12 without; 0
+    where the entry has none)."""
+    if not r["flags"] & 8:
+        return 0
+    return 16 if d[r["next"] - 16:r["next"] - 12] == DESC else 12
+
+
+def _descriptor_holds(d: bytes, r: dict, start: int) -> bool:
+    """Whether a data descriptor with the central record's CRC and sizes follows the data."""
+    n = _descriptor(d, r)
+    return start + r["csize"] == r["next"] - n and \
+        d[r["next"] - 12:r["next"]] == struct.pack("<III", r["crc"], r["csize"], r["usize"])
+
+
+def _layouts(d: bytes, r: dict, lo: int, start: int) -> tuple[str, list, int] | None:
+    """An entry whose data does not check out against its central record, with one header field
+    wrong: the local header's sizes and CRC (or, where a data descriptor holds them, the
+    descriptor's), or the compressed size the layout gives (the data ends where the next entry
+    begins), or the data's start (the local extra length). The first that makes the data check out
+    as it is: (note, edits that make every copy agree with it, candidates compared)."""
+    nxt, nlen, desc = r["next"], len(r["name"]), _descriptor(d, r)
+    vals = {f: r[f] for f, *_ in FIELDS}
+    if desc:
+        c, cs, us = struct.unpack_from("<III", d, nxt - 12)
+        tries = [("sizes and CRC restored from the data descriptor", {**vals, "crc": c, "csize": cs, "usize": us}, start)]
+    else:
+        tries = [("central directory record restored from the local header",
+                  {f: struct.unpack_from(code, d, lo + a)[0] for f, a, _, code in FIELDS}, start)]
+    tries += [("compressed size restored: the data ends where the next entry begins",
+               {**vals, "csize": nxt - desc - start}, start),
+              ("local extra length restored: the data ends where the next entry begins", vals, nxt - desc - r["csize"])]
+    tried = 0
+    for note, v, st in tries:
+        if v["method"] not in (0, 8) or (v == vals and st == start) or not lo + 30 + nlen <= st < lo + 30 + nlen + 65536:
+            continue
+        if st != start and not _extra_ok(d[lo + 30 + nlen:st]):  # a local extra length must fit its fields
+            continue
+        tried += 1
+        if _plain(d, v["method"], st, st + v["csize"], v["crc"], v["usize"]):
+            fix = _set(d, lo + 28, "<H", st - lo - 30 - nlen)
+            for f, a, c, code in FIELDS:  # every copy takes the values the data proved
+                fix += _set(d, r["at"] + c, code, v[f])
+                if not desc or f == "method":
+                    fix += _set(d, lo + a, code, v[f])
+            if desc:
+                fix += _set(d, nxt - 12, "<III", v["crc"], v["csize"], v["usize"])
+            return (note, sorted(fix), tried) if fix else None
+    return None
+
+
+def _moved(d: bytes, r: dict) -> int | None:
+    """Where the entry's local header is, when the central record's offset for it lost a bit or a
+    byte: a local header with the entry's name, at an offset one byte's change away (None if the
+    offset is right, or no such header, or several)."""
+    lo, name = r["local"], r["name"]
+    if d[lo:lo + 4] == LFH and d[lo + 30:lo + 30 + len(name)] == name:
         return None
+    hits = [m.start() for m in re.finditer(re.escape(LFH), d)  # not a header another record points to
+            if d[m.start() + 30:m.start() + 30 + len(name)] == name and _one_byte(m.start() ^ lo)
+            and m.start() not in r["taken"]]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _one_byte(x: int) -> bool:
+    """Whether x is nonzero with all its set bits inside one byte."""
+    return x != 0 and any(not x & ~(0xFF << 8 * i) for i in range(4))
 
 
 def _data(d, r, start, stop, crc_, usize, deadline, scorer, tick, name) -> Part:
