@@ -80,6 +80,10 @@ def test_a_literal_that_breaks_its_block_is_among_the_few_that_mend_it():
         edits, order, ranks = instep.solve(P, out, "crc32", zlib.crc32(out), zlib.crc32(TEXT),
                                            until=time.perf_counter() + 30)
         assert int(np.flatnonzero(order == true[0])[0]) < ok.sum()
+        # the same judgement for a candidate that was decoded: its changed output bytes mend the tree
+        mends = trees.mender(P, d)
+        assert mends is not None and mends(np.array([pos[k]]), np.array([o[pos[k]]]))
+        assert not mends(np.array([pos[k]]), np.array([new[k]])) and not mends(np.array([len(d)]), np.array([0]))
         return
     pytest.fail("no damage broke a tree")
 
@@ -95,3 +99,4 @@ def test_a_stream_from_another_encoder_is_not_judged():
     _, lp, ln = instep.literal_flips(P, o)
     _, di, dn = instep.distance_flips(P)
     assert trees.consistent(P, o, lp, ln, di, dn, time.perf_counter() + 30).all()
+    assert trees.mender(P, o) is None

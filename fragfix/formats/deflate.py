@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import instep, pairs
+from . import instep, pairs, trees
 from .trace import STEP, _sum, trace
 
 WINDOW = 32768     # deflate's window: differences further back can no longer be copied
@@ -42,6 +42,7 @@ SYNC = 4           # out of step, size known: pieces after an edit by which the 
 ODDITY_COST = 1e-6  # seconds per output byte to read a stream's symbols and find its encoder oddities
 REACH = 96         # located out of step: the first positions whose single bits are judged as a first of two errors
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
+MEND_BITS = 1000.0  # in step, a decoded candidate that mends the one broken Huffman tree goes before any other
 # (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
 Verify = Callable[[int, int, int], "bool | None"]
 Scorer = Callable[[bytes], np.ndarray]    # data -> how implausible each byte is (higher: less)
@@ -79,6 +80,7 @@ class Search:
         self.bound: tuple | None = None  # out of step: where the first oddities lie, (input, output)
         self.reach_at: set = set()
         self.reach_until = 0.0  # out of step, located: single bits are judged as a first of two errors until then
+        self.mend = None  # in step, one block's tree broken: (positions, values) -> whether they mend it (trees.py)
 
     # ---- one candidate -------------------------------------------------------------------------
     def _chunk(self, pos: int, size: int, edits) -> bytes:
@@ -209,8 +211,14 @@ class Search:
             return check()
         from .locate import gain
         lo, hi = max(base, a - 2), min(b, a + 64) + 3
-        cand = b"".join(outs)[lo - base:hi - base]
-        self.held.append((gain(self.counts, self.tr.out[lo:hi], cand), check, self.current))
+        whole = b"".join(outs)
+        cand = whole[lo - base:hi - base]
+        g = gain(self.counts, self.tr.out[lo:hi], cand)
+        if self.mend is not None and len(whole) >= b + 1 - base:  # mends the broken tree: first of all
+            new = np.frombuffer(whole[a - base:b + 1 - base], np.uint8)
+            pos = a + np.flatnonzero(new != np.frombuffer(self.tr.out[a:b + 1], np.uint8))
+            g += MEND_BITS * self.mend(pos, new[pos - a].astype(np.int64))
+        self.held.append((g, check, self.current))
         return False
 
     def _hold_shifted(self, base: int, tail: bytes, check) -> bool:
@@ -267,6 +275,8 @@ class Search:
             tr.syndrome = tr.sum ^ tr.stored if self.kind == "crc32" else None
         if in_step and tr.stored is not None and instep.algebra(self, 0, ALGEBRA_FIRST):
             return o
+        if in_step and getattr(self, "parse", None) is not None:
+            self.mend = trees.mender(self.parse, np.frombuffer(tr.out, np.uint8).astype(np.int64))
         if in_step and self.window is not None:  # a second error in step: the algebra's, or none
             instep.algebra(self, ALGEBRA_FIRST, None)
             return o

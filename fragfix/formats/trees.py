@@ -106,24 +106,16 @@ def _follows(counts, stored: list[int]) -> bool:
     return got + [0] * (width - len(got)) == stored + [0] * (width - len(stored))
 
 
-def consistent(P: Parse, o: np.ndarray, lpos, lnew, didx, dnew, until: float) -> np.ndarray:
-    """Per candidate (literal changes at output positions `lpos` to `lnew`, then matches `didx`
-    given distances `dnew`): False where zlib could not have written the stream it makes (a block's
-    code lengths would not follow from its counts); True where it could, or where time (`until`)
-    ran out before it was known, or where the damaged stream says nothing."""
-    nl, nd = len(lpos), len(didx)
-    out = np.ones(nl + nd, bool)
+def _state(P: Parse, o: np.ndarray) -> dict:
+    """Per block: literal/length and distance counts, whether each tree follows from them, the
+    dynamic blocks, and those broken (all of them: several means another encoder)."""
     nb = len(P.lengths)
-    if not nb or nl + nd == 0:
-        return out
-    lit_blk = np.asarray(P.lit_block, np.int64)
-    lit_out = np.asarray(P.lit_out, np.int64)
+    lit_blk, lit_out = np.asarray(P.lit_block, np.int64), np.asarray(P.lit_out, np.int64)
     mb = np.asarray(P.m_block, np.int64)
-    lcode = 257 + np.searchsorted(LBASE, np.asarray(P.m_len, np.int64), side="right") - 1
-    lcode[np.asarray(P.m_len, np.int64) == 258] = 285
+    lens = np.asarray(P.m_len, np.int64)
+    lcode = np.where(lens == 258, 285, 257 + np.searchsorted(LBASE, lens, side="right") - 1)
     dcode = np.searchsorted(DBASE, np.asarray(P.m_dist, np.int64), side="right") - 1
-    lit = np.zeros((nb, L_CODES), np.int64)
-    dist = np.zeros((nb, D_CODES), np.int64)
+    lit, dist = np.zeros((nb, L_CODES), np.int64), np.zeros((nb, D_CODES), np.int64)
     keep = lit_blk >= 0  # stored blocks have no tree
     np.add.at(lit, (lit_blk[keep], o[lit_out[keep]]), 1)
     np.add.at(lit, (mb, lcode), 1)
@@ -132,9 +124,48 @@ def consistent(P: Parse, o: np.ndarray, lpos, lnew, didx, dnew, until: float) ->
     dyn = [b for b in range(nb) if P.lengths[b] is not None]
     ok_l = {b: _follows(lit[b].tolist(), P.lengths[b][0]) for b in dyn}
     ok_d = {b: _follows(dist[b].tolist(), P.lengths[b][1]) for b in dyn}
-    bad = [b for b in dyn if not (ok_l[b] and ok_d[b])]
+    return {"lit": lit, "dist": dist, "dyn": dyn, "ok_l": ok_l, "ok_d": ok_d, "dcode": dcode,
+            "lit_blk": lit_blk, "lit_out": lit_out, "mb": mb,
+            "bad": [b for b in dyn if not (ok_l[b] and ok_d[b])]}
+
+
+def mender(P: Parse, o: np.ndarray):
+    """For candidates that were decoded rather than solved (a wrong byte across two literals, codes
+    that found their step again): where one block's literal tree is broken, a function
+    (output positions, new values) -> whether changing those literals mends it; else None."""
+    st = _state(P, o) if len(P.lengths) else None
+    if st is None or len(st["bad"]) != 1 or not st["ok_d"][st["bad"][0]]:
+        return None
+    b = st["bad"][0]
+    in_b = np.zeros(len(o) + 1, bool)
+    in_b[st["lit_out"][st["lit_blk"] == b]] = True
+    base, stored = st["lit"][b], P.lengths[b][0]
+
+    def mends(pos: np.ndarray, new: np.ndarray) -> bool:
+        keep = in_b[np.minimum(pos, len(o))]
+        if not keep.any():
+            return False
+        counts = base.copy()
+        np.subtract.at(counts, o[pos[keep]], 1)
+        np.add.at(counts, new[keep], 1)
+        return bool((counts >= 0).all()) and _follows(counts.tolist(), stored)
+    return mends
+
+
+def consistent(P: Parse, o: np.ndarray, lpos, lnew, didx, dnew, until: float) -> np.ndarray:
+    """Per candidate (literal changes at output positions `lpos` to `lnew`, then matches `didx`
+    given distances `dnew`): False where zlib could not have written the stream it makes (a block's
+    code lengths would not follow from its counts); True where it could, or where time (`until`)
+    ran out before it was known, or where the damaged stream says nothing."""
+    nl, nd = len(lpos), len(didx)
+    out = np.ones(nl + nd, bool)
+    if not len(P.lengths) or nl + nd == 0:
+        return out
+    st = _state(P, o)
+    lit, dist, dyn, ok_l, ok_d, bad = (st[k] for k in ("lit", "dist", "dyn", "ok_l", "ok_d", "bad"))
     if len(bad) > 1:  # one error breaks one block at most: another encoder
         return out
+    lit_blk, lit_out, mb, dcode = st["lit_blk"], st["lit_out"], st["mb"], st["dcode"]
     blk = np.concatenate([lit_blk[np.searchsorted(lit_out, lpos)], mb[didx]])
     old = np.concatenate([o[lpos], dcode[didx]])
     new = np.concatenate([lnew, np.searchsorted(DBASE, dnew, side="right") - 1])
