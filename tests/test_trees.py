@@ -81,9 +81,11 @@ def test_a_literal_that_breaks_its_block_is_among_the_few_that_mend_it():
                                            until=time.perf_counter() + 30)
         assert int(np.flatnonzero(order == true[0])[0]) < ok.sum()
         # the same judgement for a candidate that was decoded: its changed output bytes mend the tree
-        mends = trees.mender(P, d)
-        assert mends is not None and mends(np.array([pos[k]]), np.array([o[pos[k]]]))
-        assert not mends(np.array([pos[k]]), np.array([new[k]])) and not mends(np.array([len(d)]), np.array([0]))
+        judge = trees.mender(P, d, time.perf_counter() + 30)
+        assert judge is not None and judge(np.array([pos[k]]), np.array([o[pos[k]]])) == 1
+        assert judge(np.array([pos[k]]), np.array([new[k]])) == 0 and judge(np.array([len(d)]), np.array([0])) == 0
+        # the clean stream: putting the damage in breaks a tree that followed
+        assert trees.mender(clean, o, time.perf_counter() + 30)(np.array([pos[k]]), np.array([new[k]])) == -1
         return
     pytest.fail("no damage broke a tree")
 
@@ -99,4 +101,4 @@ def test_a_stream_from_another_encoder_is_not_judged():
     _, lp, ln = instep.literal_flips(P, o)
     _, di, dn = instep.distance_flips(P)
     assert trees.consistent(P, o, lp, ln, di, dn, time.perf_counter() + 30).all()
-    assert trees.mender(P, o) is None
+    assert trees.mender(P, o, time.perf_counter() + 30) is None

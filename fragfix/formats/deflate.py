@@ -42,7 +42,8 @@ SYNC = 4           # out of step, size known: pieces after an edit by which the 
 ODDITY_COST = 1e-6  # seconds per output byte to read a stream's symbols and find its encoder oddities
 REACH = 96         # located out of step: the first positions whose single bits are judged as a first of two errors
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
-MEND_BITS = 1000.0  # in step, a decoded candidate that mends the one broken Huffman tree goes before any other
+MEND_BITS, MEND_SHARE = 1000.0, 0.2  # in step, decoded: one that mends the broken Huffman tree goes first,
+# one that breaks a tree that followed last (asking the trees: at most a fifth of the time left)
 # (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
 Verify = Callable[[int, int, int], "bool | None"]
 Scorer = Callable[[bytes], np.ndarray]    # data -> how implausible each byte is (higher: less)
@@ -214,7 +215,7 @@ class Search:
         whole = b"".join(outs)
         cand = whole[lo - base:hi - base]
         g = gain(self.counts, self.tr.out[lo:hi], cand)
-        if self.mend is not None and len(whole) >= b + 1 - base:  # mends the broken tree: first of all
+        if self.mend is not None and len(whole) >= b + 1 - base:  # what zlib's trees say (trees.mender)
             new = np.frombuffer(whole[a - base:b + 1 - base], np.uint8)
             pos = a + np.flatnonzero(new != np.frombuffer(self.tr.out[a:b + 1], np.uint8))
             g += MEND_BITS * self.mend(pos, new[pos - a].astype(np.int64))
@@ -276,7 +277,8 @@ class Search:
         if in_step and tr.stored is not None and instep.algebra(self, 0, ALGEBRA_FIRST):
             return o
         if in_step and getattr(self, "parse", None) is not None:
-            self.mend = trees.mender(self.parse, np.frombuffer(tr.out, np.uint8).astype(np.int64))
+            until = time.perf_counter() + MEND_SHARE * max(self.deadline - time.perf_counter(), 0)
+            self.mend = trees.mender(self.parse, np.frombuffer(tr.out, np.uint8).astype(np.int64), until)
         if in_step and self.window is not None:  # a second error in step: the algebra's, or none
             instep.algebra(self, ALGEBRA_FIRST, None)
             return o

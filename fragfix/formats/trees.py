@@ -129,27 +129,43 @@ def _state(P: Parse, o: np.ndarray) -> dict:
             "bad": [b for b in dyn if not (ok_l[b] and ok_d[b])]}
 
 
-def mender(P: Parse, o: np.ndarray):
+def mender(P: Parse, o: np.ndarray, until: float):
     """For candidates that were decoded rather than solved (a wrong byte across two literals, codes
-    that found their step again): where one block's literal tree is broken, a function
-    (output positions, new values) -> whether changing those literals mends it; else None."""
+    that found their step again): a function (output positions, new values) -> +1 where changing
+    those literals mends the one broken literal tree, -1 where it breaks a tree that followed, 0
+    where it says nothing (time (`until`) ran out, another encoder, not literals). None where no
+    tree can say anything."""
     st = _state(P, o) if len(P.lengths) else None
-    if st is None or len(st["bad"]) != 1 or not st["ok_d"][st["bad"][0]]:
+    if st is None or len(st["bad"]) > 1 or (st["bad"] and not st["ok_d"][st["bad"][0]]):
         return None
-    b = st["bad"][0]
-    in_b = np.zeros(len(o) + 1, bool)
-    in_b[st["lit_out"][st["lit_blk"] == b]] = True
-    base, stored = st["lit"][b], P.lengths[b][0]
+    bad = st["bad"][0] if st["bad"] else None
+    owner = np.full(len(o) + 1, -1, np.int64)  # the dynamic block of each literal's output byte
+    dyn = np.zeros(len(P.lengths) + 1, bool)
+    dyn[st["dyn"]] = True
+    lit = st["lit_blk"] >= 0
+    owner[st["lit_out"][lit]] = np.where(dyn[st["lit_blk"][lit]], st["lit_blk"][lit], -1)
+    seen: dict = {}
 
-    def mends(pos: np.ndarray, new: np.ndarray) -> bool:
-        keep = in_b[np.minimum(pos, len(o))]
-        if not keep.any():
-            return False
-        counts = base.copy()
-        np.subtract.at(counts, o[pos[keep]], 1)
-        np.add.at(counts, new[keep], 1)
-        return bool((counts >= 0).all()) and _follows(counts.tolist(), stored)
-    return mends
+    def judge(pos: np.ndarray, new: np.ndarray) -> int:
+        blk = owner[np.minimum(pos, len(o))]
+        keep = blk >= 0
+        if not keep.any() or (bad is not None and (blk[keep] != bad).any()):
+            return 0
+        key = tuple(zip(blk[keep].tolist(), o[pos[keep]].tolist(), new[keep].tolist()))
+        if key not in seen:
+            if time.perf_counter() > until:
+                return 0
+            verdict = 1
+            for b in np.unique(blk[keep]).tolist():
+                counts = st["lit"][b].copy()
+                sel = keep & (blk == b)
+                np.subtract.at(counts, o[pos[sel]], 1)
+                np.add.at(counts, new[sel], 1)
+                if (counts < 0).any() or not _follows(counts.tolist(), P.lengths[b][0]):
+                    verdict = -1
+            seen[key] = (verdict > 0) if bad is not None else -(verdict < 0)  # mends; breaks
+        return seen[key]
+    return judge
 
 
 def consistent(P: Parse, o: np.ndarray, lpos, lnew, didx, dnew, until: float) -> np.ndarray:
