@@ -215,9 +215,10 @@ class Search:
         whole = b"".join(outs)
         cand = whole[lo - base:hi - base]
         g = gain(self.counts, self.tr.out[lo:hi], cand)
-        if self.mend is not None and len(whole) >= b + 1 - base:  # what zlib's trees say (trees.mender)
-            new = np.frombuffer(whole[a - base:b + 1 - base], np.uint8)
-            pos = a + np.flatnonzero(new != np.frombuffer(self.tr.out[a:b + 1], np.uint8))
+        seg = self.tr.out[a:b + 1]
+        if self.mend is not None and len(whole) >= b + 1 - base and len(seg) == b + 1 - a:  # what zlib's trees say
+            new = np.frombuffer(whole[a - base:b + 1 - base], np.uint8)  # (trees.mender); same length only
+            pos = a + np.flatnonzero(new != np.frombuffer(seg, np.uint8))
             g += MEND_BITS * self.mend(pos, new[pos - a].astype(np.int64))
         self.held.append((g, check, self.current))
         return False
