@@ -107,7 +107,8 @@ def candidates(message: bytes, stored: int, offset: int = 0, span: int = 512) ->
             _TWO[span] = patterns(span, True)
         found = locate(s, n, _TWO[span])
         compared = tried(n, True, span)
-    return [[(offset + o, x) for o, x in f] for f in found], compared
+    # at least 1: the check failed even where nothing could be tried (an empty message, a CRC that is not 0)
+    return [[(offset + o, x) for o, x in f] for f in found], max(compared, 1)
 
 
 SINGLE_BIT = {TABLE[1 << b]: [(0, 0, 1 << b)] for b in range(8)}

@@ -127,10 +127,10 @@ def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
     recs, fixed = got
     names = [r["name"] for r in recs]
     bounds = sorted({r["local"] for r in recs} | {min(r["at"] for r in recs) if recs else at})
-    taken = {r["local"] for r in recs}
+    taken, headers = {r["local"] for r in recs}, []  # headers: filled by the first entry that needs them
     for r in recs:  # where the next entry (or the central directory) begins: this entry's data ends before it
         r["next"] = bounds[min(bisect.bisect_right(bounds, r["local"]), len(bounds) - 1)]
-        r["taken"] = taken
+        r["taken"], r["headers"] = taken, headers
     conflicts: list = []  # entries whose two name copies differ: decided once every entry is known
     parts = [_entry(d, r, deadline, scorer, tick, names, conflicts) for r in recs]
     if conflicts:
@@ -174,8 +174,9 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
         found = _layouts(d, r, lo, start)  # one wrong size, CRC or length in a header: no search
         if found:
             note, fix, tried = found
-            return Part(name, "restored", checks=["inflate", "crc32", "size"] if r["method"] else ["crc32", "size"],
+            part = Part(name, "restored", checks=["inflate", "crc32", "size"] if r["method"] else ["crc32", "size"],
                         compared=tried, note=note, edits=sorted(edits + fix), first_bad=fix[0][0])
+            return _names_agree(d, part, r, lo, conflicts)
     if stop > len(d):
         return Part(name, "damaged", checks=[], first_bad=lo, note="the entry's data runs past the end of the file")
     part = _data(d, r, start, stop, r["crc"], r["usize"], deadline, scorer, tick, name)
@@ -191,7 +192,7 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
                 alt.edits = edits + alt.edits
                 alt.status, alt.compared = "restored", alt.compared + 1
                 alt.note = "central directory record restored from the local header"
-                return alt
+                return _names_agree(d, alt, r, lo, conflicts)
     if part.status != "damaged":
         local_name = d[lo + 30:lo + 30 + nlen]
         if local_name != r["name"]:
@@ -216,6 +217,14 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
 
 
 M32 = 0xFFFFFFFF
+
+
+def _names_agree(d: bytes, part: Part, r: dict, lo: int, conflicts: list) -> Part:
+    """A restored entry whose two name copies differ too: decided with the others (zipnames.py)."""
+    local = d[lo + 30:lo + 30 + len(r["name"])]
+    if local != r["name"]:
+        conflicts.append((part, r, lo + 30, local, []))
+    return part
 DESC = b"PK\x07\x08"  # a data descriptor's optional signature
 
 
@@ -262,8 +271,10 @@ def _layouts(d: bytes, r: dict, lo: int, start: int) -> tuple[str, list, int] | 
     begins), or the data's start (the local extra length). The first that makes the data check out
     as it is: (note, edits that make every copy agree with it, candidates compared)."""
     nxt, nlen, desc = r["next"], len(r["name"]), _descriptor(d, r)
+    if not lo < nxt <= len(d):
+        return None
     vals = {f: r[f] for f, *_ in FIELDS}
-    if desc:
+    if desc and nxt - 12 >= lo:
         c, cs, us = struct.unpack_from("<III", d, nxt - 12)
         tries = [("sizes and CRC restored from the data descriptor", {**vals, "crc": c, "csize": cs, "usize": us}, start)]
     else:
@@ -285,7 +296,7 @@ def _layouts(d: bytes, r: dict, lo: int, start: int) -> tuple[str, list, int] | 
                 fix += _set(d, r["at"] + c, code, v[f])
                 if not desc or f == "method":
                     fix += _set(d, lo + a, code, v[f])
-            if desc:
+            if desc and nxt - 12 >= lo:
                 fix += _set(d, nxt - 12, "<III", v["crc"], v["csize"], v["usize"])
             return (note, sorted(fix), tried) if fix else None
     return None
@@ -298,9 +309,10 @@ def _moved(d: bytes, r: dict) -> int | None:
     lo, name = r["local"], r["name"]
     if d[lo:lo + 4] == LFH and d[lo + 30:lo + 30 + len(name)] == name:
         return None
-    hits = [m.start() for m in re.finditer(re.escape(LFH), d)  # not a header another record points to
-            if d[m.start() + 30:m.start() + 30 + len(name)] == name and _one_byte(m.start() ^ lo)
-            and m.start() not in r["taken"]]
+    if not r["headers"]:  # every local header signature in the file, found once per archive
+        r["headers"].extend(m.start() for m in re.finditer(re.escape(LFH), d))
+    hits = [m for m in r["headers"]  # not a header another record points to
+            if d[m + 30:m + 30 + len(name)] == name and _one_byte(m ^ lo) and m not in r["taken"]]
     return hits[0] if len(hits) == 1 else None
 
 
