@@ -33,6 +33,7 @@ from .trees import consistent
 ADLER = 65521
 MAX_OUT = 1 << 20  # larger outputs are searched by decoding only
 T8 = np.array([TABLE[1 << b] for b in range(8)], np.uint32)
+MERGE_OUT, BYTE_PRIOR = 1 << 16, 24.0  # both tiers in one order up to 64 KB of output; a byte's prior (bits)
 TREES_S, TREES_SHARE = 2.0, 0.25  # the most time (seconds, share of what is left) for asking zlib's trees
 
 
@@ -175,14 +176,15 @@ def distance_bytes(P: Parse):
 
 
 def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_of=None, tier: int = 0,
-          until: float = 0.0):
+          until: float = 0.0, keys: bool = False):
     """The in-step candidates in order of plausibility gain, and the index in that order of each one
     whose output would pass the checksum. Tier 0: literal and distance bit flips; tier 1: one wrong
     byte in a distance's extra bits. `until`: when to stop asking zlib's trees (trees.py).
-    Returns (edits as (byte offset, xor), order, passing ranks)."""
+    Returns (edits as (byte offset, xor), order, passing ranks), and with `keys` the order's keys
+    (gain, oddities, explains an oddity, zlib's trees allow it) to merge tiers by (`both_tiers`)."""
     o = np.frombuffer(out, np.uint8).astype(np.int64)
     n = len(o)
-    empty = [], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    empty = ([], np.zeros(0, np.int64), np.zeros(0, np.int64)) + ((None,) if keys else ())
     if n < 8:  # too little output to judge; nothing to search in
         return empty
     if tier == 0:
@@ -239,6 +241,9 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
     fix = np.concatenate([lit_fix[lpos], match_fix[didx]])
     zlib_could = consistent(P, o, lpos, lnew, didx, dnew, until)  # the block's code lengths still follow
     order = np.lexsort((np.arange(ncand), -gain, odd, ~fix, ~zlib_could))
+    if keys:
+        return list(zip(cand_byte.tolist(), cand_xor.tolist())), order, np.flatnonzero(ok[order]), \
+            (gain, odd, fix, zlib_could)
     ranks = np.flatnonzero(ok[order])
     return list(zip(cand_byte.tolist(), cand_xor.tolist())), order, ranks
 
@@ -279,9 +284,9 @@ def algebra(search, lo: int, hi: int | None) -> bool:
         model = (lambda pos, vals: values(tr.out, pos, vals)) if values else None
         search.parse, search.gain = P, context_gain(tr.out, model)
         until = time.perf_counter() + min(TREES_S, TREES_SHARE * (search.deadline - time.perf_counter()))
-        search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until=until)
+        search.algebra = both_tiers(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until)
         o.tried += len(search.algebra[0])
-    edits, order, ranks = search.algebra
+    edits, order, ranks, merged = search.algebra
     if search.window is not None:  # a second error's search: only candidates near the first
         lo_, hi_ = search.window
         near = np.array([lo_ <= e[0] < hi_ for e in edits] or [False])
@@ -291,13 +296,46 @@ def algebra(search, lo: int, hi: int | None) -> bool:
         ranks = np.flatnonzero(passing[order])
     if _take(search, edits, order, ranks, lo, hi):
         return True
-    if hi is None and search.window is None and time.perf_counter() < search.deadline:
+    if hi is None and search.window is None and not merged and time.perf_counter() < search.deadline:
         # last: one wrong byte in a distance's extra bits (found, but after every bit: probable)
         edits, order, ranks = solve(search.parse, tr.out, search.kind, tr.sum, tr.stored, search.gain, tier=1,
                                     until=time.perf_counter() + 0.1)
         o.tried += len(edits)
         return _take(search, edits, order, ranks, 0, None)
     return False
+
+
+def both_tiers(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain, until: float):
+    """Single flipped bits and wrong bytes in a distance's extra bits in one order (outputs up to
+    MERGE_OUT): a wrong byte there copies text from the wrong place, which its fix makes far more
+    plausible, so it should not wait behind every bit. Its gain counts BYTE_PRIOR bits less, and less
+    again by how many more such candidates there are (log2 of the ratio), a prior fixed before any
+    checksum. Dev in-step streams (1 bit / 1 byte, true fix within the first 4,295): bits 48 -> 46
+    of 60, bytes 11 -> 28 of 48. Returns (edits, order, passing ranks, merged)."""
+    e0, o0, r0, k0 = solve(P, out, kind, damaged_sum, stored, gain, until=until, keys=True)
+    if len(out) > MERGE_OUT or k0 is None:
+        return e0, o0, r0, False
+    e1, o1, r1, k1 = solve(P, out, kind, damaged_sum, stored, gain, tier=1, until=time.perf_counter() + 0.1, keys=True)
+    if k1 is None:
+        return e0, o0, r0, False
+    pen = BYTE_PRIOR + np.log2(len(e1) / max(len(e0), 1))
+    g, odd, fix, could = (np.concatenate([a, b - pen if i == 0 else b]) for i, (a, b) in enumerate(zip(k0, k1)))
+    order = np.lexsort((np.arange(len(g)), -g, odd, ~fix, ~could))
+    ok = np.zeros(len(g), bool)
+    ok[o0[r0]] = True
+    ok[len(e0) + o1[r1]] = True
+    return e0 + e1, order, np.flatnonzero(ok[order]), True
+
+
+def _fewest_bits(search, e, got, edits, order, later) -> list:
+    """Of the later passing candidates that decode to the very same output (two distances can copy
+    the same bytes), the one that changes fewest bits: the same content, the likelier edit."""
+    bits = bin(e[0][1]).count("1")
+    for r in later[:16]:
+        alt = [edits[int(order[r])]]
+        if bin(alt[0][1]).count("1") < bits and check(search.buf, search.start, alt, search.kind) == got:
+            e, bits = alt, bin(alt[0][1]).count("1")
+    return e
 
 
 def _take(search, edits, order, ranks, lo: int, hi: int | None) -> bool:
@@ -308,7 +346,8 @@ def _take(search, edits, order, ranks, lo: int, hi: int | None) -> bool:
         e = [edits[int(order[r])]]
         got = check(search.buf, search.start, e, search.kind)
         if got is not None and search.verify(*got):
-            o.edits, o.first_bad, o.compared = e, e[0][0], o.compared + int(r - lo) + 1
+            o.edits, o.first_bad, o.compared = _fewest_bits(search, e, got, edits, order, ranks[ranks > r]), \
+                e[0][0], o.compared + int(r - lo) + 1
             return True
     o.compared += max(hi - lo, 0)
     return False
