@@ -284,7 +284,10 @@ def algebra(search, lo: int, hi: int | None) -> bool:
         model = (lambda pos, vals: values(tr.out, pos, vals)) if values else None
         search.parse, search.gain = P, context_gain(tr.out, model)
         until = time.perf_counter() + min(TREES_S, TREES_SHARE * (search.deadline - time.perf_counter()))
-        search.algebra = both_tiers(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until)
+        if search.window is None:
+            search.algebra = both_tiers(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until)
+        else:  # a second error's search: single bits only (each first tried adds all it compares)
+            search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until=until) + (False,)
         o.tried += len(search.algebra[0])
     edits, order, ranks, merged = search.algebra
     if search.window is not None:  # a second error's search: only candidates near the first
