@@ -10,15 +10,9 @@ import pytest
 
 from fragfix.formats import instep, trees
 from fragfix.formats.symbols import parse
+from test_instep import TEXT as _TEXT, _raw
 
-_rng = random.Random(5)
-_WORDS = [bytes(_rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(_rng.randrange(2, 9))) for _ in range(300)]
-TEXT = b" ".join(_rng.choice(_WORDS) + (b"\n" if _rng.random() < 0.1 else b"") for _ in range(6000))
-
-
-def _raw(data: bytes, level: int) -> bytes:
-    c = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return c.compress(data) + c.flush()
+TEXT = _TEXT * 2  # words from a seeded vocabulary (test_instep.py), long enough for several blocks at 4x
 
 
 def _counts(P, o: np.ndarray, b: int):
@@ -33,7 +27,7 @@ def _counts(P, o: np.ndarray, b: int):
     return lit, dist
 
 
-@pytest.mark.parametrize("data", [TEXT, bytes(random.Random(1).randrange(256) for _ in range(20000)),
+@pytest.mark.parametrize("data", [TEXT, random.Random(1).randbytes(20000),
                                   b"ab" * 3000, b"a" * 100 + b"b"])
 @pytest.mark.parametrize("level", [1, 4, 6, 9])
 def test_zlib_lengths_are_the_code_lengths_zlib_writes(data, level):
@@ -91,13 +85,15 @@ def test_a_literal_that_breaks_its_block_is_among_the_few_that_mend_it():
 
 
 def test_a_stream_from_another_encoder_is_not_judged():
-    comp = _raw(TEXT * 4, 6)
+    rng = random.Random(2)
+    data = bytes(rng.choice(b"abcdefghij \n") for _ in range(120_000))  # 16K symbols a block: several blocks
+    comp = _raw(data, 6)
     P = parse(comp, 0)
     assert len(P.lengths) >= 2
     for b in (0, 1):  # two blocks whose lengths no zlib count gives: not zlib, so no view at all
         lit, dist = P.lengths[b]
         P.lengths[b] = (lit[::-1], dist)
-    o = np.frombuffer(TEXT * 4, np.uint8).astype(np.int64)
+    o = np.frombuffer(data, np.uint8).astype(np.int64)
     _, lp, ln = instep.literal_flips(P, o)
     _, di, dn = instep.distance_flips(P)
     assert trees.consistent(P, o, lp, ln, di, dn, time.perf_counter() + 30).all()
