@@ -1,22 +1,18 @@
 """In-step damage in a deflate stream: every candidate edit checked at once by checksum algebra.
 
-When a damaged stream still inflates to the right length and ends in the right place, and only
-its checksum fails, the damage changed what some symbol wrote, not the stream's structure: a
-literal's code turned into another literal's code of the same length, or a distance's extra bits
-(or its code, for one as long with as many extra bits) changed which earlier bytes a match copies. Decoding each such candidate costs ~10 us; here none is
-decoded. symbols.py gives the structure; every output byte is a copy of one earlier byte or a
-literal, so a changed byte at p changes every byte that copies it, directly or through copies (its
-*subtree*). CRC-32 is linear: the change of the whole output's CRC is the xor, over the changed
-bytes, of (xor at p) times x^(8 * bytes after each subtree member) mod P, which `subtree` sums once
-per position. Adler-32 is linear over the integers mod 65521 the same way (counts and weighted
-position sums of each subtree). So the checksum every candidate would give is computed for all of
-them in a few vector operations, and the search is only a matter of order.
+When a damaged stream still inflates to the right length and ends in the right place, and only its
+checksum fails, the damage changed what some symbol wrote: a literal's code turned into another of
+the same length, or a distance's extra bits (or its code, for one as long with as many extra bits)
+changed which earlier bytes a match copies. None is decoded here. Every output byte is a literal or a
+copy of one, so a changed byte at p changes every byte that copies it (its *subtree*). CRC-32 is
+linear: the change of the whole output's CRC is the xor, over the changed bytes, of (xor at p) times
+x^(8 * bytes after each subtree member) mod P, which `subtree` sums once per position; Adler-32 is
+linear mod 65521 the same way. So every candidate's checksum comes from a few vector operations.
 
-Order decides what the result may be called: a wrong candidate passes a 32-bit check by chance
-with probability 2^-32, so the first passing candidate at rank K is proof only while K / 2^32 is
-small. Candidates are ordered (plausible.py) first by whether a zlib-like encoder could have
-written them, then by how much more plausible they make the output (the data's own statistics and,
-when given, the model's view): an order fixed before any checksum is looked at.
+Order decides what the result may be called: the first passing candidate at rank K is proof only
+while K / 2^32 is small. Candidates go first by what zlib's trees allow (trees.py), then by whether
+a zlib-like encoder could have written them, then by how much more plausible they make the output
+(plausible.py; the model's view when given): an order fixed before any checksum is looked at.
 """
 from __future__ import annotations
 
@@ -309,12 +305,10 @@ def algebra(search, lo: int, hi: int | None) -> bool:
 
 
 def both_tiers(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain, until: float):
-    """Single flipped bits and wrong bytes in a distance's extra bits in one order (outputs up to
-    MERGE_OUT): a wrong byte there copies text from the wrong place, which its fix makes far more
-    plausible, so it should not wait behind every bit. Its gain counts BYTE_PRIOR bits less, and less
-    again by how many more such candidates there are (log2 of the ratio), a prior fixed before any
-    checksum. Dev in-step streams (1 bit / 1 byte, true fix within the first 4,295): bits 48 -> 46
-    of 60, bytes 11 -> 28 of 48. Returns (edits, order, passing ranks, merged)."""
+    """Single bits and wrong bytes in a distance's extra bits in one order (outputs up to MERGE_OUT):
+    a byte's gain counts BYTE_PRIOR bits less, and log2(how many more byte candidates) less again.
+    Dev in-step, true fix within 4,295: bytes 11 -> 28 of 48, bits 48 -> 46 of 60. Returns (edits,
+    order, passing ranks, merged)."""
     e0, o0, r0, k0 = solve(P, out, kind, damaged_sum, stored, gain, until=until, keys=True)
     if len(out) > MERGE_OUT or k0 is None:
         return e0, o0, r0, False
@@ -331,8 +325,8 @@ def both_tiers(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, g
 
 
 def _fewest_bits(search, e, got, edits, order, later) -> list:
-    """Of the later passing candidates that decode to the very same output (two distances can copy
-    the same bytes), the one that changes fewest bits: the same content, the likelier edit."""
+    """Of later passing candidates with the very same output (two distances can copy the same
+    bytes), the one that changes fewest bits."""
     bits = bin(e[0][1]).count("1")
     for r in later[:16]:
         alt = [edits[int(order[r])]]
