@@ -81,6 +81,7 @@ class Search:
         self.bound: tuple | None = None  # out of step: where the first oddities lie, (input, output)
         self.reach_at: set = set()
         self.reach_until = 0.0  # out of step, located: single bits are judged as a first of two errors until then
+        self.parse = None  # in step: the stream read symbol by symbol (instep.algebra sets it)
         self.mend = None  # in step, one block's tree broken: (positions, values) -> whether they mend it (trees.py)
 
     # ---- one candidate -------------------------------------------------------------------------
@@ -277,7 +278,7 @@ class Search:
             tr.syndrome = tr.sum ^ tr.stored if self.kind == "crc32" else None
         if in_step and tr.stored is not None and instep.algebra(self, 0, ALGEBRA_FIRST):
             return o
-        if in_step and getattr(self, "parse", None) is not None:
+        if in_step and self.parse is not None:
             until = time.perf_counter() + MEND_SHARE * max(self.deadline - time.perf_counter(), 0)
             self.mend = trees.mender(self.parse, np.frombuffer(tr.out, np.uint8).astype(np.int64), until)
         if in_step and self.window is not None:  # a second error in step: the algebra's, or none

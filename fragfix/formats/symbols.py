@@ -76,6 +76,7 @@ class Parse:
     tables: list = field(default_factory=list)     # literal/length table per block
     dtables: list = field(default_factory=list)    # distance table per block
     lengths: list = field(default_factory=list)    # per block: its (literal/length, distance) code lengths; None: fixed
+    cache: dict = field(default_factory=dict)      # views derived from the symbols, computed once (trees.py)
     n: int = 0                                     # output length
     end_bit: int = 0                               # bit just after the final block
 

@@ -108,7 +108,10 @@ def _follows(counts, stored: list[int]) -> bool:
 
 def _state(P: Parse, o: np.ndarray) -> dict:
     """Per block: literal/length and distance counts, whether each tree follows from them, the
-    dynamic blocks, and those broken (all of them: several means another encoder)."""
+    dynamic blocks, and those broken (all of them: several means another encoder). Computed once
+    per parse: both tiers of the algebra and the decoded search's judge ask about the same stream."""
+    if "trees" in P.cache:
+        return P.cache["trees"]
     nb = len(P.lengths)
     lit_blk, lit_out = np.asarray(P.lit_block, np.int64), np.asarray(P.lit_out, np.int64)
     mb = np.asarray(P.m_block, np.int64)
@@ -124,9 +127,10 @@ def _state(P: Parse, o: np.ndarray) -> dict:
     dyn = [b for b in range(nb) if P.lengths[b] is not None]
     ok_l = {b: _follows(lit[b].tolist(), P.lengths[b][0]) for b in dyn}
     ok_d = {b: _follows(dist[b].tolist(), P.lengths[b][1]) for b in dyn}
-    return {"lit": lit, "dist": dist, "dyn": dyn, "ok_l": ok_l, "ok_d": ok_d, "dcode": dcode,
-            "lit_blk": lit_blk, "lit_out": lit_out, "mb": mb,
-            "bad": [b for b in dyn if not (ok_l[b] and ok_d[b])]}
+    P.cache["trees"] = {"lit": lit, "dist": dist, "dyn": dyn, "ok_l": ok_l, "ok_d": ok_d, "dcode": dcode,
+                        "lit_blk": lit_blk, "lit_out": lit_out, "mb": mb,
+                        "bad": [b for b in dyn if not (ok_l[b] and ok_d[b])]}
+    return P.cache["trees"]
 
 
 def mender(P: Parse, o: np.ndarray, until: float):
