@@ -232,3 +232,17 @@ def test_a_zlib_candidate_that_ends_with_another_length_is_judged_without_error(
     r = formats.repair(bytes(bad), "zlib", 1.0)
     assert r.status in ("restored", "probable", "damaged")
     assert not r.verified or formats.apply(bytes(bad), r.edits) == data
+
+
+def test_an_edit_of_several_bits_gives_way_to_a_one_bit_twin_with_the_same_output():
+    from fragfix.formats.containers import fewest_bits
+    comp = _raw(TEXT[:2000], 0)  # a stored block: bits 3..7 of its first byte are padding, never read
+    bad = bytearray(comp)
+    bad[700] ^= 0x10  # the damage: one bit of the stored data
+    twin = [(0, 0x80), (700, 0x10)]  # also restores the output, and flips a padding bit besides
+    assert zlib.decompress(bytes(a ^ (0x80 if i == 0 else 0x10 if i == 700 else 0) for i, a in enumerate(bad)),
+                           -15) == TEXT[:2000]
+    assert fewest_bits(bytes(bad), 0, twin, float("inf")) == [(700, 0x10)]
+    assert fewest_bits(bytes(bad), 0, [(700, 0x10)], float("inf")) == [(700, 0x10)]  # one bit: as it was
+    bad[700] ^= 0x20  # now a two-bit error (0x30): no one-bit edit gives its output, the edit stays
+    assert fewest_bits(bytes(bad), 0, [(700, 0x30)], float("inf")) == [(700, 0x30)]

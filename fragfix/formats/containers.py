@@ -11,6 +11,7 @@ the other. Stored entries are checked by their CRC alone, located through the sy
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 
 from . import Part
@@ -18,6 +19,7 @@ from .deflate import Search
 from .trace import KEEP
 
 M = 0xFFFFFFFF
+ALIKE_REACH = 8  # bytes either side of an accepted edit whose single bits may give the very same output
 
 
 def _le32(b, at: int) -> int:
@@ -52,6 +54,7 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
     o = s.run(tick=tick)  # in step, the search reads the stored checksum through s.stored_at
     part.candidates, part.compared = o.tried, o.compared
     if o.edits:
+        o.edits = fewest_bits(buf, start, o.edits, max(deadline, time.perf_counter() + 0.5))
         part.status, part.edits, part.first_bad = "restored", o.edits, o.edits[0][0]
         patched = bytearray(buf)
         for p, x in o.edits:
@@ -64,6 +67,38 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
         where += f" (output over {KEEP >> 20} MB: checked, not searched)"
     part.note = f"{where}; no single-bit, single-byte or two-bit edit passed every check in the time budget"
     return part, None
+
+
+def _inflated(buf, start: int, edits) -> tuple[int, bytes] | None:
+    """(where the stream ends, its output) with `edits` applied; None where inflate fails."""
+    b = bytearray(buf)
+    for p, x in edits:
+        b[p] ^= x
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(bytes(b[start:]))
+    except zlib.error:
+        return None
+    return (len(b) - len(d.unused_data), out) if d.eof else None
+
+
+def fewest_bits(buf, start: int, edits: list, until: float) -> list:
+    """A verified edit of several bits may have a one-bit twin with the very same output (two
+    encodings of one copy: a distance code and its extra bits). The output is what the checks
+    proved; of the edits giving it, one flipped bit is the likelier damage (bit rot flips one).
+    Single bits within ALIKE_REACH bytes of the edit are decoded; the first alike is taken."""
+    if sum(bin(x).count("1") for _, x in edits) < 2:
+        return edits
+    got = _inflated(buf, start, edits)
+    near = sorted({p for at, _ in edits
+                   for p in range(max(at - ALIKE_REACH, start), min(at + ALIKE_REACH + 1, len(buf)))})
+    for p in near:
+        for bit in range(8):
+            if time.perf_counter() > until:
+                return edits
+            if [(p, 1 << bit)] != edits and _inflated(buf, start, [(p, 1 << bit)]) == got:
+                return [(p, 1 << bit)]
+    return edits
 
 
 # ---- gzip ------------------------------------------------------------------------------------
