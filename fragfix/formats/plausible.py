@@ -121,6 +121,7 @@ def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val, where: bool = 
 
 
 CHAIN = 8
+INNER = 0.25  # what a pair inside a candidate's copied run counts, against one at its edges
 
 
 def implicated(P: Parse, o: np.ndarray, most: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -207,8 +208,16 @@ def context_gain(out: bytes, model=None):
         one = ~(same_prev | same_next)[ch]
         left, right, lnew, rnew, sn = left[ch], right[ch], lnew[ch], rnew[ch], same_next[ch]
         p_, o_, n_ = pos[ch], old[ch], new[ch]
-        before = pair(left, o_) + np.where(sn, 0.0, pair(o_, right)) + between(left, o_, right)
-        after = pair(lnew, n_) + np.where(sn, 0.0, pair(n_, rnew)) + between(lnew, n_, rnew)
+        # a copied run is real data inside, right or wrong: mostly where it meets its neighbours can
+        # it be judged (in text its inner pairs favour common runs, spaces, over the true words), so
+        # inner pairs count INNER. True fix within 4,295, dev in-step bits 106 -> 112 of 138, bytes
+        # 28 -> 31 of 47, GNU gzip'd ELF bits 33 -> 33 of 60 (weight 0: 115, 31, but ELF 31)
+        sp = same_prev[ch]
+        edge = ~(sp & sn)
+        before = np.where(sp, INNER, 1.0) * pair(left, o_) + np.where(sn, 0.0, pair(o_, right)) \
+            + np.where(edge, 1.0, INNER) * between(left, o_, right)
+        after = np.where(sp, INNER, 1.0) * pair(lnew, n_) + np.where(sn, 0.0, pair(n_, rnew)) \
+            + np.where(edge, 1.0, INNER) * between(lnew, n_, rnew)
         before[one] += wide(p_[one], o_[one])
         after[one] += wide(p_[one], n_[one])
         if model is not None:  # the model judges single bytes; a copied run it reads as self-consistent
