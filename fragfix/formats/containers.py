@@ -16,7 +16,7 @@ import zlib
 
 from . import Part
 from .deflate import Search
-from .trace import KEEP
+from .trace import KEEP, inflated
 
 M = 0xFFFFFFFF
 ALIKE_REACH = 8  # bytes either side of an accepted edit whose single bits may give the very same output
@@ -69,19 +69,6 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
     return part, None
 
 
-def _inflated(buf, start: int, edits) -> tuple[int, bytes] | None:
-    """(where the stream ends, its output) with `edits` applied; None where inflate fails."""
-    b = bytearray(buf)
-    for p, x in edits:
-        b[p] ^= x
-    d = zlib.decompressobj(-15)
-    try:
-        out = d.decompress(bytes(b[start:]))
-    except zlib.error:
-        return None
-    return (len(b) - len(d.unused_data), out) if d.eof else None
-
-
 def fewest_bits(buf, start: int, edits: list, until: float) -> list:
     """A verified edit of several bits may have a one-bit twin with the very same output (two
     encodings of one copy: a distance code and its extra bits). The output is what the checks
@@ -89,14 +76,16 @@ def fewest_bits(buf, start: int, edits: list, until: float) -> list:
     Single bits within ALIKE_REACH bytes of the edit are decoded; the first alike is taken."""
     if sum(bin(x).count("1") for _, x in edits) < 2:
         return edits
-    got = _inflated(buf, start, edits)
+    got = inflated(buf, start, edits)
+    if got is None:  # not a whole stream (never so for a verified edit): nothing to be alike
+        return edits
     near = sorted({p for at, _ in edits
                    for p in range(max(at - ALIKE_REACH, start), min(at + ALIKE_REACH + 1, len(buf)))})
     for p in near:
         for bit in range(8):
             if time.perf_counter() > until:
                 return edits
-            if [(p, 1 << bit)] != edits and _inflated(buf, start, [(p, 1 << bit)]) == got:
+            if [(p, 1 << bit)] != edits and inflated(buf, start, [(p, 1 << bit)]) == got:
                 return [(p, 1 << bit)]
     return edits
 

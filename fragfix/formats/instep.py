@@ -24,6 +24,7 @@ import numpy as np
 from .crc import POLY, TABLE
 from .plausible import context_gain, implicated, literal_oddities, match_oddities
 from .symbols import DBASE, DEXT, BadStream, Parse, _matches, parse
+from .trace import inflated
 from .trees import consistent
 
 ADLER = 65521
@@ -246,18 +247,11 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
 
 def check(buf, start: int, edits, kind: str) -> tuple[int, int, int] | None:
     """Decode with `edits` applied: (end offset, output length, checksum), None when inflate fails."""
-    b = bytearray(buf)
-    for p, x in edits:
-        b[p] ^= x
-    d = zlib.decompressobj(-15)
-    try:
-        o = d.decompress(bytes(b[start:]))
-    except zlib.error:
+    got = inflated(buf, start, edits)
+    if got is None:
         return None
-    if not d.eof:
-        return None
-    ck = zlib.crc32(o) if kind == "crc32" else zlib.adler32(o)
-    return len(b) - len(d.unused_data), len(o), ck
+    end, o = got
+    return end, len(o), zlib.crc32(o) if kind == "crc32" else zlib.adler32(o)
 
 
 def algebra(search, lo: int, hi: int | None) -> bool:

@@ -65,3 +65,17 @@ def trace(buf, start: int, stop: int, kind: str) -> Trace:
             tr.snaps[k] = (d.copy(), run)
     tr.out, tr.sum = b"".join(parts), run
     return tr
+
+
+def inflated(buf, start: int, edits) -> tuple[int, bytes] | None:
+    """(where the raw deflate stream at `start` ends, its whole output) with `edits` (offset, xor)
+    applied; None where inflate fails or the stream does not end."""
+    b = bytearray(buf)
+    for p, x in edits:
+        b[p] ^= x
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(bytes(b[start:]))
+    except zlib.error:
+        return None
+    return (len(b) - len(d.unused_data), out) if d.eof else None
