@@ -85,7 +85,7 @@ def fewest_bits(buf, start: int, edits: list, until: float) -> list:
         for bit in range(8):
             if time.perf_counter() > until:
                 return edits
-            if [(p, 1 << bit)] != edits and inflated(buf, start, [(p, 1 << bit)]) == got:
+            if inflated(buf, start, [(p, 1 << bit)]) == got:  # (the edit itself has two bits or more)
                 return [(p, 1 << bit)]
     return edits
 

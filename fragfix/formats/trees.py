@@ -5,12 +5,13 @@ block's codes from the block's own symbol counts, deterministically: a heap orde
 depth, then position, and a fixed rule for codes over 15 bits. Every dynamic block of 165 in real
 gzip and zip files on the development machine has exactly the code lengths `zlib_lengths` gives
 for its counts, and so do GNU gzip's and Info-ZIP's (25 of 25 each). A damaged literal in step
-changes two counts (one symbol less, another more) and, in about 1 case in 7, the lengths no longer follow: then only candidates that put that block's
-counts back can be the original, a few hundred of thousands. Where the damaged stream's trees all
-follow, a candidate that would break one is less likely than one that keeps them. `consistent`
-gives that view per candidate for instep.solve's order, fixed before any checksum is looked at.
-Streams from other encoders (7-zip, libdeflate, zopfli) break the rule in most blocks; where more
-than one block breaks it, it says nothing.
+changes two counts (one symbol less, another more) and, in about 1 case in 7, the lengths no
+longer follow: then only candidates that put that block's counts back can be the original, a few
+hundred of thousands. Where the damaged stream's trees all follow, a candidate that would break
+one is less likely than one that keeps them. `consistent` gives that view per candidate for
+instep.solve's order, fixed before any checksum is looked at. Streams from other encoders (7-zip,
+libdeflate, zopfli) break the rule in most blocks; where more than one block breaks it, it says
+nothing.
 """
 from __future__ import annotations
 
