@@ -245,3 +245,29 @@ def test_an_edit_of_several_bits_gives_way_to_a_one_bit_twin_with_the_same_outpu
     assert fewest_bits(bytes(bad), 0, [(700, 0x10)], float("inf")) == [(700, 0x10)]  # one bit: as it was
     bad[700] ^= 0x20  # now a two-bit error (0x30): no one-bit edit gives its output, the edit stays
     assert fewest_bits(bytes(bad), 0, [(700, 0x30)], float("inf")) == [(700, 0x30)]
+
+
+def test_a_wrong_distance_is_implicated_by_the_copies_that_repeat_its_bytes():
+    """A wrong distance writes wrong bytes; later copies repeat them and turn odd (zlib would have
+    copied them otherwise). The damaged copy itself may look fine: it is implicated all the same."""
+    from fragfix.formats.plausible import implicated, stream_oddities
+    comp = _raw(TEXT, 6)
+    P0 = parse(comp, 0)
+    bits, idx, nd = instep.distance_flips(P0)
+    tried = 0
+    for b, m in zip(bits.tolist(), idx.tolist()):
+        bad = bytearray(comp)
+        bad[b >> 3] ^= 1 << (b & 7)
+        try:
+            out = zlib.decompress(bytes(bad), -15)
+        except zlib.error:
+            continue
+        P = parse(bytes(bad), 0)
+        o = np.frombuffer(out, np.uint8).astype(np.int64)
+        odd = np.flatnonzero(stream_oddities(P, o))
+        if len(odd) and m not in odd and len(odd) <= 64:  # only copies other than the damaged one turned odd
+            tried += 1
+            assert implicated(P, o)[1][m], (b, m)
+            if tried == 5:
+                break
+    assert tried, "no distance flip left only other copies odd"

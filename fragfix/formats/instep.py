@@ -232,7 +232,8 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
         a0, b0 = damaged_sum & 0xFFFF, damaged_sum >> 16
         ok = (((a0 + da) % ADLER) == (stored & 0xFFFF)) & (((b0 + db) % ADLER) == (stored >> 16))
     gain = gain_of(pos, old, new, cid, ncand) if gain_of is not None else np.zeros(ncand)
-    odd = np.concatenate([literal_oddities(P, o, lpos, lnew), match_oddities(P, o, didx, dnew, seg, k, dval)])
+    odd = np.concatenate([literal_oddities(P, o, lpos, lnew),
+                          match_oddities(P, o, didx, dnew, seg, k, dval, new=True)])
     # first, what could explain an oddity of the stream as it is (damage leaves some in ~1 of 4 cases)
     lit_fix, match_fix = implicated(P, o)
     fix = np.concatenate([lit_fix[lpos], match_fix[didx]])

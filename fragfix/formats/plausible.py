@@ -5,8 +5,9 @@ the choices a zlib-like encoder makes.
 between the same two neighbours elsewhere, two neighbours each side (single bytes) and, when
 given, the model. `literal_oddities` and `match_oddities` count what a zlib-like encoder would not
 have written had the candidate been the original: a literal where a copy was in reach, a copy that
-stops although the next byte matches too, a copy from further away than an equal one. Neither looks
-at a checksum: the order they give is fixed before any candidate is compared.
+stops although the next byte matches too, a byte that would have let a copy go on, a copy from
+further away than an equal one. Neither looks at a checksum: the order they give is fixed before
+any candidate is compared.
 """
 from __future__ import annotations
 
@@ -62,14 +63,20 @@ def literal_oddities(P: Parse, o: np.ndarray, pos: np.ndarray, new: np.ndarray) 
     return odd
 
 
-def roots(P: Parse, n: int) -> np.ndarray:
-    """For every output byte, the literal it is a copy of (its own position when it is one)."""
+def _parents(P: Parse, n: int) -> np.ndarray:
+    """For every output byte, the byte it copies (its own position for a literal)."""
     parent = np.arange(n, dtype=np.int64)
     s, L, d = _matches(P)
     if len(s):
         seg = np.repeat(np.arange(len(s)), L)
         at = s[seg] + np.arange(len(seg)) - np.repeat(np.cumsum(L) - L, L)
         parent[at] = at - d[seg]
+    return parent
+
+
+def roots(P: Parse, n: int) -> np.ndarray:
+    """For every output byte, the literal it is a copy of (its own position when it is one)."""
+    parent = _parents(P, n)
     while True:
         nxt = parent[parent]
         if np.array_equal(nxt, parent):
@@ -77,14 +84,34 @@ def roots(P: Parse, n: int) -> np.ndarray:
         parent = nxt
 
 
-def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val, where: bool = False):
+def _stops(s, L, d, o, idx, seg, pos, val) -> np.ndarray:
+    """Per candidate: 1 where one of its new bytes lies where another copy stopped (its byte after,
+    or the byte after its source) and takes the value that copy would have gone on with."""
+    n = len(o)
+    e = s + L
+    m = np.flatnonzero((L < 258) & (e < n))
+    at = np.r_[e[m], (e - d)[m]]  # the byte after each copy, and the byte after its source
+    bad = np.r_[o[(e - d)[m]], o[e[m]]]  # the value there that would have let the copy go on
+    owner = np.r_[m, m]
+    keys = np.sort(at * 256 + bad)
+    own = np.sort(owner << 40 | (at * 256 + bad))
+    q = pos * 256 + val
+    qo = idx[seg] << 40 | q
+    hits = np.searchsorted(keys, q, "right") - np.searchsorted(keys, q) \
+        - (np.searchsorted(own, qo, "right") - np.searchsorted(own, qo))
+    starts = np.r_[0, np.flatnonzero(seg[1:] != seg[:-1]) + 1]
+    return (np.add.reduceat(hits, starts) > 0).astype(np.int64) if len(seg) else np.zeros(0, np.int64)
+
+
+def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val, where: bool = False, new: bool = False):
     """The same for a match given a new distance: it would have gone on (the byte after it equals
-    the byte after its new source), or the same bytes lay closer (zlib takes the nearest of the
-    longest)."""
+    the byte after its new source), it writes a byte that would have let another copy go on, or
+    the same bytes lay closer (zlib takes the nearest of the longest). `new`: the matches are
+    candidates (new distances) rather than the stream's own; those are judged more closely."""
     n = len(o)
     if not len(idx):
         return (np.zeros(0, np.int64), np.zeros(0, np.int64)) if where else np.zeros(0, np.int64)
-    s, L, _ = _matches(P)
+    s, L, d0 = _matches(P)
     ms, ml = s[idx], L[idx]
     after = ms + ml
     src = after - nd
@@ -94,33 +121,40 @@ def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val, where: bool = 
         j = np.flatnonzero(inner)
         nxt_src[j] = o[ms[j] - nd[j] + (ml[j] % nd[j])]
     odd = ((ml < 258) & (after < n) & (o[np.minimum(after, n - 1)] == nxt_src)).astype(np.int64)
+    if new:  # (in the stream as it is, the copy that would have gone on is the odd one, above)
+        odd += _stops(s, L, d0, o, idx, seg, ms[seg] + k, val)
     # the encoder walks earlier places of the copy's first 3 bytes, nearest first, and keeps the
-    # longest (the nearest of equals): one of the last CHAIN places that gives a longer copy, or
-    # as long a copy nearer, is a choice zlib would have made instead
+    # longest (the nearest of equals): one of the last CHAIN places (8 for the stream's own) that
+    # gives a longer copy, or as long a copy nearer, is a choice zlib would have made instead
     starts = np.r_[0, np.flatnonzero(seg[1:] != seg[:-1]) + 1]
     first3 = val[starts] << 16 | val[starts + 1] << 8 | val[starts + 2]
     nxt = np.where(after < n, o[np.minimum(after, n - 1)], -1)
-    before = ms - 2
     found = np.zeros(len(ms), bool)
     alt = np.full(len(ms), -1, np.int64)  # where the better source lay
     recent = _recent(o)
-    for _ in range(CHAIN):
-        p = recent(first3, before)
-        live = (p >= 0) & (ms - p <= 32768)
-        if not live.any():
+    act, before = np.arange(len(ms)), ms - 2  # the candidates still walking, and where they are
+    for _ in range(CHAIN if new else 8):
+        p = recent(first3[act], before)
+        live = (p >= 0) & (ms[act] - p <= 32768)
+        act, p = act[live], p[live]
+        if not len(act):
             break
-        dc = np.where(live, ms - p, 1)
-        src_el = ms[seg] - dc[seg] + k % dc[seg]
-        same = np.logical_and.reduceat(o[np.clip(src_el, 0, n - 1)] == val, starts)
-        tail = o[np.clip(ms - dc + ml % dc, 0, n - 1)] == nxt  # the byte after: a longer copy
-        better = live & same & (tail & (ml < 258) | (dc < nd))
-        alt = np.where(better & ~found, p, alt)
-        found |= better
-        before = np.where(live, p, -1)
+        a, la, dc = ms[act], ml[act], ms[act] - p
+        el = np.repeat(starts[act] - np.r_[0, np.cumsum(la)[:-1]], la) + np.arange(la.sum())  # their elements
+        kk = k[el]
+        sub = np.r_[0, np.cumsum(la)[:-1]]
+        same = np.logical_and.reduceat(o[np.clip(np.repeat(a - dc, la) + kk % np.repeat(dc, la), 0, n - 1)]
+                                       == val[el], sub)
+        tail = o[np.clip(a - dc + la % dc, 0, n - 1)] == nxt[act]  # the byte after: a longer copy
+        better = same & (tail & (la < 258) | (dc < nd[act]))
+        alt[act[better]] = p[better]
+        found[act[better]] = True
+        act, before = act[~better], p[~better]
     return (odd + found, alt) if where else odd + found
 
 
-CHAIN = 8
+CHAIN = 32  # a candidate's copy: earlier places of its first 3 bytes looked at (the stream's own: 8,
+# as zlib's hash collisions and shortened walks leave some nearer places unvisited: 5x the clean oddities at 32)
 INNER = 0.25  # what a pair inside a candidate's copied run counts, against one at its edges
 
 
@@ -128,7 +162,9 @@ def implicated(P: Parse, o: np.ndarray, most: int = 64) -> tuple[np.ndarray, np.
     """What could explain the stream's own oddities (a stream in step from a zlib-like encoder has
     none; a damaged literal or distance can leave a few): per output position, whether its literal
     (its root) lies in an odd copy, its source, the better source, or the byte after; per match,
-    whether it is odd. All False when there are more than `most` (an encoder with quirks)."""
+    whether it is odd or any of those bytes come from it (directly or through copies: a wrong
+    distance writes wrong bytes that later copies repeat, and those copies turn odd). All False
+    when there are more than `most` (an encoder with quirks)."""
     n = len(o)
     s, L, d = _matches(P)
     flags, alt = _oddities(P, o, where=True)
@@ -141,8 +177,20 @@ def implicated(P: Parse, o: np.ndarray, most: int = 64) -> tuple[np.ndarray, np.
         ln = L[odd][:len(a)] if len(a) == len(odd) else L[odd][alt[odd] >= 0]
         np.add.at(mark, np.minimum(a, n), 1)
         np.add.at(mark, np.minimum(a + ln + 1, n), -1)
-    lit[roots(P, n)[np.cumsum(mark)[:n] > 0]] = True
-    return lit, flags > 0
+    marked = np.flatnonzero(np.cumsum(mark)[:n] > 0)
+    lit[roots(P, n)[marked]] = True
+    # a copy those bytes come from (directly or through copies) could explain it too: its distance
+    parent = _parents(P, n)
+    upstream = np.zeros(n, bool)
+    at = marked
+    for _ in range(64):
+        upstream[at] = True
+        at = parent[at]
+        at = at[~upstream[at]]
+        if not len(at):
+            break
+    inside = np.r_[0, np.cumsum(upstream)]
+    return lit, (flags > 0) | (inside[s + L] > inside[s])
 
 
 def _oddities(P: Parse, o: np.ndarray, where: bool = False):
