@@ -23,7 +23,8 @@ import numpy as np
 
 from .crc import POLY, TABLE
 from .plausible import context_gain, implicated, literal_oddities, match_oddities
-from .symbols import DBASE, DEXT, BadStream, Parse, _matches, parse
+from .edits import distance_bytes, distance_flips, literal_flips
+from .symbols import BadStream, Parse, _matches, parse
 from .trace import inflated
 from .trees import consistent
 
@@ -79,97 +80,6 @@ def subtree(P: Parse, leaf: np.ndarray, xor: bool) -> tuple[np.ndarray, np.ndarr
         else:
             own[a:a + n - dd] -= full[a + dd:a + n]
     return full, own
-
-
-def literal_flips(P: Parse, out: np.ndarray):
-    """One flipped bit in a literal's code that gives another literal's code of the same length:
-    (candidate's bit offset, output position, new byte)."""
-    lb, lc, ll, lo, blk = (np.asarray(x, np.int64) for x in (P.lit_bit, P.lit_code, P.lit_len, P.lit_out, P.lit_block))
-    bits, pos, new = [], [], []
-    tabs = [np.asarray(t, np.int64) for t in P.tables]
-    for t in range(15):
-        sel = np.flatnonzero(t < ll)
-        if not len(sel):
-            continue
-        code = lc[sel] ^ (1 << t)
-        nv = np.full(len(sel), -1, np.int64)
-        stored = blk[sel] < 0
-        nv[stored] = code[stored]
-        for b in np.unique(blk[sel][~stored]):
-            m = blk[sel] == b
-            e = tabs[b][code[m]]
-            nv[m] = np.where(((e & 15) == ll[sel][m]) & ((e >> 4) < 256), e >> 4, -1)
-        ok = nv >= 0
-        bits.append(lb[sel][ok] + t)
-        pos.append(lo[sel][ok])
-        new.append(nv[ok])
-    if not bits:
-        e = np.zeros(0, np.int64)
-        return e, e, e
-    return np.concatenate(bits), np.concatenate(pos), np.concatenate(new)
-
-
-def distance_flips(P: Parse):
-    """One flipped bit in a distance's extra bits, or in its code where that gives another
-    distance code of the same length and as many extra bits: (bit offset, match index, new distance)."""
-    s, L, d = _matches(P)
-    xb, xl = np.asarray(P.m_xbit, np.int64), np.asarray(P.m_xlen, np.int64)
-    sym = np.searchsorted(DBASE, d, side="right") - 1
-    base = np.asarray(DBASE, np.int64)[sym]
-    bits, idx, nd = [], [], []
-    for t in range(13):
-        sel = np.flatnonzero(t < xl)
-        d2 = base[sel] + ((d[sel] - base[sel]) ^ (1 << t))
-        ok = d2 <= s[sel]
-        bits.append(xb[sel][ok] + t)
-        idx.append(sel[ok])
-        nd.append(d2[ok])
-    db, dc, dl, blk = (np.asarray(x, np.int64) for x in (P.m_dbit, P.m_dcode, P.m_dclen, P.m_block))
-    dext = np.asarray(DEXT + [-1, -1], np.int64)
-    dbase = np.asarray(DBASE + [0, 0], np.int64)
-    for b in np.unique(blk):
-        tab = np.asarray(P.dtables[b], np.int64)
-        for t in range(15):
-            sel = np.flatnonzero((blk == b) & (t < dl))
-            e = tab[dc[sel] ^ (1 << t)]
-            s2 = np.minimum(e >> 4, 31)
-            d2 = dbase[s2] + d[sel] - base[sel]
-            ok = (e > 0) & ((e & 15) == dl[sel]) & (dext[s2] == dext[sym[sel]]) & (d2 <= s[sel]) & (d2 >= 1)
-            bits.append(db[sel][ok] + t)
-            idx.append(sel[ok])
-            nd.append(d2[ok])
-    return np.concatenate(bits), np.concatenate(idx), np.concatenate(nd)
-
-
-def distance_bytes(P: Parse):
-    """One wrong byte (two bits or more) inside a distance's extra bits: (byte offset, xor, match
-    index, new distance). The later tier: it comes after every single flipped bit."""
-    s, L, d = _matches(P)
-    xb, xl = np.asarray(P.m_xbit, np.int64), np.asarray(P.m_xlen, np.int64)
-    base = np.asarray(DBASE, np.int64)[np.searchsorted(DBASE, d, side="right") - 1]
-    out = [[], [], [], []]
-    for part in range(3):  # the extra bits in their first, second and third byte
-        t0 = np.where(part == 0, 0, 8 * part - (xb & 7))
-        t1 = np.minimum(8 * (part + 1) - (xb & 7), xl)
-        w = t1 - t0
-        for width in range(2, 9):
-            sel = np.flatnonzero(w == width)
-            if not len(sel):
-                continue
-            v = np.array([x for x in range(1 << width) if bin(x).count("1") >= 2], np.int64)
-            e2 = (d[sel] - base[sel])[:, None] ^ (v[None, :] << t0[sel][:, None])
-            d2 = base[sel][:, None] + e2
-            ok = d2 <= s[sel][:, None]
-            i, j = np.nonzero(ok)
-            at = xb[sel][i] + t0[sel][i]
-            out[0].append(at >> 3)
-            out[1].append(v[j] << (at & 7))
-            out[2].append(sel[i])
-            out[3].append(d2[i, j])
-    if not out[0]:
-        e = np.zeros(0, np.int64)
-        return e, e, e, e
-    return tuple(np.concatenate(x) for x in out)
 
 
 def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_of=None, tier: int = 0,
