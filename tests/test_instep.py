@@ -271,3 +271,21 @@ def test_a_wrong_distance_is_implicated_by_the_copies_that_repeat_its_bytes():
             if tried == 5:
                 break
     assert tried, "no distance flip left only other copies odd"
+
+
+def test_a_wrong_byte_over_a_distance_code_is_enumerated_as_the_copy_it_reads():
+    """A byte that turns a distance's code and extra bits into another code and extra bits of the
+    same total length keeps the stream in step: each such edit, decoded, changes that copy's
+    distance to the one enumerated, and nothing else."""
+    from fragfix.formats.edits import distance_fields
+    comp = _raw(TEXT, 6)
+    P = parse(comp, 0)
+    q, x, idx, nd = distance_fields(P)
+    assert len(q) > 100 and ((x & (x - 1)) != 0).any()
+    for t in np.random.default_rng(0).choice(len(q), 60, replace=False):
+        bad = bytearray(comp)
+        bad[q[t]] ^= x[t]
+        P2 = parse(bytes(bad), 0)
+        assert P2.n == len(TEXT) and P2.m_out == P.m_out and P2.m_len == P.m_len
+        assert P2.m_dist[idx[t]] == nd[t]
+        assert [a for i, a in enumerate(P2.m_dist) if i != idx[t]] == [a for i, a in enumerate(P.m_dist) if i != idx[t]]

@@ -102,3 +102,51 @@ def distance_bytes(P: Parse):
         e = np.zeros(0, np.int64)
         return e, e, e, e
     return tuple(np.concatenate(x) for x in out)
+
+
+def distance_fields(P: Parse):
+    """One wrong byte that touches a distance's code and keeps the copy in step: the code and its
+    extra bits read again as another code and extra bits taking as many bits in all (a shorter code
+    with one more extra bit, say). Single bits that keep the code's length are distance_flips'.
+    Returns (byte offset, xor, match index, new distance), like distance_bytes."""
+    s, _, d = _matches(P)
+    db, dc, dl, xl, blk = (np.asarray(x, np.int64) for x in (P.m_dbit, P.m_dcode, P.m_dclen, P.m_xlen, P.m_block))
+    dbase = np.asarray(DBASE + [0, 0], np.int64)
+    dext = np.asarray(DEXT + [99, 99], np.int64)  # codes 30 and 31 never fit
+    sym = np.searchsorted(DBASE, d, side="right") - 1
+    w = dl + xl
+    field = dc | (d - dbase[sym]) << dl  # the code's bits, then the extra bits, in stream order
+    v = np.arange(1, 256, dtype=np.int64)
+    ones = np.array([bin(x).count("1") for x in v.tolist()])
+    out = [[], [], [], []]
+    for k in range(4):  # the field's first, second, ... byte
+        q = (db >> 3) + k
+        shift = 8 * q - db  # where the byte's bit 0 lies in the field (negative: before it)
+        live = np.flatnonzero(8 * q < db + w)
+        if not len(live):
+            break
+        sh = shift[live][:, None]
+        m = np.where(sh >= 0, v[None, :] << np.maximum(sh, 0), v[None, :] >> np.maximum(-sh, 0))
+        before = (sh < 0) & (v[None, :] & ((1 << np.maximum(-sh, 0)) - 1) != 0)  # a bit before the field
+        fits = ~before & (m >> w[live][:, None] == 0) & (m & ((1 << dl[live][:, None]) - 1) != 0)
+        i, j = np.nonzero(fits)
+        if not len(i):
+            continue
+        a = live[i]
+        f2 = field[a] ^ m[i, j]
+        e = np.zeros(len(a), np.int64)
+        for b in np.unique(blk[a]):
+            sel = blk[a] == b
+            e[sel] = np.asarray(P.dtables[b], np.int64)[f2[sel] & 0x7FFF]
+        cl, s2 = e & 15, np.minimum(e >> 4, 31)
+        nd = dbase[s2] + (f2 >> cl & ((1 << np.maximum(w[a] - cl, 0)) - 1))
+        ok = (e > 0) & (cl + dext[s2] == w[a]) & (nd <= s[a]) & (nd >= 1) \
+            & ~((ones[j] == 1) & (cl == dl[a]))  # a single bit keeping the code's length: a flip
+        out[0].append(q[a][ok])
+        out[1].append(v[j][ok])
+        out[2].append(a[ok])
+        out[3].append(nd[ok])
+    if not out[0]:
+        e = np.zeros(0, np.int64)
+        return e, e, e, e
+    return tuple(np.concatenate(x) for x in out)

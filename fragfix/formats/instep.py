@@ -23,7 +23,7 @@ import numpy as np
 
 from .crc import POLY, TABLE
 from .plausible import context_gain, implicated, literal_oddities, match_oddities
-from .edits import distance_bytes, distance_flips, literal_flips
+from .edits import distance_bytes, distance_fields, distance_flips, literal_flips
 from .symbols import BadStream, Parse, _matches, parse
 from .trace import inflated
 from .trees import consistent
@@ -101,7 +101,7 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
         dbyte, dxor = dbit >> 3, 1 << (dbit & 7)
     else:
         lbyte = lxor = lpos = lnew = np.zeros(0, np.int64)
-        dbyte, dxor, didx, dnew = distance_bytes(P)
+        dbyte, dxor, didx, dnew = (np.concatenate(x) for x in zip(distance_bytes(P), distance_fields(P)))
     # every candidate as elements (output position, new byte) with a candidate id per element
     s, L, _ = _matches(P)
     ds, dl = s[didx], L[didx]
