@@ -2,12 +2,13 @@
 
 When a damaged stream still inflates to the right length and ends in the right place, and only its
 checksum fails, the damage changed what some symbol wrote: a literal's code turned into another of
-the same length, or a distance's extra bits (or its code, for one as long with as many extra bits)
-changed which earlier bytes a match copies. None is decoded here. Every output byte is a literal or a
-copy of one, so a changed byte at p changes every byte that copies it (its *subtree*). CRC-32 is
-linear: the change of the whole output's CRC is the xor, over the changed bytes, of (xor at p) times
-x^(8 * bytes after each subtree member) mod P, which `subtree` sums once per position; Adler-32 is
-linear mod 65521 the same way. So every candidate's checksum comes from a few vector operations.
+the same length, or a distance's extra bits or its code (read again as a code and extra bits of the
+same length in all) changed which earlier bytes a match copies (edits.py lists them). None is
+decoded here. Every output byte is a literal or a copy of one, so a changed byte at p changes every
+byte that copies it (its *subtree*). CRC-32 is linear: the change of the whole output's CRC is the
+xor, over the changed bytes, of (xor at p) times x^(8 * bytes after each subtree member) mod P,
+which `subtree` sums once per position; Adler-32 is linear mod 65521 the same way. So every
+candidate's checksum comes from a few vector operations.
 
 Order decides what the result may be called: the first passing candidate at rank K is proof only
 while K / 2^32 is small. Candidates go first by what zlib's trees allow (trees.py), then by whether
@@ -86,7 +87,7 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
           until: float = 0.0, keys: bool = False):
     """The in-step candidates in order of plausibility gain, and the index in that order of each one
     whose output would pass the checksum. Tier 0: literal and distance bit flips; tier 1: one wrong
-    byte in a distance's extra bits. `until`: when to stop asking zlib's trees (trees.py).
+    byte in a distance's code or extra bits. `until`: when to stop asking zlib's trees (trees.py).
     Returns (edits as (byte offset, xor), order, passing ranks), and with `keys` the order's keys
     (gain, oddities, explains an oddity, zlib's trees allow it) to merge tiers by (`both_tiers`)."""
     o = np.frombuffer(out, np.uint8).astype(np.int64)
@@ -201,7 +202,7 @@ def algebra(search, lo: int, hi: int | None) -> bool:
     if _take(search, edits, order, ranks, lo, hi):
         return True
     if hi is None and search.window is None and not merged and time.perf_counter() < search.deadline:
-        # last: one wrong byte in a distance's extra bits (found, but after every bit: probable)
+        # last: one wrong byte in a distance's code or extra bits (found, but after every bit: probable)
         edits, order, ranks = solve(search.parse, tr.out, search.kind, tr.sum, tr.stored, search.gain, tier=1,
                                     until=time.perf_counter() + 0.1)
         o.tried += len(edits)
@@ -210,7 +211,7 @@ def algebra(search, lo: int, hi: int | None) -> bool:
 
 
 def both_tiers(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain, until: float):
-    """Single bits and wrong bytes in a distance's extra bits in one order (outputs up to MERGE_OUT):
+    """Single bits and wrong bytes in a distance's code or extra bits in one order (outputs up to MERGE_OUT):
     a byte's gain counts BYTE_PRIOR bits less, and log2(how many more byte candidates) less again.
     Dev in-step, true fix within 4,295: bytes 11 -> 28 of 48, bits 48 -> 46 of 60. Returns (edits,
     order, passing ranks, merged)."""
