@@ -119,7 +119,7 @@ def distance_fields(P: Parse):
     v = np.arange(1, 256, dtype=np.int64)
     ones = np.array([bin(x).count("1") for x in v.tolist()])
     out = [[], [], [], []]
-    for k in range(4):  # the field's first, second, ... byte
+    for k in range(3):  # the field's first, second and third byte (a code's 15 bits end by the third)
         q = (db >> 3) + k
         shift = 8 * q - db  # where the byte's bit 0 lies in the field (negative: before it)
         live = np.flatnonzero(8 * q < db + w)
