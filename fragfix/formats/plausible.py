@@ -74,9 +74,10 @@ def _parents(P: Parse, n: int) -> np.ndarray:
     return parent
 
 
-def roots(P: Parse, n: int) -> np.ndarray:
-    """For every output byte, the literal it is a copy of (its own position when it is one)."""
-    parent = _parents(P, n)
+def roots(P: Parse, n: int, parent: np.ndarray | None = None) -> np.ndarray:
+    """For every output byte, the literal it is a copy of (its own position when it is one);
+    `parent`: _parents(P, n) where the caller has it already."""
+    parent = _parents(P, n) if parent is None else parent
     while True:
         nxt = parent[parent]
         if np.array_equal(nxt, parent):
@@ -140,10 +141,9 @@ def match_oddities(P: Parse, o: np.ndarray, idx, nd, seg, k, val, where: bool = 
         if not len(act):
             break
         a, la, dc = ms[act], ml[act], ms[act] - p
-        el = np.repeat(starts[act] - np.r_[0, np.cumsum(la)[:-1]], la) + np.arange(la.sum())  # their elements
-        kk = k[el]
-        sub = np.r_[0, np.cumsum(la)[:-1]]
-        same = np.logical_and.reduceat(o[np.clip(np.repeat(a - dc, la) + kk % np.repeat(dc, la), 0, n - 1)]
+        sub = np.r_[0, np.cumsum(la)[:-1]]  # where each one's elements start among theirs
+        el = np.repeat(starts[act] - sub, la) + np.arange(la.sum())  # their elements
+        same = np.logical_and.reduceat(o[np.clip(np.repeat(a - dc, la) + k[el] % np.repeat(dc, la), 0, n - 1)]
                                        == val[el], sub)
         tail = o[np.clip(a - dc + la % dc, 0, n - 1)] == nxt[act]  # the byte after: a longer copy
         better = same & (tail & (la < 258) | (dc < nd[act]))
@@ -178,9 +178,9 @@ def implicated(P: Parse, o: np.ndarray, most: int = 64) -> tuple[np.ndarray, np.
         np.add.at(mark, np.minimum(a, n), 1)
         np.add.at(mark, np.minimum(a + ln + 1, n), -1)
     marked = np.flatnonzero(np.cumsum(mark)[:n] > 0)
-    lit[roots(P, n)[marked]] = True
-    # a copy those bytes come from (directly or through copies) could explain it too: its distance
     parent = _parents(P, n)
+    lit[roots(P, n, parent)[marked]] = True
+    # a copy those bytes come from (directly or through copies) could explain it too: its distance
     upstream = np.zeros(n, bool)
     at = marked
     for _ in range(64):
