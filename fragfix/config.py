@@ -66,6 +66,9 @@ class ModelConfig:
 
 @dataclass
 class RepairConfig:
+    rule: str = "learned"     # learned: the per-file predictor and the channel (learned.py); model: the gate below
+    certainty: float = 0.5    # learned: a byte changes where the posterior that it is damage reaches this
+    screen: float = 0.02      # learned: bytes the file predicts at least this well are never suspects
     threshold: float = 0.5    # the best value's probability must reach this …
     floor: float = 1e-3       # … the observed byte's (with context) must be at most this (text-like fragments) …
     model_floor: float = 0.02   # … and the model's own probability of it at most this
@@ -114,12 +117,18 @@ class RepairConfig:
             raise InvalidInput(f"need 0 <= clean-rate < ref-rate <= 1, got {self.clean_rate} and {self.ref_rate}")
         if not (1 <= self.max_scale <= 100):
             raise InvalidInput(f"max-scale must be within [1, 100], got {self.max_scale}")
+        if self.rule not in ("learned", "model"):
+            raise InvalidInput(f"rule must be learned or model, got {self.rule!r}")
+        for name in ("certainty", "screen"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
+                raise InvalidInput(f"{name} must be within [0, 1], got {v}")
         if self.threshold == 0:
             self.aggressive = True  # threshold 0 means: always take the best value
 
     def gate(self) -> dict:
         """Every setting that decides which bytes change, for reports (JSON-able)."""
-        return {"threshold": self.threshold, "floor": self.floor, "model_floor": self.model_floor,
+        return {"rule": self.rule, "certainty": self.certainty, "screen": self.screen, "threshold": self.threshold, "floor": self.floor, "model_floor": self.model_floor,
                 "one_bit_factor": self.one_bit_factor, "binary_threshold": self.binary_threshold,
                 "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
                 "context_weight": self.context_weight, "window_fragments": self.window_fragments,

@@ -37,7 +37,9 @@ from . import damage
 from .context import fill_gaps, posterior
 from .config import RepairConfig  # noqa: F401  (re-exported)
 from .fragments import cut
+from .errors import InvalidInput
 from .inference import Scorer, as_scorer
+from .learned import decide_learned
 
 
 class Decision(NamedTuple):
@@ -69,13 +71,28 @@ def decide(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, unknown: t
     `pieces` (B,) says which file each row belongs to (runs of rows): the damage rate stays per file.
     With `cfg.passes` > 1 each pass starts from the last one's output: repaired neighbours and
     cleaner counts let it fix more where damage is dense."""
-    scorer = as_scorer(scorer)
-    d = _decide_once(scorer, frags, unknown, cfg, lengths, pieces)
+    if scorer is None:  # the learned rule needs no model (library use: repair_bytes(None, data))
+        if cfg.rule == "model":
+            raise InvalidInput("the model rule needs a model")
+        once = _learned
+    else:
+        scorer = as_scorer(scorer)
+        once = _decide_once if cfg.rule == "model" or scorer.head == "sigmoid" else _learned
+    d = once(scorer, frags, unknown, cfg, lengths, pieces)
     for _ in range(cfg.passes - 1):  # the damage evidence is the first pass's: the data as it was read
-        again = _decide_once(scorer, d.fragments, unknown, cfg, lengths, pieces)
+        again = once(scorer, d.fragments, unknown, cfg, lengths, pieces)
         conf = torch.where(again.changed, again.confidence, d.confidence)
         d = Decision(again.fragments, again.fragments != frags, conf, d.clear)
     return d
+
+
+def _learned(scorer: Scorer, frags, unknown, cfg, lengths, pieces=None) -> Decision:
+    """The default rule (learned.py): the window's own predictor and the channel; the model is not asked."""
+    valid = None if lengths is None else torch.arange(frags.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+    rows = byte_entropy(frags, valid) <= cfg.max_entropy
+    if unknown is not None:
+        rows |= unknown.any(1)
+    return decide_learned(frags, unknown, cfg, lengths, pieces, rows | cfg.aggressive)
 
 
 def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths, pieces=None) -> Decision:
@@ -242,7 +259,7 @@ def decide_windows(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, un
     """decide() over any number of fragments, window by window (`cfg.window_fragments` pooled for
     the context counts each): (k, 512) uint8 repaired fragments."""
     step = cfg.window_fragments
-    scorer = as_scorer(scorer)
+    scorer = None if scorer is None else as_scorer(scorer)
     return torch.cat([decide(scorer, frags[i:i + step], None if unknown is None else unknown[i:i + step], cfg,
                              None if lengths is None else lengths[i:i + step]).fragments
                       for i in range(0, len(frags), step)])

@@ -23,38 +23,47 @@ T = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items()}
 
 GROUPS = {
     "gate": {
+        "rule": (str, typer.Option(D.rule, rich_help_panel=GATE, help=(
+            "learned: learn the file under repair (its own contexts, mixed and calibrated on its intact "
+            "bytes) and change a byte where the noisy channel makes damage likelier than not; model: the "
+            "bundled model's gate (the options below marked 'model rule')."))),
+        "certainty": (float, typer.Option(D.certainty, rich_help_panel=GATE, help=(
+            "learned rule: change a byte only where the posterior that it is damaged reaches this "
+            "(0.5: likelier damaged than not; higher: fewer changes, each surer)."))),
         "threshold": (float, typer.Option(D.threshold, rich_help_panel=GATE, help=(
-            "Replace a byte only when the best value's probability is at least this (text-like fragments)."))),
+            "model rule: replace a byte only when the best value's probability is at least this (text-like fragments)."))),
         "floor": (float, typer.Option(D.floor, rich_help_panel=GATE, help=(
-            "Replace a byte only when its own probability, with the context counts, is at most this "
+            "model rule: replace a byte only when its own probability, with the context counts, is at most this "
             "(text-like fragments)."))),
         "model_floor": (float, typer.Option(D.model_floor, rich_help_panel=GATE, help=(
-            "Replace a byte only when the model alone gives it at most this probability."))),
+            "model rule: replace a byte only when the model alone gives it at most this probability."))),
         "one_bit_factor": (float, typer.Option(D.one_bit_factor, rich_help_panel=GATE, help=(
-            "Multiply both floors by this where the best value is one bit away from the byte (bit rot)."))),
+            "model rule: multiply both floors by this where the best value is one bit away from the byte (bit rot)."))),
         "binary_threshold": (float, typer.Option(D.binary_threshold, rich_help_panel=GATE, help=(
-            "The threshold for fragments that do not look like text."))),
+            "model rule: the threshold for fragments that do not look like text."))),
         "binary_floor": (float, typer.Option(D.binary_floor, rich_help_panel=GATE, help=(
-            "The floor for fragments that do not look like text."))),
+            "model rule: the floor for fragments that do not look like text."))),
         "context": (str, typer.Option(",".join(map(str, D.context_orders)), rich_help_panel=GATE, help=(
-            "Context lengths (bytes each side) whose counts in the data sharpen the model; 'off': the model "
-            "alone."))),
+            "model rule: context lengths (bytes each side) whose counts in the data sharpen the model; 'off': "
+            "the model alone."))),
         "window_mb": (float, typer.Option(D.window_fragments / 2048, rich_help_panel=GATE, help=(
             "MB of data whose context counts are pooled (more: better guesses, more memory)."))),
         "damage_gate": (bool, typer.Option(D.damage_gate, rich_help_panel=GATE, help=(
-            "Scale the floors by the damage rate the data itself shows, and keep bytes the file itself "
+            "model rule: scale the floors by the damage rate the data itself shows, and keep bytes the file itself "
             "uses in the same place (UTF-8 text, its own indentation); off: the model's belief alone."))),
         "clean_rate": (float, typer.Option(D.clean_rate, rich_help_panel=GATE, help=(
             "Clear errors per byte that clean data shows anyway: where the data shows no more, no byte "
-            "changes (0: isolated errors in clean data are corrected too, at some risk)."))),
+            "changes (0: isolated errors in clean data are corrected too, at some risk; the learned rule then "
+            "drops its margins on the damage rate)."))),
         "ref_rate": (float, typer.Option(D.ref_rate, rich_help_panel=GATE, help=(
-            "The damage rate at which the floors apply as set; between the clean rate and this they "
+            "model rule: the damage rate at which the floors apply as set; between the clean rate and this they "
             "scale linearly, above it they open up to 3 times."))),
         "passes": (int, typer.Option(D.passes, rich_help_panel=GATE, help=(
             "Repair passes over each window: 2 fixes a few more bytes where damage is dense, at twice the "
             "time."))),
         "aggressive": (bool, typer.Option(D.aggressive, rich_help_panel=GATE, help=(
-            "Take the best value everywhere (the same as --threshold 0)."))),
+            "Take the best value everywhere (model rule: the same as --threshold 0; learned rule: wherever "
+            "another value is likelier than the byte read)."))),
     },
     "runtime": {
         "device": (str, typer.Option(R.device, rich_help_panel=RUNTIME, help="auto, cpu, cuda, cuda:N or mps.")),

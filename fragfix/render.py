@@ -107,8 +107,14 @@ def _draw_damage(s: dict, console: Console) -> None:
     if not t["size"] or s.get("only_unknown") or "clear_errors" not in t:
         return
     rate = t["clear_errors"] / t["size"]
-    line = f"damage the data shows: {t['clear_errors']:,} clear errors ({rate:.3%} of bytes)"
-    if s.get("damage_gate") and rate <= s.get("clean_rate", 0) and not t["suspected"]:
+    if s.get("rule") == "learned":  # the channel's own words: bytes more likely damaged than not
+        line = f"damage the data shows: {t['clear_errors']:,} bytes more likely damaged than not ({rate:.3%} of bytes)"
+        if not t["clear_errors"] and not t["suspected"]:
+            line += ("; no more than clean data shows, so nothing was corrected "
+                     "(--clean-rate 0 corrects isolated errors too, at some risk)")
+    else:
+        line = f"damage the data shows: {t['clear_errors']:,} clear errors ({rate:.3%} of bytes)"
+    if s.get("rule") != "learned" and s.get("damage_gate") and rate <= s.get("clean_rate", 0) and not t["suspected"]:
         line += ("; no more than clean data shows, so nothing was corrected "
                  "(--clean-rate 0 corrects isolated errors too, at some risk)")
     console.print(line)

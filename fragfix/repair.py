@@ -206,6 +206,8 @@ def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, c
     repair, and sparse images and disk dumps are mostly such rows."""
     if cfg.only_unknown and not unknown.any():  # only gaps change, and this window has none
         return Decision(frags, torch.zeros_like(unknown), torch.zeros(frags.shape), torch.zeros(len(frags), dtype=torch.int64))
+    if cfg.only_unknown and cfg.rule == "learned":  # the window's own predictor learns from all of it
+        return decide(scorer, frags, unknown, cfg, lengths, pieces)
     if cfg.only_unknown:  # only the gaps change: the rows around them are context enough
         gap = unknown.any(1).float().view(1, 1, -1)
         deep = torch.nn.functional.max_pool1d(gap, 2 * GAP_CONTEXT + 1, 1, GAP_CONTEXT).view(-1) == 0

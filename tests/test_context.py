@@ -60,10 +60,10 @@ def test_decide_repairs_from_context_alone_and_leaves_clean_text_alone():
     damaged = clean.clone()
     damaged[1, 200] = ord("#")
     damaged[3, 17] ^= 0x20
-    cfg = RepairConfig(damage_gate=False)  # the per-byte rule alone (the damage gate: test_damage.py)
+    cfg = RepairConfig(rule="model", damage_gate=False)  # the per-byte rule alone (the damage gate: test_damage.py)
     assert torch.equal(decide(model, damaged, None, cfg).fragments, clean)
     assert not decide(model, clean, None, cfg).changed.any()
-    assert torch.equal(decide(model, damaged, None, RepairConfig(context_orders=())).fragments, damaged)
+    assert torch.equal(decide(model, damaged, None, RepairConfig(rule="model", context_orders=())).fragments, damaged)
 
 
 def test_cli_gate_defaults_are_the_library_defaults():
@@ -82,11 +82,11 @@ def test_unknown_runs_are_filled_with_the_string_that_fills_the_same_gap_elsewhe
     for r, a, n in ((0, 100, 12), (2, 300, 5), (3, 480, 16)):  # runs of 5-16 unknown bytes
         damaged[r, a:a + n] = 0
         unknown[r, a:a + n] = True
-    d = decide(model, damaged, unknown, RepairConfig())
+    d = decide(model, damaged, unknown, RepairConfig(rule="model"))
     assert torch.equal(d.fragments, clean)
     assert (d.confidence[unknown] == 1.0).all()  # every source agreed
     # without context the untrained model guesses the bytes one by one, and gets them wrong
-    assert not torch.equal(decide(model, damaged, unknown, RepairConfig(context_orders=())).fragments, clean)
+    assert not torch.equal(decide(model, damaged, unknown, RepairConfig(rule="model", context_orders=())).fragments, clean)
 
 
 def test_one_bit_corrections_get_higher_floors():
@@ -101,9 +101,9 @@ def test_one_bit_corrections_get_higher_floors():
         model.detector.bias.fill_(5.0)
     frags = torch.full((1, 512), ord("a"), dtype=torch.uint8)
     frags[0, 10], frags[0, 20] = ord("A"), ord("b")
-    plain = RepairConfig(context_orders=(), one_bit_factor=1.0, damage_gate=False)
+    plain = RepairConfig(rule="model", context_orders=(), one_bit_factor=1.0, damage_gate=False)
     assert not decide(model, frags, None, plain).changed.any()
-    d = decide(model, frags, None, RepairConfig(context_orders=(), one_bit_factor=3.0, damage_gate=False))
+    d = decide(model, frags, None, RepairConfig(rule="model", context_orders=(), one_bit_factor=3.0, damage_gate=False))
     assert d.changed.nonzero().tolist() == [[0, 10]] and d.fragments[0, 10] == ord("a")
 
 

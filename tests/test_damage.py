@@ -46,7 +46,7 @@ def test_a_clean_file_in_an_indentation_style_never_trained_on_is_left_untouched
     data = tabbed(text_bytes(32768, 3))
     assert changed(data, repair_bytes(model, data)) == 0
     # the model alone "corrects" the tabs: this is the harm the damage gate prevents
-    assert changed(data, repair_bytes(model, data, RepairConfig(damage_gate=False))) > 0
+    assert changed(data, repair_bytes(model, data, RepairConfig(rule="model", damage_gate=False))) > 0
 
 
 def test_damage_in_that_file_is_repaired_and_its_tabs_are_kept(trained):

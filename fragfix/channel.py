@@ -1,0 +1,123 @@
+"""The decision from the noisy channel: which observed bytes are damage, and what they were.
+
+The per-file predictor (`filemodel.py`) gives P(b | context) at every position; storage damage is
+a channel from the true byte b to the observed o. With the damage rate eps the data shows:
+
+    P(o | b) = 1 - eps                       where o == b (undamaged),
+    P(o | b) = eps * sum_k pi_k * K_k(o | b)  where o != b (damaged), over the damage kinds k:
+        substitution  K = 1/255 for every other value,
+        bit flip      K = 1/8 for the 8 values one bit away (bit rot),
+        erasure       K = 1 for o == 0 (zero-filled sectors, as ddrescue and failing drives leave).
+
+The posterior of each value is P(b | o, context) ∝ P(b | context) · P(o | b); a byte changes to
+the posterior's best value b* only where that posterior reaches `certainty`, and is reported with
+it as its confidence. Unknown bytes (mapfile, zero runs) take the predictor's best.
+
+eps and the mix pi are not guessed: they are fitted by EM on the data under repair (the damage
+each position's posterior implies, averaged), per piece (file) of the window. On a clean file the
+fit drives eps towards the rate of the file's own surprises, the prior odds of damage stay tiny,
+and nothing changes; where damage is dense the prior opens by itself. This is the DUDE idea
+(Weissman et al. 2005) with a learned, file-specific predictor in place of fixed context counts.
+Numpy only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+KINDS = ("substitution", "bitflip", "erasure")
+EM_STEPS = 12
+EPS_MIN, EPS_MAX = 1e-7, 0.25  # eps stays inside these (a file that is more than 25% damage is noise)
+PI0 = np.array([0.6, 0.3, 0.1])  # the kinds' mix before any evidence
+_POP = np.array([bin(i).count("1") for i in range(256)])
+ONE_BIT = (_POP[np.arange(256)[:, None] ^ np.arange(256)[None, :]] == 1)  # (256, 256) o, b one bit apart
+
+
+def kind_terms(p: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """(Q, 3) sum over b != o of P(b) K_k(o | b) for each damage kind k, from (Q, 256) P and (Q,) o."""
+    rows = np.arange(len(obs))
+    p_o = p[rows, obs]
+    sub = (1.0 - p_o) / 255.0
+    bit = (p * ONE_BIT[obs]).sum(1) / 8.0
+    era = np.where(obs == 0, 1.0 - p_o, 0.0)
+    return np.stack([sub, bit, era], 1)
+
+
+def fit(p_obs: np.ndarray, terms: np.ndarray, group: np.ndarray, n_known: np.ndarray,
+        eps0: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """EM for eps (per group) and pi (shared) from the suspects: (Q,) P(o), (Q, 3) kind terms,
+    (Q,) group of each suspect, (G,) known bytes per group. Positions outside the suspects count
+    as undamaged (their P(o) is high enough that no damage kind would explain them better).
+    Returns (eps (G,), pi (3,))."""
+    g = len(n_known)
+    eps = np.full(g, eps0)
+    pi = PI0.copy()
+    for _ in range(EM_STEPS):
+        e = eps[group]
+        dmg = e[:, None] * terms * pi[None, :]          # (Q, 3) joint of damage by each kind
+        clean = (1 - e) * p_obs
+        total = clean + dmg.sum(1)
+        r = dmg / np.maximum(total, 1e-300)[:, None]    # responsibilities
+        damaged = r.sum(1)
+        eps = np.bincount(group, weights=damaged, minlength=g) / np.maximum(n_known, 1)
+        eps = np.clip(eps, EPS_MIN, EPS_MAX)
+        mass = r.sum(0)
+        if mass.sum() > 1e-9:
+            pi = (mass + 0.5) / (mass.sum() + 1.5)      # a light prior keeps every kind possible
+    return eps, pi
+
+
+TAILS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)  # surprise levels at which damage is counted against the null
+Z = 3.0  # the damage rate is the excess's lower confidence bound: count - null - Z sqrt(count)
+# Clean files show more extreme surprises than their predictor's tail mass says (1.5-12x on clean
+# text, executables, bytecode and databases of the development machine): the null is taken this
+# many times over, so only surprise well beyond a clean file's counts as damage.
+NULL_SLACK = 10.0
+
+
+def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi: np.ndarray,
+              z: float = Z, slack: float = NULL_SLACK) -> float:
+    """The damage rate, robust to the file's own novelty: at each surprise level t, the bytes with
+    P(o) < t, less what a calibrated predictor expects on clean data (the tail mass below t,
+    averaged over a sample of positions), divided by the share of damaged bytes that would land
+    below t (uniform substitution: the values with P < t; a bit flip: the neighbours one bit
+    away with P < t; erasure: P(0) < t). A clean file's novel bytes are what its predictor
+    expects; damage is what it does not. The lower confidence bound of the best level.
+    p_obs (N,) P(o) at every known byte, sample (S, 256) P at S sampled positions, sample_obs (S,)."""
+    n = len(p_obs)
+    if n == 0 or len(sample) == 0:
+        return EPS_MIN
+    best = EPS_MIN
+    rows = np.arange(len(sample))
+    for t in TAILS:
+        low = sample < t
+        count = float((p_obs < t).sum())
+        null = slack * n * float((sample * low).sum(1).mean())
+        f_sub = float(((low.sum(1) - low[rows, sample_obs]) / 255.0).mean())
+        f_bit = float(((low & ONE_BIT[sample_obs]).sum(1) / 8.0).mean())
+        f_era = float(low[:, 0].mean())
+        f = pi[0] * f_sub + pi[1] * f_bit + pi[2] * f_era
+        if f <= 1e-6:
+            continue
+        best = max(best, (count - null - z * np.sqrt(count)) / (n * f))
+    return float(np.clip(best, EPS_MIN, EPS_MAX))
+
+
+def reach(eps: np.ndarray, pi: np.ndarray, certainty: float) -> np.ndarray:
+    """(G,) the largest P(o) at which a change could still be sure enough, per group: a change needs
+    P(b) eps K(o | b) >= P(o) (1 - eps) c / (1 - c) for some b, and P(b) K(o | b) <= max K, where
+    max K = pi_sub / 255 + pi_bit / 8 + pi_erasure (o = 0 the most permissive)."""
+    k_max = pi[0] / 255.0 + pi[1] / 8.0 + pi[2]
+    odds = certainty / max(1.0 - certainty, 1e-12)
+    return eps * k_max / ((1 - eps) * max(odds, 1e-12))
+
+
+def posterior(p: np.ndarray, obs: np.ndarray, eps: np.ndarray, pi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At suspects: (best value b* (Q,), its posterior (Q,), the posterior that o is undamaged (Q,)).
+    P(b | o) ∝ P(b) · eps · sum_k pi_k K_k(o | b) for b != o, and P(o) · (1 - eps) for b == o."""
+    rows = np.arange(len(obs))
+    k = pi[0] / 255.0 + pi[1] * ONE_BIT[obs] / 8.0 + pi[2] * (obs == 0)[:, None]  # (Q, 256) K(o | b)
+    joint = p * eps[:, None] * k
+    joint[rows, obs] = p[rows, obs] * (1 - eps)
+    post = joint / np.maximum(joint.sum(1, keepdims=True), 1e-300)
+    best = post.argmax(1)
+    return best.astype(np.uint8), post[rows, best], post[rows, obs]

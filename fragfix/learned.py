@@ -1,0 +1,161 @@
+"""The default repair rule: learn the window under repair, then decide by the noisy channel.
+
+`decide_learned()` takes a window of fragments as `decide()` does and returns the same Decision:
+
+1. the per-file predictor (`filemodel.FileModel`) learns the window's intact bytes;
+2. the screen: P(observed | context) at every known byte, one gather per expert. A byte the file
+   predicts with P >= `screen` cannot be damage under any channel the data could show (its
+   odds against every other value stay below 1), so it is never looked at again: on clean text
+   that is ~97% of the bytes, and the dense 256-way work runs only on the rest;
+3. the channel (`channel.py`): eps and the damage kinds fitted by EM on the suspects, per file,
+   then the posterior of every value; a byte changes only where the posterior that it is
+   undamaged falls to 1 - `certainty`, and takes the most likely other value;
+4. unknown bytes take the predictor's best; runs of unknown bytes are filled left to right, each
+   byte from the bytes already filled before it (`fill_runs`), its probability as confidence.
+
+No neural model runs here: the predictor is the file's own. Rows whose byte entropy is above
+`max_entropy` (compressed, encrypted, random) are left alone, as they hold no structure to repair
+from.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import channel
+from .filemodel import FileModel, Window
+from .unknown import run_bounds
+
+DENSE_CHUNK = 4096  # suspects whose (Q, 256) distributions are held at once (8 MB float64)
+MAX_FILL = 4096     # unknown runs longer than this keep the predictor's per-byte best (no context walk)
+MARGIN = 64         # known bytes each side of a run that its fill may read as context
+
+
+def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengths: torch.Tensor | None = None,
+                   pieces: torch.Tensor | None = None, entropy_ok: torch.Tensor | None = None):
+    """(B, 512) uint8 fragments, (B, 512) bool unknown, (B,) true lengths, (B,) piece of each row
+    (runs of rows: one file each), (B,) bool rows worth repairing (None: all) -> decide.Decision.
+    Each piece learns on its own: a file repairs to the same bytes alone or batched with others."""
+    from .decide import Decision
+    b, n = frags.shape
+    unknown = torch.zeros((b, n), dtype=torch.bool) if unknown is None else unknown
+    valid = torch.ones((b, n), dtype=torch.bool) if lengths is None else torch.arange(n)[None] < lengths[:, None]
+    rows_ok = np.ones(b, bool) if entropy_ok is None else entropy_ok.numpy()
+    piece = np.zeros(b, np.int64) if pieces is None else pieces.numpy()
+    bounds = np.flatnonzero(np.r_[True, piece[1:] != piece[:-1], True])
+    new = frags.clone()
+    conf = torch.full((b, n), float("nan"))
+    clear = torch.zeros(b, dtype=torch.int64)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        out, c, k = learn_and_decide(frags[lo:hi].reshape(-1).numpy(), (~unknown[lo:hi] & valid[lo:hi]).reshape(-1).numpy(),
+                                     (unknown[lo:hi] & valid[lo:hi]).reshape(-1).numpy(), np.repeat(rows_ok[lo:hi], n), cfg)
+        new[lo:hi] = torch.from_numpy(out.reshape(hi - lo, n))
+        conf[lo:hi] = torch.from_numpy(c.reshape(hi - lo, n))
+        clear[lo:hi] = torch.from_numpy(np.bincount(k // n, minlength=hi - lo))
+    new = torch.where(valid, new, frags)
+    return Decision(new, new != frags, conf, clear)
+
+
+def learn_and_decide(buf: np.ndarray, known: np.ndarray, open_: np.ndarray, worth: np.ndarray, cfg
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One piece: (N,) bytes, known bytes, bytes to fill, bytes worth repairing -> (new bytes (N,),
+    confidence (N,) float32, NaN where unchanged; positions the channel finds more likely damaged
+    than not: the damage evidence)."""
+    out = buf.copy()
+    conf = np.full(len(buf), np.nan, dtype=np.float32)
+    clear = np.zeros(0, np.int64)
+    fm = FileModel(buf, known)
+    if not cfg.only_unknown:
+        kq = np.flatnonzero(known & worth)
+        p_o = fm.p_observed(kq)
+        pi = _kinds(fm, kq, p_o)
+        # --clean-rate 0 asks for isolated errors too: the damage rate without its safety margins
+        careful = cfg.clean_rate > 0
+        eps = _rate(fm, kq, p_o, pi, channel.Z if careful else 0.0, channel.NULL_SLACK if careful else 1.0)
+        # the screen: where P(o) is above this, no value's posterior can beat o's (channel.reach)
+        reach = channel.reach(np.array([eps]), pi, 0.0 if cfg.aggressive else cfg.certainty)[0]
+        # no evidence of damage beyond the file's own novelty: nothing is a suspect, however odd
+        sus = kq[p_o < min(reach, cfg.screen)] if eps > channel.EPS_MIN or cfg.aggressive else kq[:0]
+        parts = [channel.posterior(fm.dense(at), buf[at].astype(np.int64), np.full(len(at), eps), pi)
+                 for at in (sus[i:i + DENSE_CHUNK] for i in range(0, len(sus), DENSE_CHUNK))]
+        if parts:
+            best, p_best, p_keep = (np.concatenate(t) for t in zip(*parts))
+            clear = sus[p_keep < 0.5]
+            # the risk of a change is the chance the byte was right all along: p_keep
+            sure = (p_best > p_keep) if cfg.aggressive else (p_keep <= 1.0 - cfg.certainty)
+            take = (best != buf[sus]) & sure
+            out[sus[take]] = best[take]
+            conf[sus[take]] = p_best[take]
+    if open_.any():
+        at, vals, c = fill_runs(fm, open_)
+        out[at] = vals
+        conf[at] = c
+    return out, conf, clear
+
+
+RATE_SAMPLE = 2048  # positions whose full distributions estimate the null tail mass
+KIND_SAMPLE = 4096  # the most surprising bytes (P(o) < KIND_P) on which the kinds of damage are fitted
+KIND_P = 1e-3
+
+
+def _kinds(fm: FileModel, q: np.ndarray, p_o: np.ndarray) -> np.ndarray:
+    """pi: the mix of damage kinds (channel.KINDS), fitted by EM on a sample of the bytes the file
+    finds most surprising (where damage, if any, is)."""
+    odd = q[p_o < KIND_P]
+    if len(odd) == 0:
+        return channel.PI0
+    at = np.sort(np.random.default_rng(0).choice(odd, size=min(KIND_SAMPLE, len(odd)), replace=False))
+    p = fm.dense(at)
+    o = fm.w.buf[at].astype(np.int64)
+    return channel.fit(p[np.arange(len(o)), o], channel.kind_terms(p, o), np.zeros(len(o), np.int64),
+                       np.array([len(q)]))[1]
+
+
+def _rate(fm: FileModel, q: np.ndarray, p_o: np.ndarray, pi: np.ndarray, z: float = channel.Z,
+          slack: float = channel.NULL_SLACK) -> float:
+    """One file's damage rate from the tails of its surprise (channel.tail_rate)."""
+    if len(q) == 0:
+        return channel.EPS_MIN
+    at = np.sort(np.random.default_rng(0).choice(q, size=min(RATE_SAMPLE, len(q)), replace=False))
+    return channel.tail_rate(p_o, fm.dense(at), fm.w.buf[at].astype(np.int64), pi, z, slack)
+
+
+def fill_runs(fm: FileModel, open_: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unknown bytes, filled: each run from its left end, one byte a step, so a byte's left-side
+    contexts hold the bytes just filled before it (as a writer would go on); the right side's
+    contexts join where the run ends. Each step works on a compact copy of the runs with MARGIN
+    bytes each side (contexts reach no further), looked up in the window's counts. Returns
+    (positions, values, confidences)."""
+    starts, ends = run_bounds(open_)
+    pos_all, val_all, conf_all = [], [], []
+    short = (ends - starts) <= MAX_FILL
+    if (~short).any():  # long runs: every byte at once, from whatever context it has
+        at = np.concatenate([np.arange(a, e) for a, e in zip(starts[~short], ends[~short])])
+        p = np.concatenate([fm.dense(at[i:i + DENSE_CHUNK]) for i in range(0, len(at), DENSE_CHUNK)])
+        pos_all.append(at), val_all.append(p.argmax(1).astype(np.uint8)), conf_all.append(p.max(1))
+    s, e = starts[short], ends[short]
+    if len(s):
+        n = len(fm.w.buf)
+        lo, hi = np.maximum(s - MARGIN, 0), np.minimum(e + MARGIN, n)
+        # the compact copy: segments [lo, hi) one after another, one unknown byte between them
+        seg_len = hi - lo + 1
+        base = np.r_[0, np.cumsum(seg_len)[:-1]]
+        idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
+        where = np.concatenate([np.arange(b0, b0 + (b - a)) for b0, a, b in zip(base, lo, hi)])
+        cbuf = np.zeros(int(seg_len.sum()), np.uint8)
+        cknown = np.zeros(len(cbuf), bool)
+        cbuf[where], cknown[where] = fm.w.buf[idx], fm.w.known[idx]
+        cur, end = base + (s - lo), base + (e - lo)
+        shift = lo - base  # window position = compact position + shift of its run
+        run = np.arange(len(s))
+        while len(cur):
+            p = fm.dense(cur, Window(cbuf, cknown, stride=0))
+            v = p.argmax(1).astype(np.uint8)
+            pos_all.append(cur + shift[run]), val_all.append(v), conf_all.append(p.max(1))
+            cbuf[cur], cknown[cur] = v, True  # context for the next byte (never a source: counts are made)
+            cur = cur + 1
+            live = cur < end
+            cur, end, run = cur[live], end[live], run[live]
+    if not pos_all:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.float32)
+    return np.concatenate(pos_all), np.concatenate(val_all), np.concatenate(conf_all).astype(np.float32)

@@ -1,0 +1,127 @@
+"""The default rule: the per-file predictor (filemodel.py), the channel (channel.py), and the
+decision and fills built on them (learned.py). Small, deterministic inputs; exact bytes."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from fragfix import channel
+from fragfix.config import RepairConfig
+from fragfix.decide import repair_bytes
+from fragfix.filemodel import EXPERTS, FileModel
+from fragfix.learned import decide_learned
+from fragfix.fragments import cut
+
+from conftest import text_bytes
+
+
+def arr(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, np.uint8).copy()
+
+
+def substitute(data: bytes, p: float, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    a = arr(data)
+    hit = rng.random(len(a)) < p
+    a[hit] = (a[hit].astype(np.int64) + rng.integers(1, 256, int(hit.sum()))) % 256  # always another value
+    return a.tobytes()
+
+
+def test_a_byte_never_vouches_for_itself():
+    """Leave-one-out: a value that occurs once, at the byte asked about, is as unlikely as one never
+    seen; the same value seen elsewhere in the same place is likely."""
+    a = arr(b"abc" * 40 + b"aXc" + b"abc" * 40)
+    fm = FileModel(a, np.ones(len(a), bool))
+    odd = int(np.flatnonzero(a == ord("X"))[0])
+    p = fm.p_observed(np.array([odd, odd + 1]))
+    assert p[0] < 1e-4 < 0.5 < p[1]
+    d = fm.dense(np.array([odd]))
+    assert d.shape == (1, 256) and d.sum() == pytest.approx(1.0) and d.argmax() == ord("b")
+    assert d[0, ord("b")] > 0.9
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(min_size=1, max_size=600), st.data())
+def test_the_distribution_is_a_distribution_everywhere(data, draw):
+    a = arr(data)
+    known = np.array(draw.draw(st.lists(st.booleans(), min_size=len(a), max_size=len(a))), bool)
+    fm = FileModel(a, known)
+    q = np.arange(len(a))
+    d = fm.dense(q)
+    assert np.all(d > 0) and np.allclose(d.sum(1), 1.0)
+    kq = q[known]
+    if len(kq):  # the screen's P(o) is the dense distribution's, at the observed byte
+        assert np.allclose(fm.p_observed(kq), d[known, a[known]])
+
+
+def test_the_damage_rate_is_the_excess_over_the_files_own_novelty():
+    clean = text_bytes(65536, 3)
+    fm = FileModel(arr(clean), np.ones(len(clean), bool))
+    from fragfix.learned import _kinds, _rate
+    q = np.arange(len(clean))
+    p_o = fm.p_observed(q)
+    assert _rate(fm, q, p_o, _kinds(fm, q, p_o)) == channel.EPS_MIN  # clean: no evidence at all
+    for p in (0.002, 0.01, 0.04):
+        bad = arr(substitute(clean, p, 1))
+        fm = FileModel(bad, np.ones(len(bad), bool))
+        p_o = fm.p_observed(q)
+        assert 0.5 * p < _rate(fm, q, p_o, _kinds(fm, q, p_o)) < 1.2 * p
+
+
+def test_the_posterior_weighs_the_prior_odds_of_damage():
+    p = np.full((1, 256), 1e-6)
+    p[0, ord("e")] = 1 - 255e-6
+    obs = np.array([ord("e") ^ 1])  # one bit from the likely value
+    best, p_best, p_keep = channel.posterior(p, obs, np.array([1e-2]), np.array([0.0, 1.0, 0.0]))
+    assert best[0] == ord("e") and p_keep[0] < 1e-3
+    # the same byte where damage is a hundred thousand times rarer: kept
+    best, p_best, p_keep = channel.posterior(p, obs, np.array([1e-7]), np.array([0.0, 1.0, 0.0]))
+    assert p_keep[0] > 0.5
+
+
+def test_a_damaged_text_is_repaired_and_a_clean_one_left_alone():
+    clean = text_bytes(65536, 4)
+    assert repair_bytes(None, clean, RepairConfig()) == clean
+    bad = substitute(clean, 0.01, 2)
+    out = repair_bytes(None, bad, RepairConfig())
+    c, b, o = arr(clean), arr(bad), arr(out)
+    assert (c != b).sum() > 500 and (c != o).sum() < 0.2 * (c != b).sum()
+    assert ((o != b) & (c == b)).sum() <= 5  # hardly a clean byte touched
+
+
+def test_a_clean_binary_is_left_alone():
+    rng = np.random.default_rng(0)
+    # a table of records: little-endian counters, flags and padding, as executables and databases hold
+    rec = np.zeros((4000, 16), np.uint8)
+    rec[:, 0:4] = np.arange(4000, dtype="<u4").view(np.uint8).reshape(-1, 4)
+    rec[:, 4] = rng.choice([0, 1, 2, 4, 8, 0x40, 0x80], 4000)
+    rec[:, 8:12] = rng.integers(0, 256, (4000, 4))
+    data = rec.tobytes()
+    assert repair_bytes(None, data, RepairConfig()) == data
+
+
+def test_small_runs_of_unknown_bytes_are_filled_from_the_file():
+    line = b"for item in records: total += item.value  # sum\n"
+    clean = (line * 43)[:2048]
+    frags = torch.frombuffer(bytearray(clean), dtype=torch.uint8).view(4, 512).clone()
+    unknown = torch.zeros(4, 512, dtype=torch.bool)
+    for r, a, n in ((0, 100, 12), (2, 300, 5), (3, 480, 16)):
+        frags[r, a:a + n] = 0
+        unknown[r, a:a + n] = True
+    d = decide_learned(frags, unknown, RepairConfig())
+    assert bytes(d.fragments.reshape(-1).numpy()) == clean
+    assert (d.confidence[unknown] > 0.9).all() and torch.isnan(d.confidence[~unknown]).all()
+
+
+def test_each_file_learns_on_its_own():
+    """A file repairs to the same bytes alone or beside another (pieces of one window)."""
+    a, b = substitute(text_bytes(20000, 1), 0.02, 3), substitute(bytes(range(256)) * 80, 0.02, 4)
+    frags, unk, lengths, counts = cut([(a, None), (b, None)])
+    pieces = torch.repeat_interleave(torch.arange(2), torch.tensor(counts))
+    both = decide_learned(frags, unk, RepairConfig(), lengths, pieces).fragments.reshape(-1).numpy()
+    alone = repair_bytes(None, a, RepairConfig())
+    assert bytes(both[:len(a)]) == alone and alone != a
+
+
+def test_every_expert_is_named_once():
+    assert len(set(EXPERTS)) == len(EXPERTS) and EXPERTS[0] == "order0"
