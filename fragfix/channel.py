@@ -111,7 +111,8 @@ def reach(eps: np.ndarray, pi: np.ndarray, certainty: float) -> np.ndarray:
     return eps * k_max / ((1 - eps) * max(odds, 1e-12))
 
 
-def posterior(p: np.ndarray, obs: np.ndarray, eps: np.ndarray, pi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def posterior(p: np.ndarray, obs: np.ndarray, eps: np.ndarray, pi: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """At suspects: (best value b* (Q,), its posterior (Q,), the posterior that o is undamaged (Q,)).
     P(b | o) ∝ P(b) · eps · sum_k pi_k K_k(o | b) for b != o, and P(o) · (1 - eps) for b == o."""
     rows = np.arange(len(obs))

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from . import channel
-from .filemodel import FileModel, Window
+from .experts import Window
+from .filemodel import FileModel
 from .unknown import run_bounds
 
 DENSE_CHUNK = 4096  # suspects whose (Q, 256) distributions are held at once (8 MB float64)
@@ -47,8 +48,9 @@ def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengt
     conf = torch.full((b, n), float("nan"))
     clear = torch.zeros(b, dtype=torch.int64)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        out, c, k = learn_and_decide(frags[lo:hi].reshape(-1).numpy(), (~unknown[lo:hi] & valid[lo:hi]).reshape(-1).numpy(),
-                                     (unknown[lo:hi] & valid[lo:hi]).reshape(-1).numpy(), np.repeat(rows_ok[lo:hi], n), cfg)
+        unk, ok = unknown[lo:hi], valid[lo:hi]
+        out, c, k = learn_and_decide(frags[lo:hi].reshape(-1).numpy(), (~unk & ok).reshape(-1).numpy(),
+                                     (unk & ok).reshape(-1).numpy(), np.repeat(rows_ok[lo:hi], n), cfg)
         new[lo:hi] = torch.from_numpy(out.reshape(hi - lo, n))
         conf[lo:hi] = torch.from_numpy(c.reshape(hi - lo, n))
         clear[lo:hi] = torch.from_numpy(np.bincount(k // n, minlength=hi - lo))

@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 from fragfix import channel
 from fragfix.config import RepairConfig
 from fragfix.decide import repair_bytes
-from fragfix.filemodel import EXPERTS, FileModel
+from fragfix.experts import EXPERTS
+from fragfix.filemodel import FileModel
 from fragfix.learned import decide_learned
 from fragfix.fragments import cut
 
