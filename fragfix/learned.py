@@ -30,6 +30,8 @@ from .unknown import run_bounds
 DENSE_CHUNK = 4096  # suspects whose (Q, 256) distributions are held at once (8 MB float64)
 MAX_FILL = 4096     # unknown runs longer than this keep the predictor's per-byte best (no context walk)
 MARGIN = 64         # known bytes each side of a run that its fill may read as context
+BEAM, BEAM_MAX = 8, 64  # runs of up to BEAM_MAX bytes keep this many candidate strings
+RIGHT = 6           # known bytes after a run that score its candidate strings
 
 
 def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengths: torch.Tensor | None = None,
@@ -123,41 +125,74 @@ def _rate(fm: FileModel, q: np.ndarray, p_o: np.ndarray, pi: np.ndarray, z: floa
 
 
 def fill_runs(fm: FileModel, open_: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unknown bytes, filled: each run from its left end, one byte a step, so a byte's left-side
-    contexts hold the bytes just filled before it (as a writer would go on); the right side's
-    contexts join where the run ends. Each step works on a compact copy of the runs with MARGIN
-    bytes each side (contexts reach no further), looked up in the window's counts. Returns
-    (positions, values, confidences)."""
+    """Unknown bytes, filled. Each run goes from its left end, one byte a step, so a byte's left-side
+    contexts hold the bytes just filled before it (as a writer would go on). Runs of up to BEAM_MAX
+    bytes keep the BEAM likeliest strings and choose among them with the bytes after the run too
+    (how likely the known bytes on the right are, read after each string): both sides decide.
+    Longer runs go greedily. Returns (positions, values, confidences: each byte's probability)."""
     starts, ends = run_bounds(open_)
-    pos_all, val_all, conf_all = [], [], []
-    short = (ends - starts) <= MAX_FILL
-    if (~short).any():  # long runs: every byte at once, from whatever context it has
-        at = np.concatenate([np.arange(a, e) for a, e in zip(starts[~short], ends[~short])])
+    parts = []
+    huge = (ends - starts) > MAX_FILL
+    if huge.any():  # very long runs: every byte at once, from whatever context it has
+        at = np.concatenate([np.arange(a, e) for a, e in zip(starts[huge], ends[huge])])
         p = np.concatenate([fm.dense(at[i:i + DENSE_CHUNK]) for i in range(0, len(at), DENSE_CHUNK)])
-        pos_all.append(at), val_all.append(p.argmax(1).astype(np.uint8)), conf_all.append(p.max(1))
-    s, e = starts[short], ends[short]
-    if len(s):
-        n = len(fm.w.buf)
-        lo, hi = np.maximum(s - MARGIN, 0), np.minimum(e + MARGIN, n)
-        # the compact copy: segments [lo, hi) one after another, one unknown byte between them
-        seg_len = hi - lo + 1
-        base = np.r_[0, np.cumsum(seg_len)[:-1]]
-        idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])
-        where = np.concatenate([np.arange(b0, b0 + (b - a)) for b0, a, b in zip(base, lo, hi)])
-        cbuf = np.zeros(int(seg_len.sum()), np.uint8)
-        cknown = np.zeros(len(cbuf), bool)
-        cbuf[where], cknown[where] = fm.w.buf[idx], fm.w.known[idx]
-        cur, end = base + (s - lo), base + (e - lo)
-        shift = lo - base  # window position = compact position + shift of its run
-        run = np.arange(len(s))
-        while len(cur):
-            p = fm.dense(cur, Window(cbuf, cknown, stride=0))
-            v = p.argmax(1).astype(np.uint8)
-            pos_all.append(cur + shift[run]), val_all.append(v), conf_all.append(p.max(1))
-            cbuf[cur], cknown[cur] = v, True  # context for the next byte (never a source: counts are made)
-            cur = cur + 1
-            live = cur < end
-            cur, end, run = cur[live], end[live], run[live]
-    if not pos_all:
+        parts.append((at, p.argmax(1).astype(np.uint8), p.max(1)))
+    short = (ends - starts) <= BEAM_MAX
+    for pick, width in ((short, BEAM), (~short & ~huge, 1)):
+        if pick.any():
+            parts.append(_walk(fm, starts[pick], ends[pick], width))
+    if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.float32)
-    return np.concatenate(pos_all), np.concatenate(val_all), np.concatenate(conf_all).astype(np.float32)
+    return tuple(np.concatenate(t) for t in zip(*parts))[:2] + (np.concatenate([t[2] for t in parts]).astype(np.float32),)
+
+
+def _walk(fm: FileModel, s: np.ndarray, e: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Beam search over runs [s, e): `width` copies of each run's neighbourhood (MARGIN bytes each
+    side, contexts reach no further) laid one after another in a compact buffer, one unknown byte
+    between them; each step extends every copy by one byte and keeps the `width` likeliest strings
+    of each run; the right side scores them at the end."""
+    n, r = len(fm.w.buf), len(s)
+    lo, hi = np.maximum(s - MARGIN, 0), np.minimum(e + MARGIN, n)
+    seg = np.repeat(hi - lo + 1, width)                      # (r * width,) copy c = run c // width
+    base = np.r_[0, np.cumsum(seg)[:-1]]
+    cbuf, cknown = np.zeros(int(seg.sum()), np.uint8), np.zeros(int(seg.sum()), bool)
+    for c in range(r * width):
+        a, b = lo[c // width], hi[c // width]
+        cbuf[base[c]:base[c] + b - a], cknown[base[c]:base[c] + b - a] = fm.w.buf[a:b], fm.w.known[a:b]
+    off = base + np.repeat(s - lo, width)                    # each copy's run start in the compact buffer
+    length = np.repeat(e - s, width)
+    logp = np.zeros(r * width)
+    logp[np.arange(r * width) % width > 0] = -np.inf          # one string to start from, not `width` equal ones
+    prob = np.zeros((r * width, int((e - s).max())))
+    for t in range(int((e - s).max())):
+        live = np.flatnonzero(t < length)
+        p = fm.dense(off[live] + t, Window(cbuf, cknown, stride=0))  # (live, 256)
+        score = np.full((r * width, 256), -np.inf)
+        score[live] = logp[live, None] + np.log(p)
+        runs = np.unique(live // width)
+        flat = score.reshape(r, width * 256)[runs]
+        top = np.argsort(-flat, axis=1, kind="stable")[:, :width]  # the width likeliest extensions
+        parent, value = runs[:, None] * width + top // 256, top % 256
+        child = runs[:, None] * width + np.arange(width)
+        pp = np.full((r * width, 256), 0.0)
+        pp[live] = p
+        step = pp[parent, value]
+        ok = np.isfinite(np.take_along_axis(flat, top, 1))
+        src = [(cbuf[off[pc]:off[pc] + t].copy(), prob[pc, :t].copy()) for pc in parent.ravel()]
+        for (old, pr), pc, ch, v, st, good in zip(src, parent.ravel(), child.ravel(), value.ravel(), step.ravel(),
+                                                  ok.ravel()):
+            cbuf[off[ch]:off[ch] + t], prob[ch, :t] = old, pr
+            cbuf[off[ch] + t], cknown[off[ch] + t], prob[ch, t] = v, True, st
+            logp[ch] = logp[pc] + np.log(max(st, 1e-300)) if good else -np.inf
+    if width > 1:  # the right side decides: the known bytes just after the run, read after each string
+        for k in range(RIGHT):
+            at = off + length + k
+            ok = np.isfinite(logp) & (at < len(cbuf)) & cknown[np.minimum(at, len(cbuf) - 1)]
+            if ok.any():
+                p = fm.dense(at[ok], Window(cbuf, cknown, stride=0))
+                logp[ok] += np.log(p[np.arange(ok.sum()), cbuf[at[ok]]])
+    best = np.argmax(logp.reshape(r, width), axis=1) + np.arange(r) * width
+    pos = np.concatenate([np.arange(a, b) for a, b in zip(s, e)])
+    vals = np.concatenate([cbuf[off[c]:off[c] + length[c]] for c in best])
+    conf = np.concatenate([prob[c, :length[c]] for c in best])
+    return pos, vals, conf
