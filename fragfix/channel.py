@@ -71,22 +71,23 @@ Z = 3.0  # the damage rate is the excess's lower confidence bound: count - null 
 # Clean files show more extreme surprises than their predictor's tail mass says (1.5-12x on clean
 # text, executables, bytecode and databases of the development machine): the null is taken this
 # many times over, so only surprise well beyond a clean file's counts as damage.
-NULL_SLACK = 10.0
+NULL_SLACK = 30.0
 
 
 def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi: np.ndarray,
-              z: float = Z, slack: float = NULL_SLACK) -> float:
+              z: float = Z, slack: float = NULL_SLACK) -> tuple[float, float]:
     """The damage rate, robust to the file's own novelty: at each surprise level t, the bytes with
     P(o) < t, less what a calibrated predictor expects on clean data (the tail mass below t,
     averaged over a sample of positions), divided by the share of damaged bytes that would land
     below t (uniform substitution: the values with P < t; a bit flip: the neighbours one bit
     away with P < t; erasure: P(0) < t). A clean file's novel bytes are what its predictor
-    expects; damage is what it does not. The lower confidence bound of the best level.
-    p_obs (N,) P(o) at every known byte, sample (S, 256) P at S sampled positions, sample_obs (S,)."""
+    expects; damage is what it does not. Returns (the lower confidence bound at the best level: the
+    evidence that there is damage at all; the estimate itself at the best level: the rate to decide
+    with). p_obs (N,) P(o) at every known byte, sample (S, 256) P at S sampled positions, sample_obs (S,)."""
     n = len(p_obs)
     if n == 0 or len(sample) == 0:
-        return EPS_MIN
-    best = EPS_MIN
+        return EPS_MIN, EPS_MIN
+    best, point = EPS_MIN, EPS_MIN
     rows = np.arange(len(sample))
     for t in TAILS:
         low = sample < t
@@ -99,7 +100,8 @@ def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi:
         if f <= 1e-6:
             continue
         best = max(best, (count - null - z * np.sqrt(count)) / (n * f))
-    return float(np.clip(best, EPS_MIN, EPS_MAX))
+        point = max(point, (count - null) / (n * f))
+    return float(np.clip(best, EPS_MIN, EPS_MAX)), float(np.clip(point, EPS_MIN, EPS_MAX))
 
 
 def reach(eps: np.ndarray, pi: np.ndarray, certainty: float) -> np.ndarray:

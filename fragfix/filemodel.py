@@ -60,21 +60,22 @@ class Counts:
         new = np.r_[True, pair[1:] != pair[:-1]] if len(pair) else np.zeros(0, bool)
         starts = np.flatnonzero(new)
         self.pair = pair[starts]                                 # the distinct (context, byte) keys, sorted
-        self.count = np.diff(np.r_[starts, len(pair)]).astype(np.float64)
-        self.cum = np.r_[0.0, np.cumsum(self.count)]
+        # narrow types: a window holds at most 2**31 bytes, and these live as long as the window
+        self.count = np.diff(np.r_[starts, len(pair)]).astype(np.int32)
+        self.cum = np.r_[0, np.cumsum(self.count)].astype(np.int32)
         ctx = self.pair >> np.uint64(8)
         first = np.r_[True, ctx[1:] != ctx[:-1]] if len(ctx) else np.zeros(0, bool)
         cstart = np.flatnonzero(first)
         run = np.cumsum(first) - 1
-        self.lo = cstart[run]                                    # each pair's context run [lo, hi)
-        self.hi = np.r_[cstart[1:], len(ctx)][run] if len(ctx) else cstart
-        self.n_ctx = self.cum[self.hi] - self.cum[self.lo]       # how often each pair's context was seen
+        self.lo = cstart[run].astype(np.int32)                  # each pair's context run [lo, hi)
+        self.hi = (np.r_[cstart[1:], len(ctx)][run] if len(ctx) else cstart).astype(np.int32)
+        n_ctx = self.cum[self.hi] - self.cum[self.lo]           # how often each pair's context was seen
         self.pid = np.full(n, -1, dtype=np.int32)                # pair held by each source position
         self.pid[at] = np.cumsum(new) - 1
         # what a source holding each pair sees, itself left out: its mixing slot and p(observed)
-        c, c_obs = self.n_ctx - 1, self.count - 1
-        self.slot_self = slot_of(c, (self.hi - self.lo) - (c_obs == 0))
-        self.p_self = np.where(c > 0, c_obs / np.maximum(c, 1), 0.0)
+        c, c_obs = n_ctx - 1, self.count - 1
+        self.slot_self = slot_of(c, (self.hi - self.lo) - (c_obs == 0)).astype(np.uint8)
+        self.p_self = np.where(c > 0, c_obs / np.maximum(c, 1), 0.0).astype(np.float32)
 
     def trim(self, hk: np.ndarray) -> np.ndarray:
         """Full 64-bit context hashes -> the bits kept here."""
@@ -95,7 +96,7 @@ class Counts:
         key = (hk << np.uint64(8)) | b.astype(np.uint64)
         at = np.searchsorted(self.pair, key).clip(0, len(self.pair) - 1)
         hit = (at < hi) & (at >= lo)
-        return np.where(hit, self.count[at], 0.0)
+        return np.where(hit, self.count[at], 0).astype(np.float64)
 
     def dense(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """(Q, 256) counts of every byte after each context."""
@@ -160,7 +161,7 @@ class FileModel:
                 hk = cnt.trim(key[ok])
                 lo[look], hi[look] = cnt.context(hk)
                 c_obs[look] = np.where(w.known[q[look]], cnt.of(hk, obs[look], lo[look], hi[look]), 0.0)
-            c = cnt.cum[hi] - cnt.cum[lo] - s
+            c = (cnt.cum[hi] - cnt.cum[lo]).astype(np.int64) - s
             slot[j] = slot_of(c, (hi - lo) - (s & (c_obs == 0)))
             parts.append((lo, hi, c.astype(np.float64), s, c_obs))
         return slot, parts
@@ -191,7 +192,7 @@ class FileModel:
             pid = np.where(has, pid, 0)
             if len(cnt.pair):
                 slot[j] = np.where(has, cnt.slot_self[pid], 0)
-                p[j] = np.where(has, cnt.p_self[pid], 0.0)
+                p[j] = np.where(has, cnt.p_self[pid], 0.0)  # float32 counts ratio: 7 digits suffice
         return slot, p
 
     def expert_probs(self, q: np.ndarray, b: np.ndarray | None, view=None) -> np.ndarray:

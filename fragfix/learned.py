@@ -27,6 +27,7 @@ from .experts import Window
 from .filemodel import FileModel
 from .unknown import run_bounds
 
+LEARN_ROWS = 1024    # fragments (512 KB) one predictor learns from: its counts take ~100-200 MB
 DENSE_CHUNK = 4096  # suspects whose (Q, 256) distributions are held at once (8 MB float64)
 MAX_FILL = 4096     # unknown runs longer than this keep the predictor's per-byte best (no context walk)
 MARGIN = 64         # known bytes each side of a run that its fill may read as context
@@ -46,6 +47,9 @@ def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengt
     rows_ok = np.ones(b, bool) if entropy_ok is None else entropy_ok.numpy()
     piece = np.zeros(b, np.int64) if pieces is None else pieces.numpy()
     bounds = np.flatnonzero(np.r_[True, piece[1:] != piece[:-1], True])
+    # a long piece learns in stretches of LEARN_ROWS fragments: memory stays bounded whatever the window
+    bounds = np.unique(np.concatenate([np.arange(lo, hi, LEARN_ROWS) for lo, hi in zip(bounds[:-1], bounds[1:])]
+                                      + [bounds[-1:]]))
     new = frags.clone()
     conf = torch.full((b, n), float("nan"))
     clear = torch.zeros(b, dtype=torch.int64)
@@ -75,11 +79,11 @@ def learn_and_decide(buf: np.ndarray, known: np.ndarray, open_: np.ndarray, wort
         pi = _kinds(fm, kq, p_o)
         # --clean-rate 0 asks for isolated errors too: the damage rate without its safety margins
         careful = cfg.clean_rate > 0
-        eps = _rate(fm, kq, p_o, pi, channel.Z if careful else 0.0, channel.NULL_SLACK if careful else 1.0)
+        evidence, eps = _rate(fm, kq, p_o, pi, channel.Z if careful else 0.0, channel.NULL_SLACK if careful else 1.0)
         # the screen: where P(o) is above this, no value's posterior can beat o's (channel.reach)
         reach = channel.reach(np.array([eps]), pi, 0.0 if cfg.aggressive else cfg.certainty)[0]
         # no evidence of damage beyond the file's own novelty: nothing is a suspect, however odd
-        sus = kq[p_o < min(reach, cfg.screen)] if eps > channel.EPS_MIN or cfg.aggressive else kq[:0]
+        sus = kq[p_o < min(reach, cfg.screen)] if evidence > channel.EPS_MIN or cfg.aggressive else kq[:0]
         parts = [channel.posterior(fm.dense(at), buf[at].astype(np.int64), np.full(len(at), eps), pi)
                  for at in (sus[i:i + DENSE_CHUNK] for i in range(0, len(sus), DENSE_CHUNK))]
         if parts:
@@ -116,10 +120,11 @@ def _kinds(fm: FileModel, q: np.ndarray, p_o: np.ndarray) -> np.ndarray:
 
 
 def _rate(fm: FileModel, q: np.ndarray, p_o: np.ndarray, pi: np.ndarray, z: float = channel.Z,
-          slack: float = channel.NULL_SLACK) -> float:
-    """One file's damage rate from the tails of its surprise (channel.tail_rate)."""
+          slack: float = channel.NULL_SLACK) -> tuple[float, float]:
+    """One file's damage rate from the tails of its surprise (channel.tail_rate): its lower bound
+    (is there damage at all?) and its estimate (the prior odds of damage in the decision)."""
     if len(q) == 0:
-        return channel.EPS_MIN
+        return channel.EPS_MIN, channel.EPS_MIN
     at = np.sort(np.random.default_rng(0).choice(q, size=min(RATE_SAMPLE, len(q)), replace=False))
     return channel.tail_rate(p_o, fm.dense(at), fm.w.buf[at].astype(np.int64), pi, z, slack)
 
