@@ -124,7 +124,18 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
         raise InvalidInput(f"with several inputs, -o must be a folder: {output}")
     if not output.exists() and not output.parent.is_dir():
         raise InvalidInput(f"output folder's parent does not exist: {output.parent}")
+    check_apart(output, [Path(p) for p in inputs if Path(p).is_dir()], "input folder")
     return [Job(src, output / rel, folder=output) for src, rel in pairs], skipped
+
+
+def check_apart(output: Path, folders: list[Path], what: str) -> None:
+    """An output folder inside an input folder (or holding one) is refused: the next run would read
+    its own outputs as inputs (repair them again, train on checkpoints)."""
+    out = output.resolve()
+    for f in folders:
+        d = f.resolve()
+        if out == d or d in out.parents or out in d.parents:
+            raise InvalidInput(f"the output folder {output} and the {what} {f} must not contain one another")
 
 
 def check_outputs(jobs: list[Job], report: Path | None, force: bool, model: Path | None = None,

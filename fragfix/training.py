@@ -23,6 +23,7 @@ from .atomic import check_distinct
 from .checkpoints import load_resume, save_model, save_resume
 from .errors import CheckpointError, InvalidInput
 from .fragments import FragmentDataset, list_files, split_files
+from .jobs import check_apart
 from .noise import NoiseGenerator
 from .runtime import autocast, set_threads, use_bf16
 
@@ -160,6 +161,9 @@ def _data(cfg: TrainConfig, rank: int):
         train_set, val_set = split_files(files, cfg.val_fraction, cfg.seed, partial="drop", cap=cfg.max_file_fragments)
     paths = cfg.paths()
     check_distinct(list(paths), [(f, "training data") for f in files + val_files])
+    # checkpoints among the training data would be trained on by the next run
+    check_apart(Path(cfg.out_dir), [Path(d) for d in list(cfg.data) + list(cfg.val_data or []) if Path(d).is_dir()],
+                "data folder")
     there = [p for p in paths if p.exists() or p.is_symlink()]
     if there and not cfg.resume and not cfg.force:
         raise InvalidInput(f"{cfg.out_dir} already holds checkpoints ({', '.join(p.name for p in there)}); "

@@ -139,3 +139,19 @@ def test_changed_setuid_file_loses_the_bit(tmp_path, untrained):
                               "1", "--floor", "0", "--model-floor", "0", "--binary-threshold", "1"])
     assert res.exit_code == 0 and (tmp_path / "same").read_bytes() == p.read_bytes()
     assert stat.S_IMODE(os.stat(tmp_path / "same").st_mode) == 0o4755
+
+
+def test_output_folders_inside_input_folders_are_refused(tmp_path, untrained):
+    """A run whose outputs land in its own input tree would read them as inputs next time (repair
+    its own outputs again, train on its checkpoints): refused before any work, nothing written."""
+    data = make_corpus(tmp_path / "data", files=3, size=2048)
+    refused(["repair", str(data), "-r", "-o", str(data / "restored"), "-m", str(untrained)], tmp_path,
+            "must not contain one another")
+    refused(["repair", str(data), "-r", "-o", str(data), "-m", str(untrained), "--force"], tmp_path,
+            "must not contain one another")
+    refused(["train", "--data-dir", str(data), "-o", str(data), "--epochs", "1"], tmp_path,
+            "must not contain one another")
+    refused(["train", "--data-dir", str(data), "-o", str(data / "ck"), "--epochs", "1"], tmp_path,
+            "must not contain one another")
+    refused(["repair", str(data), "-r", "-o", str(tmp_path), "-m", str(untrained)], tmp_path,
+            "must not contain one another")  # the reverse: the output folder holds the input folder
