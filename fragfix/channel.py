@@ -66,12 +66,19 @@ def fit(p_obs: np.ndarray, terms: np.ndarray, group: np.ndarray, n_known: np.nda
     return eps, pi
 
 
-TAILS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)  # surprise levels at which damage is counted against the null
+# surprise levels at which damage is counted against the null, each with how many times over the null
+# is taken there (the predictor's most extreme tail is its least calibrated: see NULL_SLACK)
+TAILS = ((1e-3, 1.0), (1e-4, 1.0), (1e-5, 1.0), (1e-6, 1.0), (1e-7, 10.0))
 Z = 3.0  # the damage rate is the excess's lower confidence bound: count - null - Z sqrt(count)
 # Clean files show more extreme surprises than their predictor's tail mass says (1.5-12x on clean
-# text, executables, bytecode and databases of the development machine): the null is taken this
-# many times over, so only surprise well beyond a clean file's counts as damage.
+# text, executables, bytecode and databases of the development machine, 15x for a table of counters
+# at 1e-5; in 8 MB of clean Python source, 512 KB stretches up to 17x at 1e-6 and 150x at 1e-7): the
+# null is taken NULL_SLACK times over (ten times that at 1e-7), so only surprise well beyond a clean
+# file's counts as damage.
 NULL_SLACK = 30.0
+# ... and the excess must be at least this many bytes: in 8 MB of clean Python source one 512 KB
+# stretch held 37 bytes below 1e-7 against 18 expected (twice the 30x null's bound, no damage)
+MIN_EXCESS = 8.0
 
 
 def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi: np.ndarray,
@@ -89,17 +96,20 @@ def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi:
         return EPS_MIN, EPS_MIN
     best, point = EPS_MIN, EPS_MIN
     rows = np.arange(len(sample))
-    for t in TAILS:
+    for t, more in TAILS:
         low = sample < t
         count = float((p_obs < t).sum())
-        null = slack * n * float((sample * low).sum(1).mean())
+        null = slack * (more if slack > 1 else 1.0) * n * float((sample * low).sum(1).mean())
         f_sub = float(((low.sum(1) - low[rows, sample_obs]) / 255.0).mean())
         f_bit = float(((low & ONE_BIT[sample_obs]).sum(1) / 8.0).mean())
         f_era = float(low[:, 0].mean())
         f = pi[0] * f_sub + pi[1] * f_bit + pi[2] * f_era
         if f <= 1e-6:
             continue
-        best = max(best, (count - null - z * np.sqrt(count)) / (n * f))
+        excess = count - null - z * np.sqrt(count)
+        if z > 0 and excess < MIN_EXCESS:  # a handful of odd bytes is no evidence of damage
+            continue
+        best = max(best, excess / (n * f))
         point = max(point, (count - null) / (n * f))
     return float(np.clip(best, EPS_MIN, EPS_MAX)), float(np.clip(point, EPS_MIN, EPS_MAX))
 
