@@ -135,6 +135,15 @@ def check_outputs(plot, json_out, samples_dir, force: bool, reads: list) -> None
         check_output_folder(samples_dir, force)
     check_distinct([o for o in (plot, json_out, samples_dir) if o is not None],
                    [(p, "model or data this command reads") for p in reads])
+    # a file inside a data folder is data this command reads (and the next run would read the output)
+    from .errors import InvalidInput
+    for out in (plot, json_out, samples_dir):
+        if out is None:
+            continue
+        o = Path(out).resolve()
+        for d in (Path(r).resolve() for r in reads if Path(r).is_dir()):
+            if d in o.parents or o == d or (out is samples_dir and d.is_relative_to(o)):
+                raise InvalidInput(f"{out} is inside the data folder {d} (or holds it): write it elsewhere")
     if plot is not None:
         from .pictures import require
         require()  # a missing extra is a clear error before the run, not after it

@@ -27,7 +27,7 @@ from .decide import Decision, RepairConfig, decide
 from .fragments import cut
 from .config import Runtime
 from .inference import Scorer, cpu_trunk, load_scorer
-from .errors import IOFailure
+from .errors import InvalidInput, IOFailure
 from .jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from .mapfile import format_mapfile, read_mapfile
 from .report import ReportWriter, empty_totals
@@ -252,6 +252,9 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     references = tuple((Path(p), read_mapfile(m, check_input(p)) if m else None) for p, m in references)
     for r, _ in references:
         check_input(r)
+        # the input itself (any path to it) is no evidence: its bytes at the same offset are the stale ones
+        if any(os.path.samefile(r, j.src) for j in jobs):
+            raise InvalidInput(f"--reference {r} is the input itself; a reference must be another copy")
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
     model_meta = {"path": str(model_path), "head": scorer.head, "sha256": info["sha256"]}

@@ -188,3 +188,14 @@ def test_a_second_read_with_its_mapfile_fills_what_it_read(tmp_path, untrained):
     r = runner.invoke(app, ["repair", str(img), "--mapfile", str(mapfile), "-o", str(tmp_path / "x"), "-m",
                             str(untrained), "--reference-mapfile", str(tmp_path / "read2.map")])
     assert r.exit_code == 2 and "give the reference first" in r.output
+
+
+def test_the_input_itself_is_no_reference(tmp_path, untrained):
+    """--reference naming the input (or a link to it) would 'fill' unknown bytes with the stale bytes at
+    the same offset, with confidence 1: refused, exit 2, nothing written."""
+    img, mapfile = image(tmp_path, text_bytes(20_000, 2), holes=[5])
+    (tmp_path / "link.img").symlink_to(img)
+    for ref in (img, tmp_path / "link.img"):
+        r = runner.invoke(app, ["repair", str(img), "--mapfile", str(mapfile), "-o", str(tmp_path / "out"), "-m",
+                                str(untrained), "--reference", str(ref)])
+        assert r.exit_code == 2 and "is the input itself" in r.output and not (tmp_path / "out").exists()

@@ -155,3 +155,14 @@ def test_output_folders_inside_input_folders_are_refused(tmp_path, untrained):
             "must not contain one another")
     refused(["repair", str(data), "-r", "-o", str(tmp_path), "-m", str(untrained)], tmp_path,
             "must not contain one another")  # the reverse: the output folder holds the input folder
+
+
+def test_evaluate_never_writes_inside_its_data_folder(tmp_path, untrained):
+    """--json-out, --plot and --samples-dir inside a data folder would replace data files (with
+    --force) or be read as data next time: refused before the run, nothing written."""
+    data = make_corpus(tmp_path / "data", files=3, size=4096)
+    base = ["evaluate", "-d", str(data), "-m", str(untrained), "--max-fragments", "8", "--force"]
+    refused(base + ["--json-out", str(data / "doc0.txt")], tmp_path, "inside the data folder")
+    refused(base + ["--json-out", str(data / "new.json")], tmp_path, "inside the data folder")
+    refused(base + ["--samples-dir", str(data / "samples")], tmp_path, "inside the data folder")
+    refused(base + ["--samples-dir", str(tmp_path)], tmp_path, "inside the data folder")
