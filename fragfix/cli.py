@@ -259,6 +259,9 @@ def evaluate(
     from .render_eval import check_outputs, draw_formats, draw_samples, draw_table, save_outputs
     from .runtime import set_threads
     rt = Runtime(**runtime)
+    if samples < 0:
+        from .errors import InvalidInput
+        raise InvalidInput(f"--samples must not be negative, got {samples}")
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
                      models=[str(model) if model else None] + [str(c) for c in compare or []],
                      noise=noise, levels=parse_floats(levels, "--levels"),

@@ -188,6 +188,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_seed(seed: int) -> int:
+    """Seeds feed numpy's and torch's generators, which take 0 .. 2**63 - 1."""
+    if not 0 <= seed < 2**63:
+        raise InvalidInput(f"--seed must be from 0 to 2**63 - 1, got {seed}")
+    return seed
+
+
 def check_count(value: int, what: str, zero: str = "automatic") -> int:
     """0 (automatic) up to the cores this process may use: more threads or workers than cores only
     slow the work down, and absurd counts exhaust memory or crash the thread pool."""
@@ -228,6 +235,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self):
+        check_seed(self.seed)
         if self.epochs < 1 or self.batch_size < 1:
             raise InvalidInput("epochs and batch size must be at least 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -274,6 +282,7 @@ class EvalConfig:
     noise: str | None = None               # the --noise grammar (KIND or KIND:LEVEL, ...); else kinds x levels
 
     def __post_init__(self):
+        check_seed(self.seed)
         if self.noise is not None:
             try:
                 items = noise_items(self.noise, self.levels)

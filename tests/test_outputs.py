@@ -166,3 +166,10 @@ def test_evaluate_never_writes_inside_its_data_folder(tmp_path, untrained):
     refused(base + ["--json-out", str(data / "new.json")], tmp_path, "inside the data folder")
     refused(base + ["--samples-dir", str(data / "samples")], tmp_path, "inside the data folder")
     refused(base + ["--samples-dir", str(tmp_path)], tmp_path, "inside the data folder")
+
+
+def test_bad_seeds_and_sample_counts_are_refused_before_any_work(tmp_path, untrained):
+    data = make_corpus(tmp_path / "data", files=2, size=2048)
+    refused(["train", "--data-dir", str(data), "-o", str(tmp_path / "ck"), "--seed", "-5"], tmp_path, "--seed")
+    refused(["evaluate", "-d", str(data), "-m", str(untrained), "--seed", "-1"], tmp_path, "--seed")
+    refused(["evaluate", "-d", str(data), "-m", str(untrained), "--samples", "-1"], tmp_path, "--samples")
