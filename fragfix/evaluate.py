@@ -135,11 +135,33 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
                                         min(share, cfg.samples - len(samples)))
         if progress:
             progress(step + 1, len(grid))
+    predictor = {name: predictor_bits(clean) for name, clean in groups}
     settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed,
                 "fragments": sum(len(c) for _, c in groups), "groups": [name for name, _ in groups],
                 "kinds": cfg.kinds, "levels": cfg.levels, **cfg.repair.gate(), "zero_as_unknown": cfg.zero_as_unknown,
                 "precision": "bf16" if models[0][1].bf16 else "fp32", "device": str(models[0][1].device)}
-    return {"settings": settings, "rows": rows, "samples": samples}
+    return {"settings": settings, "rows": rows, "samples": samples, "predictor": predictor}
+
+
+def predictor_bits(clean: torch.Tensor) -> dict:
+    """What the per-file predictor knows of a group's clean bytes: its bits/byte (two-sided and
+    leave-one-out: each byte from all the others, so below what any compressor can reach) beside
+    `xz -9e` and `zstd -19` of the same bytes (zstd: None where its command is not installed)."""
+    import lzma
+    import shutil
+    import subprocess
+    from .filemodel import FileModel
+    data = clean.reshape(-1).numpy()
+    if len(data) == 0:
+        return {"bits_per_byte": None, "xz_bits": None, "zstd_bits": None}
+    fm = FileModel(data.copy(), np.ones(len(data), bool))
+    out = {"bits_per_byte": float(-np.log2(fm.p_observed(np.arange(len(data)))).mean()),
+           "xz_bits": len(lzma.compress(data.tobytes(), preset=9 | lzma.PRESET_EXTREME)) * 8 / len(data),
+           "zstd_bits": None}
+    if shutil.which("zstd"):
+        z = subprocess.run(["zstd", "-19", "-c", "-q"], input=data.tobytes(), capture_output=True)
+        out["zstd_bits"] = len(z.stdout) * 8 / len(data) if z.returncode == 0 else None
+    return out
 
 
 def pick_samples(clean, damaged, repaired, unknown, kind, level, n) -> list[dict]:

@@ -53,6 +53,11 @@ def draw_table(result: dict, console: Console) -> None:
             on = f" on {g}" if len(groups) > 1 else ""
             console.print(f"{short(m)}{on}: fixed {sum(r['fixed'] for r in mine):,} bytes, "
                           f"broke {sum(r['broken'] for r in mine):,}{extra}, median {speed:.2f} MB/s")
+    for g, b in result.get("predictor", {}).items():
+        if b["bits_per_byte"] is not None:
+            z = "" if b["zstd_bits"] is None else f", zstd -19 {b['zstd_bits']:.2f}"
+            console.print(f"the file's own predictor on {g}: {b['bits_per_byte']:.2f} bits/byte on its clean bytes "
+                          f"(two-sided); xz -9e {b['xz_bits']:.2f}{z}")
 
 
 def draw_formats(f: dict, console: Console) -> None:

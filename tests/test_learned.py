@@ -127,3 +127,11 @@ def test_each_file_learns_on_its_own():
 
 def test_every_expert_is_named_once():
     assert len(set(EXPERTS)) == len(EXPERTS) and EXPERTS[0] == "order0"
+
+
+def test_evaluate_reports_what_the_predictor_knows_beside_xz():
+    from fragfix.evaluate import predictor_bits
+    clean = torch.frombuffer(bytearray(text_bytes(32768, 9)), dtype=torch.uint8).view(-1, 512)
+    b = predictor_bits(clean)
+    assert 0 < b["bits_per_byte"] < b["xz_bits"] < 8
+    assert predictor_bits(clean[:0]) == {"bits_per_byte": None, "xz_bits": None, "zstd_bits": None}
