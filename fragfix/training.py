@@ -104,9 +104,20 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
     from . import distributed as dist_util
     ctx = dist_util.setup(cfg.device)
     set_threads(cfg.threads, ctx.world_size)
-    bf16 = use_bf16(ctx.device, cfg.precision)
     torch.manual_seed(cfg.seed)
+    created = not Path(cfg.out_dir).exists()  # a folder this run makes is this run's to take back
     train_set, val_set = _data(cfg, ctx.rank)
+    try:
+        yield from _run(cfg, ctx, train_set, val_set)
+    finally:  # interrupted (or failed) before any checkpoint: no empty folder is left behind
+        out = Path(cfg.out_dir)
+        if created and ctx.rank == 0 and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _run(cfg: TrainConfig, ctx, train_set, val_set) -> Iterator[Started | Step | Epoch | Finished]:
+    from . import distributed as dist_util
+    bf16 = use_bf16(ctx.device, cfg.precision)
     best_path, last_path, resume_path = cfg.paths()
     model, opt, state = _start(cfg, ctx.device, resume_path)
     wrapped = ctx.wrap(model)

@@ -116,3 +116,17 @@ def test_damaged_resume_state_is_a_clear_error(tmp_path, corpus):
     (ck / "autoencoder_last.resume.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}garbage")
     r = runner.invoke(app, ["train", "-d", str(corpus), "-o", str(ck), "--resume"])
     assert r.exit_code == 2 and "not a fragfix resume state (unreadable header)" in r.output and "Traceback" not in r.output
+
+
+def test_an_interrupted_run_leaves_no_empty_checkpoint_folder(tmp_path):
+    """Stopped before its first checkpoint, a run takes back the folder it made (and only that one)."""
+    from fragfix.autoencoder import ModelConfig
+    from fragfix.training import Started, TrainConfig, train
+    data = make_corpus(tmp_path / "data", files=3, size=4096)
+    for out, made in ((tmp_path / "new" / "ck", False), (tmp_path / "there", True)):
+        if made:
+            out.mkdir()
+        run = train(TrainConfig(data=[str(data)], out_dir=str(out), epochs=1, batch_size=4, model=ModelConfig(**TINY)))
+        assert isinstance(next(run), Started) and out.is_dir()
+        run.close()  # what an interrupt does to the generator
+        assert out.is_dir() == made
