@@ -391,3 +391,19 @@ def test_random_damage_to_zip_headers_never_gives_a_false_verified_name_or_conte
         r = formats.repair(bytes(bad), "zip", 0.3)
         if r.verified and r.status != "intact":
             assert listing(formats.apply(bytes(bad), r.edits)) == listing(good), t
+
+
+def test_a_member_whose_magic_took_a_bit_flip_is_repaired_not_called_trailing_data():
+    """Issue 27, item 5: a second gzip member with 0x1f -> 0x1b read as 'data after member 0', and the
+    file as intact and verified though 22 KB of it were covered by no check."""
+    import gzip as gz
+    from fragfix import formats
+    first, second = gz.compress(b"first member " * 400, mtime=0), gz.compress(b"second member " * 900, mtime=0)
+    data = bytearray(first + second)
+    data[len(first)] ^= 0x04  # 0x1f -> 0x1b
+    r = formats.repair(bytes(data), "gzip", 10.0)
+    assert r.status == "restored" and r.verified
+    assert formats.apply(bytes(data), r.edits) == first + second
+    # data after the last member that no check covers: never verified
+    r = formats.repair(first + b"some trailing bytes that are not a member", "gzip", 10.0)
+    assert r.status == "intact" and not r.verified

@@ -26,7 +26,7 @@ FORMATS = ("gzip", "zlib", "zip", "png")
 class Part:
     """One member, entry or chunk: what was checked, and what was found."""
     name: str
-    status: str = "intact"           # intact | restored | damaged | unsupported
+    status: str = "intact"           # intact | restored | damaged | unsupported | unchecked (no check covers it)
     checks: list[str] = field(default_factory=list)
     bits: int = 32                   # checksum bits a wrong candidate must match by chance
     candidates: int = 0
@@ -65,8 +65,9 @@ class FormatResult:
 
     @property
     def verified(self) -> bool:
-        """Every check passes on the output, and any repair is all but certainly the original."""
-        return self.status in ("intact", "restored")
+        """Every check passes on the output, any repair is all but certainly the original, and every
+        byte is covered by a check (data after the last member is not)."""
+        return self.status in ("intact", "restored") and all(p.status != "unchecked" for p in self.parts)
 
     def to_dict(self) -> dict:
         parts = []

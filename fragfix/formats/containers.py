@@ -113,13 +113,26 @@ def _gzip_body(d: bytes, pos: int) -> int | None:
     return p if p < len(d) else None
 
 
+MAGIC = b"\x1f\x8b\x08"  # ID1, ID2 and CM (deflate) of every member header (RFC 1952, 2.3.1)
+
+
 def repair_gzip(d: bytes, deadline, scorer, tick) -> list[Part]:
     parts, pos, i = [], 0, 0
     while pos < len(d):
+        header_edits = []
         if d[pos:pos + 2] != b"\x1f\x8b":
-            if any(d[pos:]):
-                parts.append(Part(f"data after member {i - 1}", checks=[], note=f"{len(d) - pos} bytes not in any member"))
-            break
+            flips = sum(bin(a ^ b).count("1") for a, b in zip(d[pos:pos + 3], MAGIC))
+            if len(d) - pos >= 18 and flips <= 2 and i > 0:
+                # what follows a member and is a bit or two from a member header is a member whose
+                # magic took damage, not trailing data: read it with the magic restored; its own CRC
+                # then says whether that was right
+                header_edits = [(pos + k, d[pos + k] ^ m) for k, m in enumerate(MAGIC) if d[pos + k] != m]
+                d = d[:pos] + MAGIC + d[pos + 3:]
+            else:
+                if any(d[pos:]):  # not covered by any checksum: the file cannot be verified whole
+                    parts.append(Part(f"data after member {i - 1}", "unchecked", checks=[],
+                                      note=f"{len(d) - pos} bytes not in any member"))
+                break
         body = _gzip_body(d, pos)
         if body is None:
             parts.append(Part(f"member {i}", "unsupported", first_bad=pos, note="the member header does not parse"))
@@ -139,6 +152,14 @@ def repair_gzip(d: bytes, deadline, scorer, tick) -> list[Part]:
         part, end = deflate_part(d, body, len(d), f"member {i}", "crc32", verify, deadline, scorer, tick,
                                  lambda e: _le32(d, e) if e + 4 <= len(d) else 0, fix_fields,
                                  size_at=lambda e: _le32(d, e + 4) if e + 8 <= len(d) else None)
+        if header_edits:  # the restored magic is part of this member's repair, proven by its CRC or not at all
+            if part.status in ("intact", "restored"):
+                part.status, part.compared = "restored", max(part.compared, 1)
+                part.edits = header_edits + part.edits
+                part.first_bad = header_edits[0][0]
+                part.note = (part.note + "; " if part.note else "") + "member header magic restored"
+            else:
+                part.note = (part.note + "; " if part.note else "") + "member header magic damaged too"
         parts.append(part)
         if end is None:
             break
