@@ -407,3 +407,20 @@ def test_a_member_whose_magic_took_a_bit_flip_is_repaired_not_called_trailing_da
     # data after the last member that no check covers: never verified
     r = formats.repair(first + b"some trailing bytes that are not a member", "gzip", 10.0)
     assert r.status == "intact" and not r.verified
+
+
+def test_zip_header_flags_that_disagree_are_never_verified():
+    """Issue 27, item 6: a flipped UTF-8 flag (bit 11) in a local header, disagreeing with the central
+    directory, read as intact and verified. No checksum covers the flags: at most a probable repair."""
+    import io
+    import zipfile
+    from fragfix import formats
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("notes.txt", b"some text to keep " * 300)
+    data = bytearray(buf.getvalue())
+    assert data[:4] == b"PK\x03\x04"
+    data[7] ^= 0x08  # local header flags, high byte: bit 11
+    r = formats.repair(bytes(data), "zip", 10.0)
+    assert not r.verified and r.status == "probable"
+    assert formats.apply(bytes(data), r.edits) == buf.getvalue()

@@ -166,6 +166,11 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
         if not _descriptor_holds(d, r, lo + 30 + nlen + xlen):
             r["flags"] &= ~8
         edits += _set(d, lo + 6, "<H", r["flags"]) + _set(d, r["at"] + 8, "<H", r["flags"])
+    # other flag bits that disagree (UTF-8 names, compression options): no checksum covers either copy,
+    # so which one is right is not proven: the local copy takes the central one's, as a probable repair
+    unproven = bool((lflags ^ r["flags"]) & ~8)
+    if unproven:
+        edits += _set(d, lo + 6, "<H", r["flags"])
     if struct.unpack_from("<H", d, lo + 26)[0] != nlen:  # the data's CRC below proves the central copy
         edits += diff_edits(d, lo + 26, r["at"] + 28, 2)
     start = lo + 30 + nlen + xlen
@@ -213,6 +218,10 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
             part.compared = max(part.compared, 1)
             part.first_bad = part.edits[0][0]
             part.note = part.note or "local header restored from the central directory"
+            if unproven:  # a guess between two copies: half a chance, never verified
+                part.bits = 1
+                part.note = ("local header flags disagreed with the central directory's; set from it "
+                             "(no check covers them)")
     return part
 
 
