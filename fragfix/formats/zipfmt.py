@@ -171,6 +171,10 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
     unproven = bool((lflags ^ r["flags"]) & ~8)
     if unproven:
         edits += _set(d, lo + 6, "<H", r["flags"])
+    for a, c, n in ((4, 6, 2), (10, 12, 4)):  # version needed, and time and date: both copies, no check
+        if d[lo + a:lo + a + n] != d[r["at"] + c:r["at"] + c + n]:
+            edits += diff_edits(d, lo + a, r["at"] + c, n)
+            unproven = True
     if struct.unpack_from("<H", d, lo + 26)[0] != nlen:  # the data's CRC below proves the central copy
         edits += diff_edits(d, lo + 26, r["at"] + 28, 2)
     start = lo + 30 + nlen + xlen
@@ -220,8 +224,8 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
             part.note = part.note or "local header restored from the central directory"
             if unproven:  # a guess between two copies: half a chance, never verified
                 part.bits = 1
-                part.note = ("local header flags disagreed with the central directory's; set from it "
-                             "(no check covers them)")
+                part.note = ("local header fields (flags, version, time) disagreed with the central "
+                             "directory's; set from it (no check covers them)")
     return part
 
 
