@@ -18,7 +18,7 @@ import zlib
 
 from . import Part, apply, choose, crc
 from .containers import deflate_part
-from .zipnames import diff_edits, name_part, names_said
+from .zipnames import diff_edits, name_part, names_said, unchecked_fields
 
 EOCD, CDH, LFH = b"PK\x05\x06", b"PK\x01\x02", b"PK\x03\x04"
 
@@ -166,15 +166,8 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
         if not _descriptor_holds(d, r, lo + 30 + nlen + xlen):
             r["flags"] &= ~8
         edits += _set(d, lo + 6, "<H", r["flags"]) + _set(d, r["at"] + 8, "<H", r["flags"])
-    # other flag bits that disagree (UTF-8 names, compression options): no checksum covers either copy,
-    # so which one is right is not proven: the local copy takes the central one's, as a probable repair
-    unproven = bool((lflags ^ r["flags"]) & ~8)
-    if unproven:
-        edits += _set(d, lo + 6, "<H", r["flags"])
-    for a, c, n in ((4, 6, 2), (10, 12, 4)):  # version needed, and time and date: both copies, no check
-        if d[lo + a:lo + a + n] != d[r["at"] + c:r["at"] + c + n]:
-            edits += diff_edits(d, lo + a, r["at"] + c, n)
-            unproven = True
+    unproven = unchecked_fields(d, lo, r["at"], r["flags"])  # set from the central copy: probable at most
+    edits += unproven
     if struct.unpack_from("<H", d, lo + 26)[0] != nlen:  # the data's CRC below proves the central copy
         edits += diff_edits(d, lo + 26, r["at"] + 28, 2)
     start = lo + 30 + nlen + xlen
@@ -223,9 +216,7 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
             part.first_bad = part.edits[0][0]
             part.note = part.note or "local header restored from the central directory"
             if unproven:  # a guess between two copies: half a chance, never verified
-                part.bits = 1
-                part.note = ("local header fields (flags, version, time) disagreed with the central "
-                             "directory's; set from it (no check covers them)")
+                part.bits, part.note = 1, "local header fields no check covers set from the central directory"
     return part
 
 

@@ -1,4 +1,5 @@
-"""zip entry names: which of an entry's two name copies (local header, central directory) is right.
+"""zip fields no checksum covers: which of an entry's two name copies (local header, central
+directory) is right, and the local header's other unchecked fields.
 
 No checksum covers names. The archive itself may say: a Java class names itself, a wheel's RECORD or
 an ODF/EPUB/jar manifest lists paths, a folder holds other entries; a copy that is another entry's
@@ -17,6 +18,15 @@ from . import Part
 def diff_edits(d: bytes, a: int, b: int, n: int) -> list[tuple[int, int]]:
     """Edits that make d[a:a+n] equal to d[b:b+n]."""
     return [(a + i, x ^ y) for i, (x, y) in enumerate(zip(d[a:a + n], d[b:b + n])) if x != y]
+
+
+def unchecked_fields(d: bytes, lo: int, at: int, flags: int) -> list[tuple[int, int]]:
+    """Edits that give the local header at `lo` the central record's (at `at`) version needed, flags
+    (`flags`: bit 3 already settled by the data descriptor) and time and date, where they differ. No
+    checksum covers these: which copy was right is not proven, so such a repair is probable at most."""
+    x = struct.unpack_from("<H", d, lo + 6)[0] ^ flags
+    edits = [(lo + 6 + i, (x >> 8 * i) & 0xFF) for i in range(2) if (x >> 8 * i) & 0xFF] if x & ~8 else []
+    return edits + diff_edits(d, lo + 4, at + 6, 2) + diff_edits(d, lo + 10, at + 12, 4)
 
 
 def name_part(d: bytes, part: Part, r: dict, at: int, local: bytes, names: list[bytes], edits, said) -> None:
