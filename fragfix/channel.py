@@ -10,12 +10,12 @@ a channel from the true byte b to the observed o. With the damage rate eps the d
         erasure       K = 1 for o == 0 (zero-filled sectors, as ddrescue and failing drives leave).
 
 The posterior of each value is P(b | o, context) ∝ P(b | context) · P(o | b); a byte changes to
-the posterior's best value b* only where that posterior reaches `certainty`, and is reported with
-it as its confidence. Unknown bytes (mapfile, zero runs) take the predictor's best.
+the most likely other value only where the posterior that it is undamaged falls to 1 - `certainty`,
+and is reported with that value's posterior as its confidence.
 
-eps and the mix pi are not guessed: they are fitted by EM on the data under repair (the damage
-each position's posterior implies, averaged), per piece (file) of the window. On a clean file the
-fit drives eps towards the rate of the file's own surprises, the prior odds of damage stay tiny,
+eps and the mix pi are not guessed: pi is fitted by EM on the file's most surprising bytes
+(fit_kinds), and eps is the surprise beyond what the predictor expects of clean data (tail_rate):
+a clean file's own novelty is what its predictor expects, so on a clean file eps has no evidence
 and nothing changes; where damage is dense the prior opens by itself. This is the DUDE idea
 (Weissman et al. 2005) with a learned, file-specific predictor in place of fixed context counts.
 Numpy only.
@@ -42,28 +42,20 @@ def kind_terms(p: np.ndarray, obs: np.ndarray) -> np.ndarray:
     return np.stack([sub, bit, era], 1)
 
 
-def fit(p_obs: np.ndarray, terms: np.ndarray, group: np.ndarray, n_known: np.ndarray,
-        eps0: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """EM for eps (per group) and pi (shared) from the suspects: (Q,) P(o), (Q, 3) kind terms,
-    (Q,) group of each suspect, (G,) known bytes per group. Positions outside the suspects count
-    as undamaged (their P(o) is high enough that no damage kind would explain them better).
-    Returns (eps (G,), pi (3,))."""
-    g = len(n_known)
-    eps = np.full(g, eps0)
-    pi = PI0.copy()
+def fit_kinds(p_obs: np.ndarray, terms: np.ndarray, n: int, eps0: float = 1e-3) -> np.ndarray:
+    """pi, the mix of damage kinds, by EM over surprising bytes of a file of n known bytes (the
+    rest count as undamaged): (Q,) P(o), (Q, 3) kind terms. The
+    rate fitted alongside only weighs the kinds against the clean explanation; the rate the decision
+    uses comes from tail_rate, which a clean file's own novelty cannot inflate."""
+    eps, pi = eps0, PI0.copy()
     for _ in range(EM_STEPS):
-        e = eps[group]
-        dmg = e[:, None] * terms * pi[None, :]          # (Q, 3) joint of damage by each kind
-        clean = (1 - e) * p_obs
-        total = clean + dmg.sum(1)
-        r = dmg / np.maximum(total, 1e-300)[:, None]    # responsibilities
-        damaged = r.sum(1)
-        eps = np.bincount(group, weights=damaged, minlength=g) / np.maximum(n_known, 1)
-        eps = np.clip(eps, EPS_MIN, EPS_MAX)
+        dmg = eps * terms * pi[None, :]                  # (Q, 3) joint of damage by each kind
+        r = dmg / np.maximum((1 - eps) * p_obs + dmg.sum(1), 1e-300)[:, None]  # responsibilities
+        eps = float(np.clip(r.sum() / max(n, 1), EPS_MIN, EPS_MAX))
         mass = r.sum(0)
         if mass.sum() > 1e-9:
             pi = (mass + 0.5) / (mass.sum() + 1.5)      # a light prior keeps every kind possible
-    return eps, pi
+    return pi
 
 
 # surprise levels at which damage is counted against the null, each with how many times over the null

@@ -3,13 +3,13 @@
 `decide_learned()` takes a window of fragments as `decide()` does and returns the same Decision:
 
 1. the per-file predictor (`filemodel.FileModel`) learns the window's intact bytes;
-2. the screen: P(observed | context) at every known byte, one gather per expert. A byte the file
-   predicts with P >= `screen` cannot be damage under any channel the data could show (its
-   odds against every other value stay below 1), so it is never looked at again: on clean text
-   that is ~97% of the bytes, and the dense 256-way work runs only on the rest;
-3. the channel (`channel.py`): eps and the damage kinds fitted by EM on the suspects, per file,
-   then the posterior of every value; a byte changes only where the posterior that it is
-   undamaged falls to 1 - `certainty`, and takes the most likely other value;
+2. the damage the file shows (`channel.py`): the kinds (substitution, bit flip, erasure) by EM on
+   its most surprising bytes, the rate from its surprise beyond what the predictor expects of
+   clean data. No evidence: nothing is a suspect, nothing changes;
+3. the screen: P(observed | context) at every known byte, two gathers per expert. Where it is
+   above what any value's posterior could beat at that rate (channel.reach), the byte is never
+   looked at again, and the dense 256-way work runs only on the rest; there a byte changes only
+   where the posterior that it is undamaged falls to 1 - `certainty`, to the likeliest other value;
 4. unknown bytes take the predictor's best; runs of unknown bytes are filled left to right, each
    byte from the bytes already filled before it (`fill_runs`), its probability as confidence.
 
@@ -115,8 +115,7 @@ def _kinds(fm: FileModel, q: np.ndarray, p_o: np.ndarray) -> np.ndarray:
     at = np.sort(np.random.default_rng(0).choice(odd, size=min(KIND_SAMPLE, len(odd)), replace=False))
     p = fm.dense(at)
     o = fm.w.buf[at].astype(np.int64)
-    return channel.fit(p[np.arange(len(o)), o], channel.kind_terms(p, o), np.zeros(len(o), np.int64),
-                       np.array([len(q)]))[1]
+    return channel.fit_kinds(p[np.arange(len(o)), o], channel.kind_terms(p, o), len(q))
 
 
 def _rate(fm: FileModel, q: np.ndarray, p_o: np.ndarray, pi: np.ndarray, z: float = channel.Z,
@@ -148,7 +147,8 @@ def fill_runs(fm: FileModel, open_: np.ndarray) -> tuple[np.ndarray, np.ndarray,
             parts.append(_walk(fm, starts[pick], ends[pick], width))
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.float32)
-    return tuple(np.concatenate(t) for t in zip(*parts))[:2] + (np.concatenate([t[2] for t in parts]).astype(np.float32),)
+    pos, vals, conf = (np.concatenate(t) for t in zip(*parts))
+    return pos, vals, conf.astype(np.float32)
 
 
 def _walk(fm: FileModel, s: np.ndarray, e: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
