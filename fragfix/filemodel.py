@@ -126,7 +126,6 @@ class FileModel:
         self.counts0, self.total0 = counts, counts.sum()
         self.order0 = (counts + 0.05) / (self.total0 + 0.05 * 256)  # never 0: every value stays possible
         self.theta = np.zeros((len(EXPERTS), SLOTS))
-        self.fit_bits = float("nan")
         self._fit(src, seed)
 
     def _expert_view(self, q: np.ndarray, w: Window | None = None):
@@ -195,24 +194,6 @@ class FileModel:
                 p[j] = np.where(has, cnt.p_self[pid], 0.0)  # float32 counts ratio: 7 digits suffice
         return slot, p
 
-    def expert_probs(self, q: np.ndarray, b: np.ndarray | None, view=None) -> np.ndarray:
-        """(J, Q, 256) p_j(b) for every value b = arange(256) broadcast to (Q, 256) at positions q,
-        or (J, Q, 1) for the observed byte when b is None (0 where the context was never seen).
-        (dense() adds the experts up without holding all of them.)"""
-        slot, parts = view if view is not None else self._expert_view(q)
-        obs = parts[1]
-        shape = (len(q), 1) if b is None else b.shape
-        out = np.zeros((len(EXPERTS),) + shape)
-        out[0] = self.order0[obs[:, None] if b is None else b]
-        for j in range(1, len(EXPERTS)):
-            lo, hi, nc, s, c_obs = parts[j + 1]
-            if b is None:
-                c = c_obs[:, None]
-            else:  # every value: (Q, 256)
-                c = self.counts[j - 1].dense(lo, hi) - (s[:, None] & (b == obs[:, None]))
-            out[j] = np.where(nc[:, None] > 0, np.clip(c, 0, None) / np.maximum(nc[:, None], 1), 0.0)
-        return out
-
     def weights(self, slot: np.ndarray) -> np.ndarray:
         """(J, Q) mixing weights: softmax over the experts whose context was seen (slot 0: weight 0)."""
         e = np.exp(self.theta - self.theta.max())
@@ -234,9 +215,8 @@ class FileModel:
         rows = torch.arange(len(EXPERTS)).unsqueeze(1)
         seen = bucket > 0
         with torch.enable_grad():  # callers may run under no_grad (decide does)
-            loss = self._descend(theta, opt, rows, bucket, seen, pt)
+            self._descend(theta, opt, rows, bucket, seen, pt)
         self.theta = theta.detach().numpy()
-        self.fit_bits = float(loss / np.log(2))
 
     @staticmethod
     def _descend(theta, opt, rows, bucket, seen, pt) -> float:
