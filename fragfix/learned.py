@@ -53,8 +53,11 @@ def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengt
     new = frags.clone()
     conf = torch.full((b, n), float("nan"))
     clear = torch.zeros(b, dtype=torch.int64)
+    quiet = _quiet(frags, valid, piece)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         unk, ok = unknown[lo:hi], valid[lo:hi]
+        if not (rows_ok[lo:hi] & ~quiet[lo:hi]).any() and not unk.any():
+            continue  # nothing here to repair from or to repair: the bytes stand as read, no predictor built
         out, c, k = learn_and_decide(frags[lo:hi].reshape(-1).numpy(), (~unk & ok).reshape(-1).numpy(),
                                      (unk & ok).reshape(-1).numpy(), np.repeat(rows_ok[lo:hi], n), cfg)
         new[lo:hi] = torch.from_numpy(out.reshape(hi - lo, n))
@@ -62,6 +65,25 @@ def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengt
         clear[lo:hi] = torch.from_numpy(np.bincount(k // n, minlength=hi - lo))
     new = torch.where(valid, new, frags)
     return Decision(new, new != frags, conf, clear)
+
+
+def _quiet(frags: torch.Tensor, valid: torch.Tensor, piece: np.ndarray) -> np.ndarray:
+    """(B,) rows of one byte value whose neighbours in the same piece hold only that value too
+    (erased flash, padding, zero-filled space). A byte amid 1,500 of its own kind is what every
+    context of it predicts, so such rows never change; a stretch of them and of random rows
+    (entropy_ok false) needs no predictor at all."""
+    f = frags.numpy()
+    v = valid.numpy()
+    lo = np.where(v, f, 255).min(1)
+    hi = np.where(v, f, 0).max(1)
+    one = (lo == hi) & v.any(1)
+    val = lo.astype(np.int64)
+    inside = np.r_[False, piece[1:] == piece[:-1]]               # row i - 1 is of the same piece
+    same = np.r_[False, one[1:] & one[:-1] & (val[1:] == val[:-1])] & inside
+    # a neighbour beyond the piece's ends is no data: only the ones inside it must agree
+    ok_prev = same | ~inside
+    ok_next = np.r_[ok_prev[1:], True]
+    return one & ok_prev & ok_next
 
 
 def learn_and_decide(buf: np.ndarray, known: np.ndarray, open_: np.ndarray, worth: np.ndarray, cfg

@@ -135,3 +135,23 @@ def test_evaluate_reports_what_the_predictor_knows_beside_xz():
     b = predictor_bits(clean)
     assert 0 < b["bits_per_byte"] < b["xz_bits"] < 8
     assert predictor_bits(clean[:0]) == {"bits_per_byte": None, "xz_bits": None, "zstd_bits": None}
+
+
+def test_uniform_and_random_stretches_build_no_predictor(monkeypatch):
+    """Erased flash (0xFF), padding and random data are copied as read without a predictor; a
+    stretch with one odd byte among them still gets one."""
+    built = []
+
+    class Spy(FileModel):
+        def __init__(self, *a, **k):
+            built.append(1)
+            super().__init__(*a, **k)
+    monkeypatch.setattr("fragfix.learned.FileModel", Spy)
+    rnd = np.random.default_rng(0).integers(0, 256, 64 * 512, dtype=np.uint8).tobytes()
+    for data in (b"\xff" * 300_000, b"A" * 70_001, rnd, b"\x00" * 100_000):
+        assert repair_bytes(None, data, RepairConfig()) == data
+    assert built == []
+    odd = bytearray(b"\xff" * 300_000)
+    odd[150_000] = 0xFE
+    repair_bytes(None, bytes(odd), RepairConfig())
+    assert built
