@@ -21,8 +21,13 @@ MAX_STRIDE = 512    # record strides looked for
 _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
 
 
+THREADS = 0  # threads one predictor builds with (0: _cores(); pool workers set 1)
+
+
 def _cores() -> int:
     """CPU cores this process may use (its affinity: a container's or taskset's share), at most 8."""
+    if THREADS:
+        return THREADS
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 8))
     except AttributeError:  # no affinity on this platform
@@ -77,6 +82,18 @@ class Window:
         if self.stride is None:
             self.stride = find_stride(self.buf, self.known)
 
+    def packed(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) uint64 each: the SIDE_MAX bytes before every position (byte i - d in bits 8(d - 1)
+        up) and after it; each side expert masks the bytes it reads (made once per window)."""
+        if getattr(self, "_packed", None) is None:
+            n, buf = self.n, self.buf
+            left, right = np.zeros(n, np.uint64), np.zeros(n, np.uint64)
+            for d in range(1, min(SIDE_MAX, n - 1) + 1):
+                left[d:] |= buf[:n - d].astype(np.uint64) << np.uint64(8 * (d - 1))
+                right[:n - d] |= buf[d:].astype(np.uint64) << np.uint64(8 * (d - 1))
+            self._packed = (left, right)
+        return self._packed
+
     def seg(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Hash of buf[a:b] for arrays of bounds (0 <= a <= b <= N)."""
         with np.errstate(over="ignore"):
@@ -129,6 +146,17 @@ def context_keys(w: Window, kind: str, q: np.ndarray | None) -> tuple[np.ndarray
     A context is valid when every byte it reads is known and inside the window (the position
     itself is never read)."""
     n = w.n
+    if kind in _SIDE and q is None:  # every position: masks of the window's packed neighbours
+        a, b = _SIDE[kind]
+        left, right = w.packed()
+        ok = np.zeros(n, bool)
+        ok[a:max(n - b, a)] = True
+        if w.bad[n]:  # some bytes unknown: no context may read one
+            idx = np.arange(n)
+            ok &= (w.bad[idx] - w.bad[np.maximum(idx - a, 0)] == 0) & \
+                  (w.bad[np.minimum(idx + 1 + b, n)] - w.bad[np.minimum(idx + 1, n)] == 0)
+        with np.errstate(over="ignore"):
+            return _mix64((left & _MASK[a]) * _M2 + ((right & _MASK[b]) ^ np.uint64((a * 16 + b + 1) << 56))), ok
     if kind in _SIDE:  # the a bytes left and b right, packed exactly (a, b <= 6), then mixed
         a, b = _SIDE[kind]
         every = q is None
@@ -203,4 +231,6 @@ def context_keys(w: Window, kind: str, q: np.ndarray | None) -> tuple[np.ndarray
 
 
 _SIDE = {name: (a, b) for name, a, b in SIDES}
+SIDE_MAX = max(max(a, b) for _, a, b in SIDES)
+_MASK = [np.uint64((1 << (8 * k)) - 1) for k in range(SIDE_MAX + 1)]
 _LONG = dict(LONG)

@@ -25,7 +25,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 
 from .experts import EXPERTS, Window, _cores, context_keys
 
@@ -36,11 +35,48 @@ MIX_STEPS = 40
 # However sure the contexts are, a value the file uses keeps this share of its order-0 frequency:
 # the mixer, fitted on a few thousand bytes, cannot rule novelty out ("FLT_MAX" beside "FLT_MIN").
 NOVELTY = 1e-4
+def _each(fn, items) -> list:
+    """[fn(x) for x in items] on one thread per core (_cores: 1 in a pool's worker process)."""
+    if _cores() == 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=_cores()) as pool:
+        return list(pool.map(fn, items))
+
+
+def _adam(shape: tuple, slot: np.ndarray, p: np.ndarray, lr: float = 0.3, betas=(0.9, 0.999),
+          eps: float = 1e-8) -> np.ndarray:
+    """theta (J, SLOTS) minimising L = -mean_q log(sum_j w_jq p_jq), w = softmax_j(theta[j, slot_jq])
+    over the experts whose context was seen (slot > 0), from theta = 0 by Adam (as torch.optim.Adam
+    steps it). dL/dlogit_jq = -w_jq (p_jq - M_q) / (M_q Q), M = the mix; theta sums its slots'."""
+    theta = np.zeros(shape)
+    m, v = np.zeros(shape), np.zeros(shape)
+    seen = slot > 0
+    rows = np.broadcast_to(np.arange(shape[0])[:, None], slot.shape)
+    flat = (rows * shape[1] + slot)[seen]  # theta's flat index of each seen (expert, position)
+    q = slot.shape[1]
+    for t in range(1, MIX_STEPS + 1):
+        logit = np.where(seen, theta[rows, slot], -1e9)
+        w = np.exp(logit - logit.max(0, keepdims=True))
+        w /= w.sum(0, keepdims=True)
+        mix = (w * p).sum(0)
+        live = mix > 1e-12  # clamped below it: no gradient, as clamp_min gives none
+        g_logit = np.where(live, -w * (p - mix) / np.maximum(mix, 1e-12) / q, 0.0)
+        grad = np.bincount(flat, weights=g_logit[seen], minlength=theta.size).reshape(shape)
+        m = betas[0] * m + (1 - betas[0]) * grad
+        v = betas[1] * v + (1 - betas[1]) * grad * grad
+        denom = np.sqrt(v) / np.sqrt(1 - betas[1] ** t) + eps
+        theta -= lr / (1 - betas[0] ** t) * m / denom
+    return theta
+
+
 def slot_of(c: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Mixing slot of a context seen c times (others than the position itself) with `values`
     distinct bytes after it: count bucket x (1, 2, 3+ values); 0 where never seen."""
-    bucket = np.searchsorted(BUCKETS, c, side="right") - 1
+    bucket = _BUCKET_OF[np.clip(c, 0, BUCKETS[-1])]  # a table lookup: c >= the last edge is its bucket
     return np.where(c > 0, bucket * 3 + np.minimum(values, 3) - 1, 0).astype(np.int64)
+
+
+_BUCKET_OF = (np.searchsorted(BUCKETS, np.arange(BUCKETS[-1] + 1), side="right") - 1).astype(np.int64)
 
 
 class Counts:
@@ -71,7 +107,7 @@ class Counts:
         self.hi = (np.r_[cstart[1:], len(ctx)][run] if len(ctx) else cstart).astype(np.int32)
         n_ctx = self.cum[self.hi] - self.cum[self.lo]           # how often each pair's context was seen
         self.pid = np.full(n, -1, dtype=np.int32)                # pair held by each source position
-        self.pid[at] = np.cumsum(new) - 1
+        self.pid[at] = np.cumsum(new, dtype=np.int32) - 1
         # what a source holding each pair sees, itself left out: its mixing slot and p(observed)
         c, c_obs = n_ctx - 1, self.count - 1
         self.slot_self = slot_of(c, (self.hi - self.lo) - (c_obs == 0)).astype(np.uint8)
@@ -98,15 +134,6 @@ class Counts:
         hit = (at < hi) & (at >= lo)
         return np.where(hit, self.count[at], 0).astype(np.float64)
 
-    def dense(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """(Q, 256) counts of every byte after each context."""
-        out = np.zeros((len(lo), 256))
-        length = hi - lo
-        rows = np.repeat(np.arange(len(lo)), length)
-        idx = np.repeat(lo - np.r_[0, np.cumsum(length)[:-1]], length) + np.arange(length.sum())
-        out[rows, (self.pair[idx] & np.uint64(255)).astype(np.int64)] = self.count[idx]
-        return out
-
 
 class FileModel:
     """The predictor of one window: exact counts per expert, and the mixer fitted on its intact bytes."""
@@ -120,8 +147,7 @@ class FileModel:
             at = np.flatnonzero(ok & known)
             return Counts(key[at], self.w.buf[at], at, self.w.n)  # keys come mixed
         # the experts are independent and numpy's sorts and gathers release the GIL: one per core
-        with ThreadPoolExecutor(max_workers=_cores()) as pool:
-            self.counts = list(pool.map(count, EXPERTS[1:]))  # per expert beyond order 0
+        self.counts = _each(count, EXPERTS[1:])  # per expert beyond order 0
         counts = np.bincount(buf[known], minlength=256).astype(np.float64)
         self.counts0, self.total0 = counts, counts.sum()
         self.order0 = (counts + 0.05) / (self.total0 + 0.05 * 256)  # never 0: every value stays possible
@@ -202,64 +228,70 @@ class FileModel:
         return w / w.sum(0, keepdims=True)
 
     def _fit(self, src: np.ndarray, seed: int) -> None:
-        """theta by maximum likelihood of the observed bytes at a sample of intact positions."""
+        """theta by maximum likelihood of the observed bytes at a sample of intact positions:
+        MIX_STEPS of Adam (lr 0.3) on the mean log-loss, its gradient written out (numpy only:
+        the predictor runs in worker processes that never load torch)."""
         if len(src) < 64:
             return
         rng = np.random.default_rng(seed)
         q = np.sort(rng.choice(src, size=min(MIX_SAMPLE, len(src)), replace=False))
         slot, p = self.source_view(q)  # (J, Q)
-        bucket = torch.from_numpy(slot)
-        pt = torch.from_numpy(p)
-        theta = torch.zeros(self.theta.shape, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.Adam([theta], lr=0.3)
-        rows = torch.arange(len(EXPERTS)).unsqueeze(1)
-        seen = bucket > 0
-        with torch.enable_grad():  # callers may run under no_grad (decide does)
-            self._descend(theta, opt, rows, bucket, seen, pt)
-        self.theta = theta.detach().numpy()
-
-    @staticmethod
-    def _descend(theta, opt, rows, bucket, seen, pt) -> float:
-        for _ in range(MIX_STEPS):
-            logit = theta[rows, bucket].masked_fill(~seen, -1e9)
-            w = torch.softmax(logit, 0)
-            loss = -torch.log((w * pt).sum(0).clamp_min(1e-12)).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return float(loss.item())
+        self.theta = _adam(self.theta.shape, slot, p)
 
     def p_observed(self, q: np.ndarray) -> np.ndarray:
-        """(Q,) P(observed byte | context) at known positions q (the screen: two gathers per
-        expert, no (J, Q) arrays: the mix is summed as it goes)."""
+        """(Q,) P(observed byte | context) at known positions q (the screen). Each expert's weight
+        and weighted p(observed) are made once per distinct (context, byte) pair; a position then
+        reads its pair's two numbers (pid) and the mix is summed as it goes, expert by expert."""
         e = np.exp(self.theta - self.theta.max())
         e[1:, 0] = 0.0
+        # per expert: (weight, weight x p_self) of every pair, and a zero slot for "no pair" (pid -1)
+        per = [(np.r_[e[j, c.slot_self], 0.0], np.r_[e[j, c.slot_self] * c.p_self, 0.0]) if len(c.pair) else None
+               for j, c in enumerate(self.counts, start=1)]
+        e0 = e[0, SLOTS - 1]
         num, den = np.zeros(len(q)), np.zeros(len(q))
 
         def part(lo: int) -> None:
             qq = q[lo:lo + (1 << 16)]
-            slot, p = self.source_view(qq)
-            w = e[np.arange(len(EXPERTS))[:, None], slot]
-            num[lo:lo + len(qq)] = (w * p).sum(0)
-            den[lo:lo + len(qq)] = w.sum(0)
-        with ThreadPoolExecutor(max_workers=_cores()) as pool:  # chunks apart: gathers release the GIL
-            list(pool.map(part, range(0, len(q), 1 << 16)))
+            n_, d_ = e0 * self.order0_obs(qq), np.full(len(qq), e0)
+            for c, wp in zip(self.counts, per):
+                if wp is not None:
+                    pid = c.pid[qq]  # -1 (no pair) reads the zero slot at the end
+                    d_ += wp[0][pid]
+                    n_ += wp[1][pid]
+            num[lo:lo + len(qq)], den[lo:lo + len(qq)] = n_, d_
+        _each(part, range(0, len(q), 1 << 16))  # chunks apart: gathers release the GIL
         return (1 - NOVELTY) * num / den + NOVELTY * self.order0_obs(q)
 
     def dense(self, q: np.ndarray, w: Window | None = None) -> np.ndarray:
         """(Q, 256) P(b | context) at positions q of the window (or of another Window `w`, whose
-        bytes are looked up in this one's counts), every value (rows sum to 1)."""
+        bytes are looked up in this one's counts), every value (rows sum to 1). Each expert adds
+        only the values its context was seen with (a handful per row): one weighted bincount over
+        every expert's (row, value) pairs, not a (Q, 256) pass per expert."""
         slot, parts = self._expert_view(q, w)
         wts = self.weights(slot)  # (J, Q)
         obs = parts[1].astype(np.int64)
         p0 = self.order0_at(q, w)
-        mix = wts[0][:, None] * p0  # (Q, 256), the experts added one at a time
+        flat, add = [], []
         for j in range(1, len(EXPERTS)):
             lo, hi, nc, s, _ = parts[j + 1]
             rows = np.flatnonzero(wts[j] > 0)
             if not len(rows):
                 continue
-            c = self.counts[j - 1].dense(lo[rows], hi[rows])
-            c[np.arange(len(rows)), obs[rows]] -= s[rows]  # leave-one-out
-            mix[rows] += (wts[j][rows] / nc[rows])[:, None] * np.clip(c, 0, None)
-        return (1 - NOVELTY) * mix / mix.sum(1, keepdims=True) + NOVELTY * p0
+            cnt = self.counts[j - 1]
+            length = hi[rows] - lo[rows]
+            k = np.repeat(lo[rows] - np.r_[0, np.cumsum(length)[:-1]], length) + np.arange(length.sum())
+            scale = wts[j][rows] / nc[rows]
+            flat.append(np.repeat(rows * 256, length) + (cnt.pair[k] & np.uint64(255)).astype(np.int64))
+            add.append(np.repeat(scale, length) * cnt.count[k])
+            own = s[rows]  # leave-one-out: a source's own pair counted itself once
+            flat.append(rows[own] * 256 + obs[rows[own]])
+            add.append(-scale[own])
+        mix = wts[0][:, None] * p0
+        if flat:
+            mix += np.bincount(np.concatenate(flat), np.concatenate(add), minlength=mix.size).reshape(mix.shape)
+        total = mix.sum(1, keepdims=True)
+        mix *= 1 - NOVELTY  # in place, in the order (1 - N) * mix / total + N * p0 is written
+        mix /= total
+        p0 *= NOVELTY
+        mix += p0
+        return mix
