@@ -144,7 +144,7 @@ class Runtime:
     device: str = "auto"      # auto, cpu, cuda, cuda:N or mps
     precision: str = "auto"   # auto (bf16 where fast), bf16 or fp32
     batch_fragments: int = 0  # fragments per model call (0: chosen by device)
-    threads: int = 0          # CPU threads (0: the cores available)
+    threads: int = 0          # CPU threads and stretch worker processes (0: the cores available)
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16"):

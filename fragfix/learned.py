@@ -19,13 +19,17 @@ from.
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from . import channel
+import numpy as np
+
+from . import channel, pool
 from .experts import Window
 from .filemodel import FileModel
 from .unknown import run_bounds
+
+if TYPE_CHECKING:
+    import torch
 
 LEARN_ROWS = 1024    # fragments (512 KB) one predictor learns from: its counts take ~100-200 MB
 DENSE_CHUNK = 4096  # suspects whose (Q, 256) distributions are held at once (8 MB float64)
@@ -40,6 +44,8 @@ def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengt
     """(B, 512) uint8 fragments, (B, 512) bool unknown, (B,) true lengths, (B,) piece of each row
     (runs of rows: one file each), (B,) bool rows worth repairing (None: all) -> decide.Decision.
     Each piece learns on its own: a file repairs to the same bytes alone or batched with others."""
+    import torch
+
     from .decide import Decision
     b, n = frags.shape
     unknown = torch.zeros((b, n), dtype=torch.bool) if unknown is None else unknown
@@ -54,20 +60,33 @@ def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengt
     conf = torch.full((b, n), float("nan"))
     clear = torch.zeros(b, dtype=torch.int64)
     quiet = _quiet(frags, valid, piece)
+    jobs, spans = [], []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         unk, ok = unknown[lo:hi], valid[lo:hi]
         if not (rows_ok[lo:hi] & ~quiet[lo:hi]).any() and not unk.any():
             continue  # nothing here to repair from or to repair: the bytes stand as read, no predictor built
-        out, c, k = learn_and_decide(frags[lo:hi].reshape(-1).numpy(), (~unk & ok).reshape(-1).numpy(),
-                                     (unk & ok).reshape(-1).numpy(), np.repeat(rows_ok[lo:hi], n), cfg)
-        new[lo:hi] = torch.from_numpy(out.reshape(hi - lo, n))
-        conf[lo:hi] = torch.from_numpy(c.reshape(hi - lo, n))
+        jobs.append((frags[lo:hi].reshape(-1).numpy(), (~unk & ok).reshape(-1).numpy(),
+                     (unk & ok).reshape(-1).numpy(), np.repeat(rows_ok[lo:hi], n), cfg))
+        spans.append((lo, hi))
+    # stretches learn apart: on the pool's workers when one is open (pool.py), here otherwise
+    for (lo, hi), (at, vals, c, k) in zip(spans, pool.run(stretch, jobs)):
+        new[lo:hi].view(-1)[at] = torch.from_numpy(vals)
+        conf[lo:hi].view(-1)[at] = torch.from_numpy(c)
         clear[lo:hi] = torch.from_numpy(np.bincount(k // n, minlength=hi - lo))
     new = torch.where(valid, new, frags)
     return Decision(new, new != frags, conf, clear)
 
 
-def _quiet(frags: torch.Tensor, valid: torch.Tensor, piece: np.ndarray) -> np.ndarray:
+def stretch(buf: np.ndarray, known: np.ndarray, open_: np.ndarray, worth: np.ndarray, cfg
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """learn_and_decide() as a pool job: only what changed travels back (positions, new values,
+    their confidences; the positions more likely damaged than not)."""
+    out, conf, clear = learn_and_decide(buf, known, open_, worth, cfg)
+    at = np.flatnonzero((out != buf) | ~np.isnan(conf))
+    return at, out[at], conf[at], clear
+
+
+def _quiet(frags, valid, piece: np.ndarray) -> np.ndarray:
     """(B,) rows of one byte value whose neighbours in the same piece hold only that value too
     (erased flash, padding, zero-filled space). A byte amid 1,500 of its own kind is what every
     context of it predicts, so such rows never change; a stretch of them and of random rows

@@ -70,7 +70,7 @@ GROUPS = {
         "precision": (str, typer.Option(R.precision, rich_help_panel=RUNTIME, help=(
             "auto (bf16 where fast), bf16 or fp32."))),
         "threads": (int, typer.Option(R.threads, rich_help_panel=RUNTIME, help=(
-            "CPU threads (0: the cores available)."))),
+            "CPU threads, and the learned rule's worker processes (0: the cores available)."))),
     },
 }
 

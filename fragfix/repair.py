@@ -25,9 +25,11 @@ from .copies import fills_for
 from .autoencoder import FRAGMENT_SIZE
 from .decide import Decision, RepairConfig, decide
 from .fragments import cut
-from .config import Runtime
+from .config import Runtime, available_cores
 from .inference import Scorer, cpu_trunk, load_scorer
 from .errors import InvalidInput, IOFailure
+from .learned import LEARN_ROWS
+from .pool import stretch_pool
 from .jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from .mapfile import format_mapfile, read_mapfile
 from .report import ReportWriter, empty_totals
@@ -246,6 +248,9 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     if scorer.cpu:
         cpu_trunk(scorer.model, scorer.bf16)  # weights prepared now, so the speed shown is the repair's alone
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
+    workers = runtime.threads or available_cores()
+    if cfg.rule == "learned" and window % LEARN_ROWS == 0:  # stretches keep their places: same bytes out
+        window = max(window, LEARN_ROWS * workers)  # one stretch per worker in every window
     # references: (path, mapfile path or None); the mapfile must describe the reference's size
     check_outputs(jobs, report_path, force, model_path, plot,
                   tuple(p for r in references for p in r if p is not None))
@@ -266,6 +271,8 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     t0 = time.perf_counter()
     files: list[dict] = []
     with ExitStack() as outer:
+        if cfg.rule == "learned":  # stretches on worker processes (pool.py); stopped first if the run fails
+            outer.enter_context(stretch_pool(workers))
         batch = outer.enter_context(Batch())  # exits last: all outputs move into place together, or none
         report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1, batch=batch)
         make_output_folders(jobs, batch)

@@ -155,3 +155,21 @@ def test_uniform_and_random_stretches_build_no_predictor(monkeypatch):
     odd[150_000] = 0xFE
     repair_bytes(None, bytes(odd), RepairConfig())
     assert built
+
+
+def test_worker_processes_give_the_same_bytes(tmp_path):
+    """Stretches on the pool's workers (pool.py) repair to exactly what one process gives."""
+    from fragfix.config import Runtime, available_cores
+    from fragfix.bundled import resolve_model_path
+    from fragfix.jobs import Job
+    from fragfix.repair import repair_files
+    if available_cores() < 2:
+        pytest.skip("one core: no pool")
+    src = tmp_path / "in.txt"
+    src.write_bytes(substitute(text_bytes(1_300_000, 4), 0.01, 5))  # three stretches, the last one short
+    outs = []
+    for threads in (1, 2):
+        dst = tmp_path / f"out{threads}"
+        s = repair_files([Job(src, dst)], resolve_model_path(None), RepairConfig(), runtime=Runtime(threads=threads))
+        outs.append((dst.read_bytes(), s["totals"]["changed"]))
+    assert outs[0] == outs[1] and outs[0][1] > 1000

@@ -172,11 +172,33 @@ def test_interrupted_repair_leaves_no_partial_output(tmp_path, model, sig):
     while time.time() < deadline and not [q for q in tmp_path.iterdir() if "fragfix-tmp" in q.name]:
         time.sleep(0.05)  # wait until output is being written
     time.sleep(0.3)
+    kids = _children(p.pid)  # the stretch workers (pool.py), on a machine with two cores or more
     p.send_signal(sig)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert sorted(q.name for q in tmp_path.iterdir()) == ["big.bin"]
+    deadline = time.time() + 10
+    while time.time() < deadline and [k for k in kids if _alive(k)]:
+        time.sleep(0.1)
+    assert not [k for k in kids if _alive(k)], "worker processes outlived the interrupted run"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for t in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (t / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_interrupted_training_keeps_the_last_checkpoint_and_resumes(tmp_path):
