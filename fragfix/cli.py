@@ -133,7 +133,7 @@ def info(
 @command
 @shared("gate", "runtime")
 def repair(
-    inputs: List[Path] = typer.Argument(..., help="Damaged file(s), or folders with -r."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Damaged file(s), or folders with -r."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", rich_help_panel=IO,
                                           help="Output file (one input) or folder (several)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", rich_help_panel=IO,
@@ -141,6 +141,12 @@ def repair(
     report: Optional[Path] = typer.Option(None, rich_help_panel=IO, help="Write a JSON report of every changed byte."),
     plot: Optional[Path] = typer.Option(None, rich_help_panel=IO,
                                         help="Draw a block map of what changed where (PNG; the plot extra)."),
+    files_from: Optional[Path] = typer.Option(None, rich_help_panel=IO, help=(
+        "Also repair the files listed in this file, one path per line ('-': standard input); each output "
+        "keeps its path as listed under -o.")),
+    shard: Optional[str] = typer.Option(None, rich_help_panel=IO, help=(
+        "K/N: repair only the K-th of N shards of the files (split by a hash of their paths; every shard "
+        "writes its own report, and the shards' totals add up).")),
     dry_run: bool = typer.Option(False, rich_help_panel=IO, help="Write nothing but the report."),
     force: bool = typer.Option(False, "--force", "-f", rich_help_panel=IO, help="Overwrite existing outputs."),
     preserve: bool = typer.Option(True, "--preserve/--no-preserve", rich_help_panel=IO,
@@ -178,14 +184,15 @@ def repair(
     """Repair damaged files: a new file and a report of every byte changed; the input is never written."""
     from .bundled import resolve_model_path
     from .config import Runtime
-    from .jobs import plan_jobs
+    from .jobs import parse_shard, plan_jobs
     from .render import byte_progress, draw_repair
     from .repair import repair_files
     from .runtime import set_threads
     cfg = gate_config(gate, zero_runs=zero_runs, formats=formats, format_budget=format_budget,
                       accept_probable=accept_probable, correct_good=correct_good)
     rt = Runtime(**runtime, batch_fragments=batch_size)
-    jobs, skipped = plan_jobs(inputs, output, recursive, dry_run, mapfile, map_out)
+    part = parse_shard(shard) if shard is not None else None
+    jobs, skipped = plan_jobs(inputs or [], output, recursive, dry_run, mapfile, map_out, files_from, part)
     if plot is not None:
         from .errors import InvalidInput
         from .pictures import require
@@ -203,6 +210,8 @@ def repair(
                                on_search=lambda name, n: progress.update(task, description=(
                                    "repairing" if name is None else f"searching {escape(name)}: {n:,} candidates")))
     summary["skipped"] = skipped
+    if part is not None:
+        summary["shard"] = {"k": part[0], "n": part[1], "files": len(jobs)}
     if as_json:
         emit_json(summary)
     draw_repair(summary, err)

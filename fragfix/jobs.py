@@ -4,8 +4,10 @@ Every input and output is checked before any work starts, so a bad path fails fa
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -85,36 +87,45 @@ def walk(folder: Path, recursive: bool = True) -> tuple[list[Path], list[dict]]:
 
 
 def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run: bool,
-              mapfile: Path | None = None, map_out: Path | None = None) -> tuple[list[Job], list[dict]]:
-    """Inputs + -o -> (jobs, skipped). One file: -o names the output file. Several, or -r: -o is a
-    folder and each output keeps its path relative to the input folder it came from. An empty file
-    repairs to an empty file; links and special files in folders are skipped (and listed)."""
+              mapfile: Path | None = None, map_out: Path | None = None, files_from: Path | None = None,
+              shard: tuple[int, int] | None = None) -> tuple[list[Job], list[dict]]:
+    """Inputs + -o -> (jobs, skipped). One file: -o names the output file. Several, or -r, or a list
+    (`files_from`): -o is a folder and each output keeps its path relative to the input folder it
+    came from (a listed file: its path as listed). `shard` (K, N) keeps the files of shard K
+    (shard_of). An empty file repairs to an empty file; links and special files in folders are
+    skipped (and listed)."""
+    # a file named on the command line keeps its name under -o; a listed one, its path as listed
+    named = [(Path(p), None) for p in inputs]
+    named += [(p, listed_name(p)) for p in (read_file_list(files_from) if files_from is not None else [])]
+    inputs = [p for p, _ in named]
     if not inputs:
         raise InvalidInput("no input files given")
     pairs: list[tuple[Path, Path]] = []  # (file, path relative to its root)
     skipped: list[dict] = []  # {path, why}: files in folders left alone, and why
-    for p in map(Path, inputs):
+    for p, as_listed in named:
         if p.is_dir():
             if not recursive:
                 raise InvalidInput(f"is a folder, expected a file (use -r for folders): {p}")
             files, left = walk(p)
-            pairs += [(q, q.relative_to(p)) for q in files]
+            pairs += [(q, (as_listed or Path()) / q.relative_to(p)) for q in files]
             skipped += left
         else:
-            pairs.append((p, Path(p.name)))
-    single = len(inputs) == 1 and not Path(inputs[0]).is_dir()
+            pairs.append((p, as_listed or Path(p.name)))
+    single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and files_from is None and shard is None
     if (mapfile or map_out) and not single:
         raise InvalidInput("--mapfile and --map-out take exactly one input file")
     if map_out and dry_run:
         raise InvalidInput("--dry-run writes only the report; --map-out would write a file")
     if output is None and not dry_run:
         raise InvalidInput("an output is needed: -o OUTPUT (or --dry-run to write only the report)")
+    if not single and not pairs:
+        raise InvalidInput("no files found in the input folders")
+    if shard is not None:  # before the checks: a shard reads (and stats) only its own files
+        pairs = [(src, rel) for src, rel in pairs if shard_of(rel, shard[1]) == shard[0]]
     for src, _ in pairs:
         check_input(src)
     if single:
         return [Job(pairs[0][0], None if dry_run else output, mapfile, map_out)], skipped
-    if not pairs:
-        raise InvalidInput("no files found in the input folders")
     rels = [r for _, r in pairs]
     if len(set(rels)) != len(rels):
         raise InvalidInput("two inputs would write the same output name; repair them separately")
@@ -126,6 +137,51 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
         raise InvalidInput(f"output folder's parent does not exist: {output.parent}")
     check_apart(output, [Path(p) for p in inputs if Path(p).is_dir()], "input folder")
     return [Job(src, output / rel, folder=output) for src, rel in pairs], skipped
+
+
+def read_file_list(path: Path) -> list[Path]:
+    """The paths in a list file, one per line ('-': standard input); blank lines are skipped, a
+    line's end may be LF or CRLF. Names are taken as bytes, as the file system holds them."""
+    try:
+        raw = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
+    except IsADirectoryError:
+        raise InvalidInput(f"--files-from {path} is a folder; it must be a file with one path per line") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read --files-from {path}: {e.strerror}") from None
+    if b"\0" in raw:
+        raise InvalidInput(f"--files-from {path} holds NUL bytes; it must be text with one path per line")
+    out = [Path(os.fsdecode(line.rstrip(b"\r"))) for line in raw.split(b"\n") if line.strip(b"\r")]
+    if not out:
+        raise InvalidInput(f"--files-from {path} lists no files")
+    return out
+
+
+def listed_name(p: Path) -> Path:
+    """Where a listed file's output goes under -o: its path as listed, an absolute one without its
+    root (as tar stores it). A path that climbs with '..' could land outside -o: refused."""
+    if ".." in p.parts:
+        raise InvalidInput(f"a listed path may not contain '..' (its output would leave -o): {p}")
+    rel = Path(*p.parts[1:]) if p.is_absolute() else p
+    if not rel.parts:
+        raise InvalidInput(f"a listed path names no file: {p}")
+    return rel
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 1 <= K <= N: this run repairs the K-th of N shards."""
+    k, sep, n = text.partition("/")
+    digits = sep and all(x.isascii() and x.isdigit() for x in (k, n))  # '3/8', not '3/²' or ' 3/8'
+    if not (digits and 1 <= int(k) <= int(n)):
+        raise InvalidInput(f"--shard must be K/N with 1 <= K <= N (the K-th of N shards, e.g. 3/8), got {text!r}")
+    return int(k), int(n)
+
+
+def shard_of(rel: Path, n: int) -> int:
+    """The shard (1..n) of a file, by a hash of its output path: every machine computes the same
+    split from the same names, whatever order it lists them in, and a file keeps its shard when
+    others are added or removed (a re-run repeats no finished shard's work)."""
+    digest = hashlib.blake2b(os.fsencode(str(rel)), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % n + 1
 
 
 def check_apart(output: Path, folders: list[Path], what: str) -> None:

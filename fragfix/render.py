@@ -129,6 +129,9 @@ def draw_repair(s: dict, console: Console) -> None:
                   f"{t['suspected']:,} suspected corruption, {t['unknown_filled']:,} unknown bytes filled "
                   f"(of {t['unknown_bytes']:,} marked unknown)")
     _draw_damage(s, console)
+    if s.get("shard"):
+        sh = s["shard"]
+        console.print(f"shard {sh['k']}/{sh['n']}: {sh['files']:,} of the files (the other shards' runs repair the rest)")
     if t.get("copied"):
         runs = sum(len(f.get("copies", [])) for f in s["files"])
         console.print(f"{t['copied']:,} unknown bytes in {runs:,} runs filled from copies found elsewhere "
