@@ -32,6 +32,7 @@ BUCKETS = np.array([0, 1, 2, 3, 5, 9, 17, 65], dtype=np.int64)  # n_j(c) >= edge
 SLOTS = len(BUCKETS) * 3  # mixing slots per expert: count bucket x values seen (1, 2, 3+); slot 0: never seen
 MIX_SAMPLE = 8192   # intact positions the mixer is fitted on
 MIX_STEPS = 40
+DENSE_ROWS = 1024  # positions whose (row, value) pairs dense() lists at once (at most ~60 MB)
 # However sure the contexts are, a value the file uses keeps this share of its order-0 frequency:
 # the mixer, fitted on a few thousand bytes, cannot rule novelty out ("FLT_MAX" beside "FLT_MIN").
 NOVELTY = 1e-4
@@ -103,15 +104,20 @@ class Counts:
         first = np.r_[True, ctx[1:] != ctx[:-1]] if len(ctx) else np.zeros(0, bool)
         cstart = np.flatnonzero(first)
         run = np.cumsum(first) - 1
-        self.lo = cstart[run].astype(np.int32)                  # each pair's context run [lo, hi)
-        self.hi = (np.r_[cstart[1:], len(ctx)][run] if len(ctx) else cstart).astype(np.int32)
-        n_ctx = self.cum[self.hi] - self.cum[self.lo]           # how often each pair's context was seen
+        lo = cstart[run].astype(np.int32)                       # each pair's context run [lo, hi) (not kept:
+        hi = (np.r_[cstart[1:], len(ctx)][run] if len(ctx) else cstart).astype(np.int32)  # runs() finds it)
+        n_ctx = self.cum[hi] - self.cum[lo]                     # how often each pair's context was seen
         self.pid = np.full(n, -1, dtype=np.int32)                # pair held by each source position
         self.pid[at] = np.cumsum(new, dtype=np.int32) - 1
         # what a source holding each pair sees, itself left out: its mixing slot and p(observed)
         c, c_obs = n_ctx - 1, self.count - 1
-        self.slot_self = slot_of(c, (self.hi - self.lo) - (c_obs == 0)).astype(np.uint8)
+        self.slot_self = slot_of(c, (hi - lo) - (c_obs == 0)).astype(np.uint8)
         self.p_self = np.where(c > 0, c_obs / np.maximum(c, 1), 0.0).astype(np.float32)
+
+    def runs(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi): the run of pairs [lo, hi) that shares each given pair's context (a search: a
+        few positions ask, so no per-pair array is kept for it)."""
+        return self.context(self.pair[pid] >> np.uint64(8))
 
     def trim(self, hk: np.ndarray) -> np.ndarray:
         """Full 64-bit context hashes -> the bits kept here."""
@@ -176,7 +182,8 @@ class FileModel:
             if own:
                 pid = cnt.pid[q]
                 s = pid >= 0                      # a source: its own pair, counted once
-                lo[s], hi[s], c_obs[s] = cnt.lo[pid[s]], cnt.hi[pid[s]], cnt.count[pid[s]] - 1
+                lo[s], hi[s] = cnt.runs(pid[s])
+                c_obs[s] = cnt.count[pid[s]] - 1
                 look = np.flatnonzero(~s & ~w.known[q])  # unknown bytes: their context may still be known
             else:
                 look = np.arange(len(q))
@@ -239,34 +246,34 @@ class FileModel:
         self.theta = _adam(self.theta.shape, slot, p)
 
     def p_observed(self, q: np.ndarray) -> np.ndarray:
-        """(Q,) P(observed byte | context) at known positions q (the screen). Each expert's weight
-        and weighted p(observed) are made once per distinct (context, byte) pair; a position then
-        reads its pair's two numbers (pid) and the mix is summed as it goes, expert by expert."""
+        """(Q,) P(observed byte | context) at known positions q (the screen). Expert by expert, its
+        weight and weighted p(observed) are made once per distinct (context, byte) pair, and every
+        position reads its pair's two numbers (pid); the mix is summed as it goes."""
         e = np.exp(self.theta - self.theta.max())
         e[1:, 0] = 0.0
-        # per expert: (weight, weight x p_self) of every pair, and a zero slot for "no pair" (pid -1)
-        per = [(np.r_[e[j, c.slot_self], 0.0], np.r_[e[j, c.slot_self] * c.p_self, 0.0]) if len(c.pair) else None
-               for j, c in enumerate(self.counts, start=1)]
         e0 = e[0, SLOTS - 1]
-        num, den = np.zeros(len(q)), np.zeros(len(q))
+        num, den = e0 * self.order0_obs(q), np.full(len(q), e0)
+        for j, c in enumerate(self.counts, start=1):
+            if not len(c.pair):
+                continue
+            we = np.r_[e[j, c.slot_self], 0.0]  # a zero slot at the end: pid -1 (no pair) reads it
+            wp = np.r_[we[:-1] * c.p_self, 0.0]
 
-        def part(lo: int) -> None:
-            qq = q[lo:lo + (1 << 16)]
-            n_, d_ = e0 * self.order0_obs(qq), np.full(len(qq), e0)
-            for c, wp in zip(self.counts, per):
-                if wp is not None:
-                    pid = c.pid[qq]  # -1 (no pair) reads the zero slot at the end
-                    d_ += wp[0][pid]
-                    n_ += wp[1][pid]
-            num[lo:lo + len(qq)], den[lo:lo + len(qq)] = n_, d_
-        _each(part, range(0, len(q), 1 << 16))  # chunks apart: gathers release the GIL
+            def part(lo: int) -> None:
+                pid = c.pid[q[lo:lo + (1 << 16)]]
+                den[lo:lo + len(pid)] += we[pid]
+                num[lo:lo + len(pid)] += wp[pid]
+            _each(part, range(0, len(q), 1 << 16))  # chunks apart: gathers release the GIL
         return (1 - NOVELTY) * num / den + NOVELTY * self.order0_obs(q)
 
     def dense(self, q: np.ndarray, w: Window | None = None) -> np.ndarray:
         """(Q, 256) P(b | context) at positions q of the window (or of another Window `w`, whose
         bytes are looked up in this one's counts), every value (rows sum to 1). Each expert adds
         only the values its context was seen with (a handful per row): one weighted bincount over
-        every expert's (row, value) pairs, not a (Q, 256) pass per expert."""
+        every expert's (row, value) pairs, not a (Q, 256) pass per expert. Rows go DENSE_ROWS at a
+        time: a context with many values lists up to 256 pairs per row and expert."""
+        if len(q) > DENSE_ROWS:  # rows are independent: the same numbers, a quarter of the memory
+            return np.concatenate([self.dense(q[i:i + DENSE_ROWS], w) for i in range(0, len(q), DENSE_ROWS)])
         slot, parts = self._expert_view(q, w)
         wts = self.weights(slot)  # (J, Q)
         obs = parts[1].astype(np.int64)
