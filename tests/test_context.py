@@ -1,5 +1,6 @@
 """Context counts: exact against brute force, unknown bytes never vote, and repairs they enable."""
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -121,3 +122,22 @@ def test_a_second_pass_starts_from_the_first_ones_output(trained):
     assert torch.equal(twice.fragments, decide(model, first.fragments, None, one).fragments)
     assert torch.equal(twice.changed, twice.fragments != damaged)
     assert (twice.fragments != clean).sum() <= (first.fragments != clean).sum()
+
+
+@pytest.mark.parametrize("tail", [0, 1])
+def test_a_gap_whose_right_context_ends_at_the_window_edge_is_filled(tail):
+    """The gap's k known bytes on the right end exactly at the window's last byte (tail = 0; k the
+    shortest order, so no other order can stand in): its context is whole, and the gap is filled
+    from the other places with that context."""
+    from fragfix.context import GAP_ORDERS, fill_gaps
+    k = min(GAP_ORDERS)
+    s = np.frombuffer(b"the cat sat on the mat. " * 40 + b"x" * tail, np.uint8).copy()
+    n = len(s)
+    a = n - tail - k - 3  # a 3-byte gap, then k known bytes, then `tail` more
+    known = np.ones(n, bool)
+    known[a:a + 3] = False
+    q = np.arange(a, a + 3)
+    top_b = np.zeros((3, 1), np.int64)
+    top_p = np.full((3, 1), 1e-3)
+    rows, vals, _ = fill_gaps(np.where(known, s, 0).astype(np.uint8), known, q, top_b, top_p)
+    assert rows.tolist() == [0, 1, 2] and bytes(vals) == bytes(s[a:a + 3])
