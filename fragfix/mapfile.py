@@ -1,7 +1,7 @@
 """GNU ddrescue mapfiles: parse them strictly, and write them.
 
-Format (from the ddrescue manual): lines starting with '#' (after optional whitespace) are
-comments; the first other line is the status line `current_pos current_status [current_pass]`
+Format (from the ddrescue manual): '#' starts a comment, to the end of its line (a whole line,
+or after a block, as ddrescue tolerates; comments are free text in any encoding); the first other line is the status line `current_pos current_status [current_pass]`
 (the pass is absent before ddrescue 1.20); every later line is a block `pos size status`.
 Numbers are C integer literals (0x hex, leading-0 octal, decimal). Block statuses: '+' finished,
 '?' non-tried, '*' non-trimmed, '/' non-scraped, '-' bad sector. Blocks are contiguous, ascending
@@ -66,11 +66,13 @@ def parse_mapfile(text: str, name: str = "mapfile") -> Mapfile:
     status_line = None
     blocks: list[Block] = []
     for no, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+        line = raw.split("#", 1)[0].strip()  # a comment: a whole line, or the end of one (free text)
+        if not line:
             continue
-        toks = line.split()
         where = f"{name} line {no}"
+        if not line.isascii():
+            raise MapfileError(f"{where}: not ASCII text outside a comment: {line[:60]!r}")
+        toks = line.split()
         if status_line is None:
             if len(toks) not in (2, 3) or toks[1] not in LINE_STATUS:
                 raise MapfileError(f"{where}: expected a status line 'pos status [pass]', got {line[:60]!r}")
@@ -105,9 +107,9 @@ def read_mapfile(path: Path, file_size: int | None = None) -> Mapfile:
     try:
         if path.stat().st_size > MAX_MAPFILE:
             raise MapfileError(f"mapfile is implausibly large: {path}")
-        text = path.read_bytes().decode("ascii")
-    except UnicodeDecodeError:
-        raise MapfileError(f"mapfile is not ASCII text: {path}") from None
+        # comments are free text (ddrescue writes the command line there: paths in any encoding);
+        # every other character must be ASCII, which parse_mapfile checks line by line
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
     except PermissionError:
         raise InvalidInput(f"mapfile is not readable (permission denied): {path}") from None
     m = parse_mapfile(text, path.name)

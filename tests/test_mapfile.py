@@ -67,6 +67,19 @@ def test_mapfile_must_fit_the_file_size(tmp_path):
         read_mapfile(p)
 
 
+def test_comments_are_free_text_and_may_end_a_line(tmp_path):
+    """ddrescue writes its command line into a comment: a path in UTF-8 (or any bytes) is fine
+    there, and so is a comment after a block; outside comments only ASCII is."""
+    p = tmp_path / "m.map"
+    p.write_bytes("# Command line: ddrescue /dev/sdb /media/José/disk.img /media/José/disk.map\n".encode()
+                  + b"# latin-1 too: Jos\xe9\n0 +  # status\n0 0x200 +   # good\n0x200 0x200 -  # bad sector\n")
+    m = read_mapfile(p, 1024)
+    assert m.bad_ranges() == [(512, 1024)]
+    p.write_bytes("0 +\n0 0x400 +\u00e9\n".encode())
+    with pytest.raises(MapfileError, match="line 2: not ASCII"):
+        read_mapfile(p)
+
+
 def test_format_roundtrips():
     text = format_mapfile([(10, 20), (100, 101)], 200, "guesses")
     m = parse_mapfile(text)
