@@ -124,6 +124,8 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
         pairs = [(src, rel) for src, rel in pairs if shard_of(rel, shard[1]) == shard[0]]
     for src, _ in pairs:
         check_input(src)
+    pairs, twice = _once(pairs)
+    skipped += twice
     if single:
         return [Job(pairs[0][0], None if dry_run else output, mapfile, map_out)], skipped
     rels = [r for _, r in pairs]
@@ -137,6 +139,22 @@ def plan_jobs(inputs: list[Path], output: Path | None, recursive: bool, dry_run:
         raise InvalidInput(f"output folder's parent does not exist: {output.parent}")
     check_apart(output, [Path(p) for p in inputs if Path(p).is_dir()], "input folder")
     return [Job(src, output / rel, folder=output) for src, rel in pairs], skipped
+
+
+def _once(pairs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[dict]]:
+    """Inputs that are one file (a path and a link to it, two hard links) are repaired once: the
+    first keeps its output, the others are skipped and named."""
+    first: dict[tuple[int, int], Path] = {}
+    keep, twice = [], []
+    for src, rel in pairs:
+        st = src.stat()
+        seen = first.setdefault((st.st_dev, st.st_ino), src)
+        if seen is src:
+            keep.append((src, rel))
+        else:
+            twice.append({"path": str(src), "why": "the same file as another input (repaired once)",
+                          "same_as": str(seen)})
+    return keep, twice
 
 
 def read_file_list(path: Path) -> list[Path]:

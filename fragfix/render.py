@@ -165,7 +165,7 @@ def draw_repair(s: dict, console: Console) -> None:
         console.print(f"block map: {escape(s['plot'])}")
     if s.get("skipped"):
         whys = Counter(k["why"] for k in s["skipped"])
-        console.print(escape(f"skipped {len(s['skipped'])} files in the input folders ("
+        console.print(escape(f"skipped {len(s['skipped'])} inputs ("
                              + ", ".join(f"{n} {why}" for why, n in whys.items()) + "): "
                              + ", ".join(k["path"] for k in s["skipped"][:3]) + (" …" if len(s["skipped"]) > 3 else "")),
                       style="yellow")

@@ -96,3 +96,18 @@ def test_shard_examples():
     for bad in ("0/3", "4/3", "3", "/3", "3/", "-1/3", "1/3/4", "a/b", "3/\u00b2"):
         with pytest.raises(InvalidInput):
             parse_shard(bad)
+
+
+def test_one_file_given_twice_is_repaired_once(tmp_path):
+    """A path and a link to it (or the same path twice) are one file: one output, the other named
+    as skipped; the totals count its bytes once."""
+    src = tmp_path / "doc.txt"
+    src.write_bytes(text_bytes(5_000, 3))
+    (tmp_path / "link.txt").symlink_to(src)
+    os_link = tmp_path / "hard.txt"
+    os_link.hardlink_to(src)
+    s = repair(str(src), str(tmp_path / "link.txt"), str(os_link), str(src), "-o", str(tmp_path / "out"))
+    assert [Path(f["output"]).name for f in s["files"]] == ["doc.txt"] and s["totals"]["size"] == 5_000
+    assert sorted(Path(k["path"]).name for k in s["skipped"]) == ["doc.txt", "hard.txt", "link.txt"]
+    assert {k["same_as"] for k in s["skipped"]} == {str(src)}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["doc.txt"]
