@@ -83,15 +83,19 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+COMPLETED: list[list[str]] = []  # the outputs of each final batch committed in this process
+
+
 class Batch:
     """The outputs of one run, committed together: each is written and fsynced to a temporary file
     beside its target; only when all are complete (the `with` block ends cleanly) are they moved
     into place, and on any error or interrupt none is: the temporary files and the folders the
     run made vanish. A run never leaves some of its outputs behind and not others."""
 
-    def __init__(self):
+    def __init__(self, final: bool = False):
         self.staged: list[tuple[str, Path, bool]] = []  # (temporary file, target, force)
         self.made_dirs: list[Path] = []
+        self.final = final  # the run's last act: once it is committed, the run has succeeded
 
     def __enter__(self) -> "Batch":
         return self
@@ -136,8 +140,10 @@ class Batch:
         """Move every staged file into place, signals held off meanwhile. New names first (a link:
         fails if the name appeared meanwhile, and those made so far are taken back), then
         replacements (--force), which cannot be taken back and so come last."""
-        held = {signal.SIGINT, signal.SIGTERM}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        with _held_signals():
+            self._move_into_place()
+
+    def _move_into_place(self) -> None:
         linked: list[Path] = []
         target = None
         try:
@@ -158,14 +164,14 @@ class Batch:
             if isinstance(e, OSError):
                 raise _failure(target, e) from e
             raise
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        for tmp, _, force in self.staged:
+        for tmp, _, force in self.staged:  # the temporary names go before an interrupt can stop the run
             if not force:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
         for folder in {(p.parent if str(p.parent) else Path(".")) for _, p, _ in self.staged}:
             _fsync_dir(folder)
+        if self.final:  # an interrupt from now on finds the run complete (cli_edge: exit 0)
+            COMPLETED.append([str(p) for _, p, _ in self.staged])
         self.staged = []
 
     def discard(self) -> None:
@@ -193,6 +199,34 @@ def atomic_write(path: Path, force: bool = False, mode=None, batch: Batch | None
         return
     with Batch() as own, own.stage(path, force, mode) as f:
         yield f
+
+
+@contextlib.contextmanager
+def _held_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside are noted, not acted on, and delivered to the handlers
+    they would have reached once the block is done. Python runs signal handlers in the main thread
+    whatever thread the kernel picked, so the handlers are swapped (blocking the signal in the main
+    thread alone would not keep another thread, a progress bar's, from taking it)."""
+    held: list[int] = []
+    try:
+        old = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+               for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: nothing to swap (signals reach the main thread only)
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if held:
+            handler = old[held[0]]
+            if callable(handler):
+                handler(held[0], None)
+            elif handler == signal.SIG_DFL:
+                if held[0] == signal.SIGINT:
+                    raise KeyboardInterrupt
+                signal.raise_signal(held[0])
 
 
 def _failure(path: Path, e: OSError) -> IOFailure:

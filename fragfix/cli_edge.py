@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .atomic import COMPLETED
 from .errors import ExitCode, FragfixError
 
 try:  # typer >= 0.20 vendors click; older releases use it as a dependency
@@ -65,6 +66,7 @@ def contract(fn):
                 signal.signal(sig, _raise_interrupt)
         except ValueError:  # not the main thread (some test runners)
             pass
+        COMPLETED.clear()  # this command's own commits only (tests run many in one process)
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -75,6 +77,12 @@ def contract(fn):
             err.print(f"[bold red]fragfix: error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
             raise typer.Exit(int(e.exit_code))
         except KeyboardInterrupt:
+            if COMPLETED:  # after the run's outputs were all in place: the run has succeeded
+                done = [p for batch in COMPLETED for p in batch]
+                err.print(escape(f"fragfix: interrupted after the run was complete; its {len(done)} output(s) are "
+                                 "in place" + (": " + ", ".join(done[:3]) + (" …" if len(done) > 3 else "") if done
+                                               else "")), soft_wrap=True)
+                raise typer.Exit(0)
             err.print("fragfix: interrupted; no partial output was left behind")
             raise typer.Exit(int(ExitCode.INTERRUPTED))
         except MemoryError:

@@ -159,7 +159,7 @@ def save_outputs(result: dict, samples_dir, plot, json_out, force: bool) -> list
     import json
     from .atomic import Batch, atomic_write
     from .pictures import evaluate_figure, save_samples
-    with Batch() as batch:
+    with Batch(final=True) as batch:
         if samples_dir is not None:
             save_samples(result["samples"], samples_dir, batch)
         if plot is not None:

@@ -273,7 +273,7 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     with ExitStack() as outer:
         if cfg.rule == "learned":  # stretches on worker processes (pool.py); stopped first if the run fails
             outer.enter_context(stretch_pool(workers))
-        batch = outer.enter_context(Batch())  # exits last: all outputs move into place together, or none
+        batch = outer.enter_context(Batch(final=True))  # exits last: all outputs move into place together, or none
         report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1, batch=batch)
         make_output_folders(jobs, batch)
         pending, count = [], 0

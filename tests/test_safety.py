@@ -242,3 +242,34 @@ def test_help_and_module_entry_point_do_not_import_torch():
     assert out.stdout.strip() == "False"
     r = subprocess.run([sys.executable, "-m", "fragfix", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("fragfix ")
+
+
+@pytest.mark.parametrize("when", ["moving outputs into place", "drawing the summary"])
+def test_an_interrupt_after_the_outputs_are_in_place_is_a_success(tmp_path, src, model, monkeypatch, when):
+    """Ctrl-C that lands once every output is complete and in place (held off while they move, or
+    while the summary is drawn) exits 0 and says so: a script must not believe nothing was written."""
+    import fragfix.atomic
+    import fragfix.render
+
+    def interrupt(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)  # pending while held off, raised at once otherwise
+        if when == "drawing the summary":
+            time.sleep(1)
+    if when == "moving outputs into place":
+        real = fragfix.atomic._fsync_dir
+
+        def fsync_dir(d):  # the run's final batch only (the report may commit on its own before)
+            caller = sys._getframe(1).f_locals.get("self")
+            if getattr(caller, "final", False):
+                interrupt()
+            real(d)
+        monkeypatch.setattr(fragfix.atomic, "_fsync_dir", fsync_dir)
+    else:
+        monkeypatch.setattr(fragfix.render, "draw_repair", interrupt)
+    r = runner.invoke(app, ["repair", str(src), "-o", str(tmp_path / "out"), "-m", str(model),
+                            "--report", str(tmp_path / "r.json")])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert r.exit_code == 0, r.output
+    assert "interrupted after the run was complete; its 2 output(s) are in place" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p != src) == ["out", "r.json"]
+    assert len((tmp_path / "out").read_bytes()) == len(src.read_bytes())
