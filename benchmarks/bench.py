@@ -1,6 +1,6 @@
 """fragfix benchmark: speed, memory and repair quality, printed as tables and written as JSON.
 
-    python benchmarks/bench.py                      # the full run quoted in README "Performance"
+    python benchmarks/bench.py                      # the full run quoted in docs/performance.md
     python benchmarks/bench.py --quick              # a smaller, faster run
 
 The "never trained on" table comes from bench_unseen.py (kinds of file the model never saw).
@@ -178,7 +178,7 @@ def harm(model_path: Path, held, mb: int) -> list[dict]:
     return rows
 
 
-VARIANTS = {  # the gate/context settings compared in README's frontier table
+VARIANTS = {  # the gate/context settings compared in docs/performance.md (frontier table)
     "default (context 2,3,4, damage gate)": {},
     "previous release: --context 3,4 --no-damage-gate": {"context_orders": (3, 4), "damage_gate": False},
     "conservative: --floor 1e-4": {"floor": 1e-4},

@@ -1,6 +1,6 @@
 """Repair speed and memory as a user meets them: `fragfix repair` end to end, beside `gzip -6`.
 
-    python benchmarks/bench_speed.py            # 8 MB per kind, medians of 3 (the figures in README)
+    python benchmarks/bench_speed.py            # 8 MB per kind, medians of 3 (the figures in docs/performance.md)
     python benchmarks/bench_speed.py --mb 2 --runs 1
 
 For each kind of data (clean text, executables, a SQLite database, erased flash 0xFF, zeros, one

@@ -8,7 +8,7 @@ Those counts sharpen the model's distribution, PPM-style, one order after anothe
     p_k(b) = (c_k(b) + weight * p_{k-1}(b)) / (n_k + weight),   p_0 = the model's probabilities
 
 so a context seen often overrides the model and an unseen one leaves it alone (what that is worth
-on held-out data: README, Performance).
+on held-out data: docs/performance.md).
 
 Everything here is numpy over one window: `buf` (N,) uint8 bytes, `known` (N,) bool (False for
 unknown bytes and padding, which never vote and never count as context), `q` (Q,) positions

@@ -12,7 +12,7 @@ model's own probabilities at a position whose observed byte is o, o becomes argm
 max p >= threshold, p[o] <= floor and p_m[o] <= model_floor; unknown positions always take
 argmax p, and whole unknown runs take the string that fills the same gap elsewhere in the
 window when there is one (`context.fill_gaps`). Where argmax p and o differ in a single bit, both floors are `one_bit_factor` times
-higher: bit rot flips single bits, so such a correction is a priori likelier (the figures: README,
+higher: bit rot flips single bits, so such a correction is a priori likelier (the figures: docs/performance.md,
 Performance).
 The damage gate (`damage.py`) then scales both floors by the damage rate the window itself shows
 (0 where it shows no more than clean data: nothing changes) and vetoes bytes that are the file's

@@ -4,7 +4,7 @@
 activation copies between layouts, GELU on the dense view). Training passes the module's own
 parameters, which autocast re-casts on every call; here they are cast to the compute dtype once,
 and the detector and the 256-way head read the dense (B, 1, L, C) features directly: no per-call
-re-casting of weights, no layout copies (the speed-up is in README, Performance). Categorical
+re-casting of weights, no layout copies (the speed-up is in docs/performance.md). Categorical
 head only. The results agree with `features` to 1e-5 in fp32 and to
 bf16 rounding in bf16 (tested).
 

@@ -1,4 +1,4 @@
-"""Make the README's pictures in docs/ with the bundled model: a repair block map, the evaluate
+"""Make the docs' pictures in docs/ with the bundled model: a repair block map, the evaluate
 figure and one evaluate sample. Deterministic data (held-out Python stdlib files, seeded damage).
 
     python scripts/make_docs_pictures.py            # needs the plot extra: pip install -e '.[plot]'
