@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .cli_edge import STATE, OneLineErrors, contract, err
+from .cli_edge import STATE, OneLineErrors, SafeConsole, contract, err, shown
 from .config import EvalConfig, ModelConfig
 from .options import (DATA, FORMATS_PANEL, IO, MAPS, MODEL, RUNTIME, TRAINING, D, M, R, T, gate_config, parse_floats,
                       parse_ints, shared)
@@ -127,7 +126,7 @@ def info(
     if as_json:
         emit_json(d)
     else:
-        draw_info(d, Console())
+        draw_info(d, SafeConsole())
 
 
 @command
@@ -208,7 +207,7 @@ def repair(
                                on_start=lambda total, m: progress.update(task, total=total), plot=plot, runtime=rt,
                                references=_pair_references(reference, reference_mapfile),
                                on_search=lambda name, n: progress.update(task, description=(
-                                   "repairing" if name is None else f"searching {escape(name)}: {n:,} candidates")))
+                                   "repairing" if name is None else f"searching {escape(shown(name))}: {n:,} candidates")))
     summary["skipped"] = skipped
     if part is not None:
         summary["shard"] = {"k": part[0], "n": part[1], "files": len(jobs)}

@@ -36,7 +36,7 @@ class OneLineErrors(typer.core.TyperGroup):
             ctx = getattr(e, "ctx", None)
             where = ctx.command_path if ctx is not None else (prog_name or "fragfix")
             if e.format_message():  # empty when no arguments printed the help
-                sys.stderr.write(f"fragfix: error: {e.format_message()} (see {where} --help)\n")
+                sys.stderr.write(shown(f"fragfix: error: {e.format_message()} (see {where} --help)") + "\n")
             sys.exit(e.exit_code)
         except typer.Abort:
             sys.stderr.write("fragfix: interrupted\n")
@@ -44,7 +44,32 @@ class OneLineErrors(typer.core.TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-err = Console(stderr=True, highlight=False)
+def shown(text: str) -> str:
+    """Text as it may reach a terminal: characters that are not printable (escape sequences, line
+    breaks, bidirectional overrides in a file name) become visible escapes, as `ls -b` and git show
+    them; a byte the file system name could not decode (a surrogate) shows as that byte."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif 0xDC80 <= ord(c) <= 0xDCFF:
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        else:
+            out.append(c.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+class SafeConsole(Console):
+    """A console whose text never carries a control character from a name to the terminal: every
+    string printed goes through shown() (markup, being printable, is left as it is)."""
+
+    def print(self, *objects, **kwargs):
+        super().print(*(shown(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+err = SafeConsole(stderr=True, highlight=False)
 STATE = {"debug": False}
 PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.ENOENT)
 

@@ -48,8 +48,8 @@ def draw_training(events, console: Console) -> dict | None:
             elif isinstance(ev, Finished):
                 if ev.stopped_early:
                     console.print("stopped early: validation loss stopped improving")
-                console.print(escape(f"best checkpoint: {ev.best_path} (val loss {ev.best_val_loss:.4f})\n"
-                                     f"last checkpoint: {ev.last_path}"))
+                console.print(escape(f"best checkpoint: {ev.best_path} (val loss {ev.best_val_loss:.4f})"))
+                console.print(escape(f"last checkpoint: {ev.last_path}"))
                 summary = {"best": ev.best_path, "last": ev.last_path, "best_val_loss": ev.best_val_loss,
                            "epochs": ev.epochs_run, "stopped_early": ev.stopped_early, "history": history}
     return summary

@@ -273,3 +273,21 @@ def test_an_interrupt_after_the_outputs_are_in_place_is_a_success(tmp_path, src,
     assert "interrupted after the run was complete; its 2 output(s) are in place" in r.output
     assert sorted(p.name for p in tmp_path.iterdir() if p != src) == ["out", "r.json"]
     assert len((tmp_path / "out").read_bytes()) == len(src.read_bytes())
+
+
+def test_names_reach_the_terminal_escaped(tmp_path, monkeypatch):
+    """A file name holding an escape sequence or a line break is shown escaped (as ls -b does) in
+    the summary and in errors: it can neither drive the terminal nor forge a line."""
+    from fragfix.cli_edge import shown
+    odd = tmp_path / "in" / "o\x1b[2J.txt"
+    odd.parent.mkdir()
+    odd.write_bytes(text_bytes(3_000, 1))
+    (tmp_path / "in" / "new\nline.txt").write_bytes(text_bytes(2_000, 2))
+    monkeypatch.chdir(tmp_path)  # short names: the summary's lines stay whole at 80 columns
+    r = runner.invoke(app, ["repair", "-r", "in", "-o", "out"])
+    assert r.exit_code == 0, r.output
+    assert "\x1b[2J" not in r.output and "o\\x1b[2J.txt:" in r.output
+    assert "new\\nline.txt:" in r.output and "\nline.txt" not in r.output
+    r = runner.invoke(app, ["repair", str(tmp_path / "nope\x1b[31m"), "-o", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "\x1b[31m" not in r.output and "nope\\x1b[31m" in r.output
+    assert shown("caf\u00e9 \u202eevil") == "caf\u00e9 \\u202eevil" and shown("a\udcffb") == "a\\xffb"
