@@ -190,6 +190,7 @@ def repair(
     cfg = gate_config(gate, zero_runs=zero_runs, formats=formats, format_budget=format_budget,
                       accept_probable=accept_probable, correct_good=correct_good)
     rt = Runtime(**runtime, batch_fragments=batch_size)
+    _check_repair_options(dry_run, output, plot, mapfile, reference, reference_mapfile)
     part = parse_shard(shard) if shard is not None else None
     jobs, skipped = plan_jobs(inputs or [], output, recursive, dry_run, mapfile, map_out, files_from, part)
     if plot is not None:
@@ -214,6 +215,18 @@ def repair(
     if as_json:
         emit_json(summary)
     draw_repair(summary, err)
+
+
+def _check_repair_options(dry_run, output, plot, mapfile, reference, reference_mapfile) -> None:
+    """Options that would be ignored, or do other than they say, are errors before any work."""
+    from .errors import InvalidInput
+    if dry_run and output is not None:
+        raise InvalidInput("--dry-run writes only the report; -o names an output it would not write")
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise InvalidInput(f"--plot draws a PNG picture: give a name ending in .png, not {plot}")
+    if (reference or reference_mapfile) and mapfile is None:
+        raise InvalidInput("--reference and --reference-mapfile fill the unknown bytes a --mapfile names: "
+                           "give the image's --mapfile too")
 
 
 def _pair_references(refs, maps) -> tuple:

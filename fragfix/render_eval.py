@@ -151,6 +151,8 @@ def check_outputs(plot, json_out, samples_dir, force: bool, reads: list) -> None
                 raise InvalidInput(f"{out} is inside the data folder {d} (or holds it): write it elsewhere")
     if plot is not None:
         from .pictures import require
+        if Path(plot).suffix.lower() != ".png":
+            raise InvalidInput(f"--plot draws a PNG picture: give a name ending in .png, not {plot}")
         require()  # a missing extra is a clear error before the run, not after it
 
 

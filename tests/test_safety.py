@@ -291,3 +291,21 @@ def test_names_reach_the_terminal_escaped(tmp_path, monkeypatch):
     r = runner.invoke(app, ["repair", str(tmp_path / "nope\x1b[31m"), "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and "\x1b[31m" not in r.output and "nope\\x1b[31m" in r.output
     assert shown("caf\u00e9 \u202eevil") == "caf\u00e9 \\u202eevil" and shown("a\udcffb") == "a\\xffb"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dry-run", "-o", "OUT"], "--dry-run writes only the report"),
+    (["-o", "OUT", "--plot", "map.jpg"], "ending in .png"),
+    (["-o", "OUT", "--reference", "SRC"], "give the image's --mapfile"),
+    (["-o", "OUT", "--reference", "SRC", "--reference-mapfile", "SRC"], "give the image's --mapfile")])
+def test_options_that_would_be_ignored_are_errors(tmp_path, src, model, args, message):
+    before = snapshot(tmp_path)
+    args = [str(tmp_path / "out") if a == "OUT" else str(src) if a == "SRC" else a for a in args]
+    r = runner.invoke(app, ["repair", str(src), "-m", str(model), *args])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert snapshot(tmp_path) == before
+
+
+def test_evaluate_plot_must_be_png(tmp_path, src, model):
+    r = runner.invoke(app, ["evaluate", "-d", str(src), "-m", str(model), "--plot", str(tmp_path / "e.svg")])
+    assert r.exit_code == 2 and "ending in .png" in r.output
