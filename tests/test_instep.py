@@ -60,7 +60,8 @@ def test_parse_of_any_bytes_is_a_parse_or_bad_stream(data):
 
 @pytest.mark.parametrize("kind", ["crc32", "adler32"])
 @pytest.mark.parametrize("tier", [0, 1])  # 0: literal and distance bit flips; 1: wrong bytes in distances
-def test_algebra_predicts_the_checksum_of_every_candidate(kind, tier):
+def test_algebra_predicts_the_checksum_of_every_candidate(kind, tier, monkeypatch):
+    monkeypatch.setattr(instep, "MAX_ELEMENTS", 1 << 30)  # the algebra itself, not the memory bound
     comp = _raw(TEXT, 6)
     P = parse(comp, 0)
     ck = zlib.crc32 if kind == "crc32" else zlib.adler32
@@ -289,3 +290,17 @@ def test_a_wrong_byte_over_a_distance_code_is_enumerated_as_the_copy_it_reads():
         assert P2.n == len(TEXT) and P2.m_out == P.m_out and P2.m_len == P.m_len
         assert P2.m_dist[idx[t]] == nd[t]
         assert [a for i, a in enumerate(P2.m_dist) if i != idx[t]] == [a for i, a in enumerate(P.m_dist) if i != idx[t]]
+
+
+def test_a_tier_past_memory_or_the_budget_is_not_solved(monkeypatch):
+    """Solving costs ~200 bytes and ~2 us per element (candidate x output byte it changes): a tier
+    with more elements than MAX_ELEMENTS, or than the time left before the deadline allows, is not
+    solved at all (a 22 KB gzip once took 2 GB and 31 s against a 5 s budget)."""
+    import time
+    comp = _raw(TEXT, 6)
+    P = parse(comp, 0)
+    full = instep.solve(P, TEXT, "crc32", zlib.crc32(TEXT), 0)
+    assert len(full[0]) > 1000
+    assert instep.solve(P, TEXT, "crc32", zlib.crc32(TEXT), 0, deadline=time.perf_counter() + 1e-3)[0] == []
+    monkeypatch.setattr(instep, "MAX_ELEMENTS", 1000)
+    assert instep.solve(P, TEXT, "crc32", zlib.crc32(TEXT), 0)[0] == []

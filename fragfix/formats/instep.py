@@ -17,6 +17,7 @@ a zlib-like encoder could have written them, then by how much more plausible the
 """
 from __future__ import annotations
 
+import math
 import time
 import zlib
 
@@ -32,6 +33,11 @@ from .trees import consistent
 ADLER = 65521
 MAX_OUT = 1 << 20  # larger outputs are searched by decoding only
 T8 = np.array([TABLE[1 << b] for b in range(8)], np.uint32)
+# An element is one output byte one candidate changes (a distance candidate changes its whole match):
+# each costs ~200 bytes and ~2 us to solve (a 60 KB stream's distance bytes: 7 million elements,
+# 1.4 GB, 15 s). Past either bound a tier is not solved.
+MAX_ELEMENTS = 1_500_000
+ELEMENT_S = 2.5e-6
 MERGE_OUT, BYTE_PRIOR = 1 << 16, 24.0  # both tiers in one order up to 64 KB of output; a byte's prior (bits)
 TREES_S, TREES_SHARE = 2.0, 0.25  # the most time (seconds, share of what is left) for asking zlib's trees
 
@@ -84,7 +90,7 @@ def subtree(P: Parse, leaf: np.ndarray, xor: bool) -> tuple[np.ndarray, np.ndarr
 
 
 def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_of=None, tier: int = 0,
-          until: float = 0.0, keys: bool = False):
+          until: float = 0.0, keys: bool = False, deadline: float = math.inf):
     """The in-step candidates in order of plausibility gain, and the index in that order of each one
     whose output would pass the checksum. Tier 0: literal and distance bit flips; tier 1: one wrong
     byte in a distance's code or extra bits. `until`: when to stop asking zlib's trees (trees.py).
@@ -105,6 +111,9 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
         dbyte, dxor, didx, dnew = (np.concatenate(x) for x in zip(distance_bytes(P), distance_fields(P)))
     # every candidate as elements (output position, new byte) with a candidate id per element
     s, L, _ = _matches(P)
+    elements = len(lbyte) + int(L[didx].sum())
+    if elements > MAX_ELEMENTS or time.perf_counter() + ELEMENT_S * elements > deadline:
+        return empty  # more than memory or the budget allows: the decoded search goes on alone
     ds, dl = s[didx], L[didx]
     seg = np.repeat(np.arange(len(didx)), dl)
     k = np.arange(len(seg)) - np.repeat(np.cumsum(dl) - dl, dl)
@@ -187,9 +196,11 @@ def algebra(search, lo: int, hi: int | None) -> bool:
         search.parse, search.gain = P, context_gain(tr.out, model)
         until = time.perf_counter() + min(TREES_S, TREES_SHARE * (search.deadline - time.perf_counter()))
         if search.window is None:
-            search.algebra = both_tiers(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until)
+            search.algebra = both_tiers(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until,
+                                        search.deadline)
         else:  # a second error's search: single bits only (each first tried adds all it compares)
-            search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until=until) + (False,)
+            search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until=until,
+                                   deadline=search.deadline) + (False,)
         o.tried += len(search.algebra[0])
     edits, order, ranks, merged = search.algebra
     if search.window is not None:  # a second error's search: only candidates near the first
@@ -204,21 +215,23 @@ def algebra(search, lo: int, hi: int | None) -> bool:
     if hi is None and search.window is None and not merged and time.perf_counter() < search.deadline:
         # last: one wrong byte in a distance's code or extra bits (found, but after every bit: probable)
         edits, order, ranks = solve(search.parse, tr.out, search.kind, tr.sum, tr.stored, search.gain, tier=1,
-                                    until=time.perf_counter() + 0.1)
+                                    until=time.perf_counter() + 0.1, deadline=search.deadline)
         o.tried += len(edits)
         return _take(search, edits, order, ranks, 0, None)
     return False
 
 
-def both_tiers(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain, until: float):
+def both_tiers(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain, until: float,
+               deadline: float = math.inf):
     """Single bits and wrong bytes in a distance's code or extra bits in one order (outputs up to MERGE_OUT):
     a byte's gain counts BYTE_PRIOR bits less, and log2(how many more byte candidates) less again.
     Dev in-step, true fix within 4,295: bytes 11 -> 28 of 48, bits 48 -> 46 of 60. Returns (edits,
     order, passing ranks, merged)."""
-    e0, o0, r0, k0 = solve(P, out, kind, damaged_sum, stored, gain, until=until, keys=True)
+    e0, o0, r0, k0 = solve(P, out, kind, damaged_sum, stored, gain, until=until, keys=True, deadline=deadline)
     if len(out) > MERGE_OUT or k0 is None:
         return e0, o0, r0, False
-    e1, o1, r1, k1 = solve(P, out, kind, damaged_sum, stored, gain, tier=1, until=time.perf_counter() + 0.1, keys=True)
+    e1, o1, r1, k1 = solve(P, out, kind, damaged_sum, stored, gain, tier=1, until=time.perf_counter() + 0.1,
+                           keys=True, deadline=deadline)
     if k1 is None:
         return e0, o0, r0, False
     pen = BYTE_PRIOR + np.log2(len(e1) / max(len(e0), 1))
