@@ -279,10 +279,12 @@ def evaluate(
     from .render import grid_progress
     from .render_eval import check_outputs, draw_formats, draw_samples, draw_table, save_outputs
     from .runtime import set_threads
+    from .errors import InvalidInput
     rt = Runtime(**runtime)
     if samples < 0:
-        from .errors import InvalidInput
         raise InvalidInput(f"--samples must not be negative, got {samples}")
+    if formats and (format_files < 1 or not 0 < format_budget <= 3600):  # before the run, not after it
+        raise InvalidInput("--format-files must be at least 1 and --format-budget within (0, 3600]")
     cfg = EvalConfig(data=[str(p) for p in data_dir] if data_dir else None,
                      models=[str(model) if model else None] + [str(c) for c in compare or []],
                      noise=noise, levels=parse_floats(levels, "--levels"),
@@ -296,13 +298,10 @@ def evaluate(
         task = progress.add_task("evaluating", total=len(cfg.cells))
         result = run(cfg, progress=lambda done, total: progress.update(task, completed=done, total=total))
     if formats:
-        from .errors import InvalidInput
         from .bundled import resolve_model_path
         from .formats.grid import held_out_samples, score_grid
         from .inference import load_scorer
         from .verified import model_scorer
-        if format_files < 1 or not 0 < format_budget <= 3600:
-            raise InvalidInput("--format-files must be at least 1 and --format-budget within (0, 3600]")
         surprise = model_scorer(load_scorer(resolve_model_path(model), rt.device, rt.precision)[0])  # as repair uses it
         with grid_progress(err) as progress:
             task = progress.add_task("checksummed files", total=None)

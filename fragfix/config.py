@@ -101,8 +101,8 @@ class RepairConfig:
         self.context_orders = tuple(sorted({int(k) for k in self.context_orders}))
         if any(not 1 <= k <= MAX_ORDER for k in self.context_orders):
             raise InvalidInput(f"context orders must be within 1..{MAX_ORDER}, got {list(self.context_orders)}")
-        if not (1.0 <= self.one_bit_factor < math.inf):
-            raise InvalidInput(f"one-bit-factor must be at least 1, got {self.one_bit_factor}")
+        if not (1.0 <= self.one_bit_factor <= 1000.0):  # it multiplies probabilities: past 1000 it means nothing
+            raise InvalidInput(f"one-bit-factor must be from 1 to 1000, got {self.one_bit_factor}")
         if not (self.context_weight > 0) or math.isinf(self.context_weight):
             raise InvalidInput(f"context weight must be positive, got {self.context_weight}")
         if self.zero_runs < 0:

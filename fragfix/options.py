@@ -100,7 +100,7 @@ def gate_config(gate: dict, **kw) -> RepairConfig:
     from .errors import InvalidInput
     g = dict(gate)
     context, window_mb = g.pop("context"), g.pop("window_mb")
-    orders = () if context.strip().lower() in ("off", "none", "0", "") else parse_floats(context, "--context")
+    orders = () if context.strip().lower() in ("off", "none", "0") else parse_floats(context, "--context")
     if any(not math.isfinite(o) or o != int(o) for o in orders):
         raise InvalidInput(f"--context must be whole numbers of bytes, got {context!r}")
     if not (window_mb > 0) or window_mb > 1024:
@@ -112,9 +112,12 @@ def gate_config(gate: dict, **kw) -> RepairConfig:
 def parse_floats(text: str, what: str) -> list[float]:
     from .errors import InvalidInput
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        out = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise InvalidInput(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not out:
+        raise InvalidInput(f"{what} must list at least one number, got {text!r}")
+    return out
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:

@@ -67,8 +67,10 @@ def cases(tmp_path, src):
         ([str(src), "-o", str(tmp_path / "o"), "--floor", "-0.1"], 2, "floor must be within [0, 1]"),
         ([str(src), "-o", str(tmp_path / "o"), "--model-floor", "2"], 2, "model-floor must be within [0, 1]"),
         ([str(src), "-o", str(tmp_path / "o"), "--context", "3,9"], 2, "context orders must be within 1..4"),
-        ([str(src), "-o", str(tmp_path / "o"), "--one-bit-factor", "0.5"], 2, "one-bit-factor must be at least 1"),
+        ([str(src), "-o", str(tmp_path / "o"), "--one-bit-factor", "0.5"], 2, "one-bit-factor must be from 1 to 1000"),
         ([str(src), "-o", str(tmp_path / "o"), "--context", "two"], 2, "--context must be comma-separated numbers"),
+        ([str(src), "-o", str(tmp_path / "o"), "--context", ",,,"], 2, "--context must list at least one number"),
+        ([str(src), "-o", str(tmp_path / "o"), "--one-bit-factor", "1e308"], 2, "one-bit-factor must be from 1"),
         ([str(src), "-o", str(tmp_path / "o"), "--context", "2.5"], 2, "--context must be whole numbers"),
         ([str(src), "-o", str(tmp_path / "o"), "--window-mb", "0"], 2, "--window-mb must be within"),
         ([str(src), "-o", str(tmp_path / "o"), "--passes", "0"], 2, "passes must be within 1..8"),
@@ -309,3 +311,15 @@ def test_options_that_would_be_ignored_are_errors(tmp_path, src, model, args, me
 def test_evaluate_plot_must_be_png(tmp_path, src, model):
     r = runner.invoke(app, ["evaluate", "-d", str(src), "-m", str(model), "--plot", str(tmp_path / "e.svg")])
     assert r.exit_code == 2 and "ending in .png" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--levels", ",,"], "--levels must list at least one number"),
+    (["--formats", "--format-files", "-1"], "--format-files must be at least 1"),
+    (["--formats", "--format-budget", "-1"], "--format-budget within"),
+    (["--samples", "-1"], "--samples must not be negative")])
+def test_bad_evaluate_options_fail_before_any_work(tmp_path, src, model, args, message, monkeypatch):
+    import fragfix.evaluate
+    monkeypatch.setattr(fragfix.evaluate, "evaluate", lambda *a, **k: pytest.fail("the run started"))
+    r = runner.invoke(app, ["evaluate", "-d", str(src), "-m", str(model), *args])
+    one_line_error(r, 2, message)
