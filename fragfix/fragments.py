@@ -139,7 +139,8 @@ class FragmentDataset(torch.utils.data.Dataset):
 
     def summary(self) -> dict:
         return {"files": len({s.path for s in self.spans}), "fragments": len(self),
-                "bytes": sum(s.size for s in self.spans), "skipped": len(self.skipped)}
+                "bytes": sum(s.size for s in self.spans), "skipped": len(self.skipped),
+                "within_file": getattr(self, "within_file", False)}
 
 
 def cut(pieces: Sequence[tuple[bytes, np.ndarray | None]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -184,6 +185,7 @@ def split_files(files: Sequence[Path], val_fraction: float, seed: int,
         n_val = max(1, int(round(s.count * val_fraction))) if s.count > 1 else 0
         train = FragmentDataset([Span(s.path, 0, s.count - n_val, s.size)], partial)
         val = FragmentDataset([Span(s.path, s.count - n_val, n_val, s.size)], partial)
+        val.within_file = True  # said at the start of training: not a held-out file
     else:
         order = np.random.default_rng(seed).permutation(len(spans))
         n_val = min(len(spans) - 1, max(1, int(round(len(spans) * val_fraction))))

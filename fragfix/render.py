@@ -25,6 +25,10 @@ def draw_training(events, console: Console) -> dict | None:
                 console.print(f"{verb}: {ev.parameters:,} parameters on {ev.device}; "
                               f"train {ev.train['files']} files / {ev.train['fragments']:,} fragments, "
                               f"validation {ev.val['files']} files / {ev.val['fragments']:,} fragments")
+                if ev.val.get("within_file"):
+                    console.print(f"[yellow]one training file: validation is its last {ev.val['fragments']:,} "
+                                  "fragments, a tail of the same file, not a held-out file (give several files for "
+                                  "validation on files never trained on)")
                 if ev.train.get("skipped"):
                     console.print(f"[yellow]skipped {ev.train['skipped']} files (empty, short or unreadable)")
                 if ev.start_epoch >= ev.epochs:

@@ -8,7 +8,7 @@ from fragfix.checkpoints import describe, load_model
 from fragfix.cli import app
 from fragfix.training import Epoch, Finished, TrainConfig, train
 
-from conftest import TINY, make_corpus
+from conftest import TINY, make_corpus, text_bytes
 
 runner = CliRunner()
 
@@ -130,3 +130,14 @@ def test_an_interrupted_run_leaves_no_empty_checkpoint_folder(tmp_path):
         assert isinstance(next(run), Started) and out.is_dir()
         run.close()  # what an interrupt does to the generator
         assert out.is_dir() == made
+
+
+def test_one_training_file_says_its_validation_is_a_tail_of_it(tmp_path):
+    """With one file there is no held-out file: validation is its last fragments, and the run says so."""
+    from typer.testing import CliRunner
+    from fragfix.cli import app
+    (tmp_path / "only.txt").write_bytes(text_bytes(40_000, 1))
+    r = CliRunner().invoke(app, ["train", "-d", str(tmp_path / "only.txt"), "-o", str(tmp_path / "ck"), "--epochs", "1",
+                                 "-b", "8", "--channels", "8,8,16,16", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "one training file: validation is its last" in r.output and "not a held-out file" in r.output
