@@ -58,11 +58,8 @@ class Window:
         b = self.buf.astype(np.uint64) + np.uint64(1)
         # polynomial prefix hash H[i] of buf[:i] (mod 2**64): H[i + 1] = H[i] * P + b[i], vectorised
         # as H[i] = P**(i-1) * cumsum(b[k] * P**-k); P is odd, so its inverse mod 2**64 exists
-        p = np.uint64(0x100000001B3)
-        p_inv = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+        self.pw, inv = _powers(n)
         with np.errstate(over="ignore"):
-            self.pw = np.cumprod(np.r_[np.uint64(1), np.full(n, p, dtype=np.uint64)], dtype=np.uint64)
-            inv = np.cumprod(np.r_[np.uint64(1), np.full(max(n - 1, 0), p_inv, dtype=np.uint64)], dtype=np.uint64)[:n]
             self.h = np.zeros(n + 1, dtype=np.uint64)
             if n:
                 self.h[1:] = np.cumsum(b * inv, dtype=np.uint64) * self.pw[:n]
@@ -105,6 +102,25 @@ class Window:
         if skip is not None:
             bad = bad - (~self.known[skip]).astype(np.int32)
         return bad == 0
+
+
+_POWERS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P**0 .. P**n, P**0 .. P**-(n-1)) mod 2**64 for the prefix hash, kept for the last two lengths
+    (a fill's beam builds a Window of the same length at every step; read-only: shared)."""
+    if n not in _POWERS:
+        p = np.uint64(0x100000001B3)
+        p_inv = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+        with np.errstate(over="ignore"):
+            pw = np.cumprod(np.r_[np.uint64(1), np.full(n, p, dtype=np.uint64)], dtype=np.uint64)
+            inv = np.cumprod(np.r_[np.uint64(1), np.full(max(n - 1, 0), p_inv, dtype=np.uint64)], dtype=np.uint64)[:n]
+        pw.flags.writeable = inv.flags.writeable = False
+        if len(_POWERS) >= 2:
+            _POWERS.pop(next(iter(_POWERS)))
+        _POWERS[n] = (pw, inv)
+    return _POWERS[n]
 
 
 def find_stride(buf: np.ndarray, known: np.ndarray, sample: int = 32768) -> int:
