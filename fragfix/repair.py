@@ -105,7 +105,7 @@ class FileRepair:
                                                               batch=self.batch))
 
     def consume(self, pos: int, data: bytes, unk: np.ndarray, new: np.ndarray, changed: np.ndarray,
-                conf: np.ndarray, touched: int, clear: int = 0) -> None:
+                conf: np.ndarray, clear: int = 0) -> None:
         if self.t0 is None:
             self.start()
         copied_any = None
@@ -118,7 +118,8 @@ class FileRepair:
             changed = changed & ~copied_any
         t = self.totals
         t["fragments"] += -(-len(data) // FRAGMENT_SIZE)
-        t["fragments_touched"] += touched
+        every = changed if copied is None else changed | copied  # copies change fragments too
+        t["fragments_touched"] += len(np.unique(np.flatnonzero(every) // FRAGMENT_SIZE))  # pieces start a fragment
         t["clear_errors"] += clear
         n_copied = 0 if copied is None else int(copied.sum())
         t["changed"] += int(changed.sum()) + n_copied
@@ -177,8 +178,7 @@ def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progr
         new = d.fragments[row:row + c].reshape(-1)[:n].numpy()
         changed = d.changed[row:row + c].reshape(-1)[:n].numpy()
         conf = d.confidence[row:row + c].reshape(-1)[:n].numpy()
-        touched = int(d.changed[row:row + c].any(1).sum())
-        fr.consume(pos, data, unk, new, changed, conf, touched, int(d.clear[row:row + c].sum()))
+        fr.consume(pos, data, unk, new, changed, conf, int(d.clear[row:row + c].sum()))
         if progress:
             progress(n)
         if last:
@@ -190,7 +190,7 @@ def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progr
 def _pass_through(fr: FileRepair, pos: int, data: bytes, unk: np.ndarray, last: bool, progress) -> list[dict]:
     """A piece with nothing to fill when only unknown bytes may change: copied as it is, no model."""
     arr = np.frombuffer(data, dtype=np.uint8)
-    fr.consume(pos, data, unk, arr, np.zeros(len(arr), dtype=bool), np.zeros(len(arr), dtype=np.float32), 0)
+    fr.consume(pos, data, unk, arr, np.zeros(len(arr), dtype=bool), np.zeros(len(arr), dtype=np.float32))
     if progress:
         progress(len(data))
     return [fr.finish()] if last else []

@@ -80,6 +80,7 @@ def test_a_sector_whose_content_is_elsewhere_is_restored_exactly(tmp_path, untra
     assert runs[(second + 20) * SECTOR]["source_offset"] == 20 * SECTOR
     assert runs[(second + 20) * SECTOR]["end"] == (second + 22) * SECTOR
     assert rep["totals"]["copied"] == 3 * SECTOR
+    assert rep["totals"]["fragments_touched"] == 3  # copies change fragments too (once said 0)
     assert {c["reason"] for c in rep["changes"]} == {"copy"}
 
 
