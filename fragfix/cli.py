@@ -100,15 +100,12 @@ def train(
                       lr=lr, noise=noise, seed=seed, val_fraction=val_fraction, steps_per_epoch=steps_per_epoch,
                       patience=patience, device=device, precision=precision, threads=threads, workers=workers,
                       resume=resume, force=force, model=mcfg)
-    if force and not resume:
-        old = [p for p in cfg.paths() if p.exists()]
-        if old:
-            err.print(escape(f"--force: replacing {', '.join(str(p) for p in old)}"))
+    old = [p for p in cfg.paths() if p.exists()] if force and not resume else []
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 draws and reports
         for _ in run(cfg):
             pass
         return
-    summary = draw_training(run(cfg), err)
+    summary = draw_training(_saying_replaced(run(cfg), old), err)
     if as_json and summary is not None:
         emit_json(summary)
 
@@ -227,6 +224,16 @@ def _check_repair_options(dry_run, output, plot, mapfile, reference, reference_m
     if (reference or reference_mapfile) and mapfile is None:
         raise InvalidInput("--reference and --reference-mapfile fill the unknown bytes a --mapfile names: "
                            "give the image's --mapfile too")
+
+
+def _saying_replaced(events, old: list):
+    """train's events, saying which checkpoints --force replaces once the run has passed its checks
+    (its first event), not before a check refuses it."""
+    for ev in events:
+        if old:
+            err.print(escape(f"--force: replacing {', '.join(str(p) for p in old)}"))
+            old = []
+        yield ev
 
 
 def _pair_references(refs, maps) -> tuple:

@@ -48,6 +48,10 @@ def test_train_refuses_to_replace_checkpoints_without_resume_or_force(tmp_path, 
     refused(args + ["--lr", "0.5"], tmp_path, "--resume")
     res = runner.invoke(app, args + ["--force"])
     assert res.exit_code == 0 and "--force: replacing" in res.output
+    # a run that a check refuses says nothing about replacing (it replaces nothing): here the
+    # checkpoint folder is also given as training data
+    res = runner.invoke(app, args + ["-d", str(tmp_path / "ck"), "--force"])
+    assert res.exit_code == 2 and "replacing" not in res.output and "output is the training data" in res.output
 
 
 def test_force_never_replaces_a_fifo_or_device(tmp_path, src, untrained):
