@@ -22,6 +22,7 @@ from .inference import load_scorer
 from .errors import InvalidInput
 from .fragments import FragmentDataset, list_files
 from .noise import NoiseGenerator, NoiseSpec
+from .pool import stretch_pool
 
 
 def evenly(ds: FragmentDataset, n: int) -> torch.Tensor:
@@ -102,6 +103,44 @@ def clean_bits_per_byte(model, noisy: torch.Tensor, unknown, clean: torch.Tensor
     return total / max(n, 1) / math.log(2)
 
 
+BATCH_ROWS = 16384  # fragments (8 MB) of several cells decided in one call
+
+
+def _decide_cells(scorer, frags: list[torch.Tensor], unknown: list, cfg) -> list[torch.Tensor]:
+    """Each cell's fragments repaired as decide_windows() would repair them alone. Under the learned
+    rule every cell (and every window of a cell) is a piece of its own, and each piece learns on its
+    own, so cells go to decide() together, BATCH_ROWS at a time, and their stretches run side by side
+    on the pool's workers; the model rule pools context counts over a window, so its cells go alone."""
+    from .decide import decide
+    from .inference import as_scorer
+    if cfg.rule != "learned" or (scorer is not None and as_scorer(scorer).head == "sigmoid"):
+        return [decide_windows(scorer, f, u, cfg) for f, u in zip(frags, unknown)]
+    step, out, batch = cfg.window_fragments, [], []
+
+    def flush():
+        if not batch:
+            return
+        f = torch.cat([b[0] for b in batch])
+        u = torch.cat([b[1] for b in batch])
+        pieces = torch.cat([b[2] for b in batch])
+        d = decide(scorer, f, u, cfg, None, pieces).fragments
+        at = 0
+        for b in batch:
+            out.append(d[at:at + len(b[0])])
+            at += len(b[0])
+        batch.clear()
+    piece = 0
+    for f, u in zip(frags, unknown):
+        u = torch.zeros(f.shape, dtype=torch.bool) if u is None else u
+        ids = piece + torch.arange(len(f)) // step  # a window of the cell: a piece (as decide_windows cuts)
+        piece = int(ids[-1]) + 1 if len(f) else piece
+        if batch and sum(len(b[0]) for b in batch) + len(f) > BATCH_ROWS:
+            flush()
+        batch.append((f, u, ids))
+    flush()
+    return out
+
+
 def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None) -> dict:
     """Run the grid; returns {"settings", "rows", "samples"} (rows: one per data x model x kind x level;
     the default sample is scored as three groups, held-out text, held-out binaries and kinds never
@@ -113,28 +152,36 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     groups, described = load_fragments(cfg)
     grid = [(name, clean, k, lv) for name, clean in groups for k, lv in cfg.cells]
     rows, samples = [], []
-    for step, (name, clean, kind, level) in enumerate(grid):
-        noisy = NoiseGenerator(NoiseSpec(kind, level), seed=noise_seed(cfg.seed, kind, level))(clean)
-        unknown = noisy.erased if (kind == "zero" and cfg.zero_as_unknown) else None
-        damaged = noisy.fragments != clean
-        rows.append({"model": "none (damaged)", "data": name, "noise": kind, "level": level,
-                     **score(clean, noisy.fragments, noisy.fragments), "bits_per_byte": None, "mb_per_s": None})
-        for path, scorer in models:
-            t0 = time.perf_counter()
-            out = decide_windows(scorer, noisy.fragments, unknown, cfg.repair)
-            secs = time.perf_counter() - t0
-            rows.append({"model": path, "data": name, "noise": kind, "level": level,
-                         **score(clean, noisy.fragments, out),
-                         "bits_per_byte": clean_bits_per_byte(scorer.model, noisy.fragments, unknown, clean, damaged),
-                         "mb_per_s": clean.numel() / secs / 1e6})
-            # samples: the first model's, spread over the noise kinds, each at its middle level
-            share = -(-cfg.samples // len(cfg.kinds))
-            mine = [lv for k, lv in cfg.cells if k == kind]
-            if path == models[0][0] and level == mine[len(mine) // 2] and len(samples) < cfg.samples:
-                samples += pick_samples(clean, noisy.fragments, out, unknown, kind, level,
-                                        min(share, cfg.samples - len(samples)))
-        if progress:
-            progress(step + 1, len(grid))
+    with stretch_pool(rt.threads):  # the learned rule's stretches on worker processes (pool.py)
+        for at in range(0, len(grid), len(cfg.cells)):  # one data group: all its cells decided together
+            cells = grid[at:at + len(cfg.cells)]
+            noisy = [NoiseGenerator(NoiseSpec(k, lv), seed=noise_seed(cfg.seed, k, lv))(clean)
+                     for _, clean, k, lv in cells]
+            unknown = [n.erased if (k == "zero" and cfg.zero_as_unknown) else None for n, (_, _, k, _) in zip(noisy, cells)]
+            outs = {}
+            for path, scorer in models:
+                t0 = time.perf_counter()
+                outs[path] = _decide_cells(scorer, [n.fragments for n in noisy], unknown, cfg.repair)
+                outs[path] = (outs[path], (time.perf_counter() - t0) / len(cells))
+            for j, (name, clean, kind, level) in enumerate(cells):
+                frags, unk = noisy[j].fragments, unknown[j]
+                damaged = frags != clean
+                rows.append({"model": "none (damaged)", "data": name, "noise": kind, "level": level,
+                             **score(clean, frags, frags), "bits_per_byte": None, "mb_per_s": None})
+                for path, scorer in models:
+                    out, secs = outs[path][0][j], outs[path][1]
+                    rows.append({"model": path, "data": name, "noise": kind, "level": level,
+                                 **score(clean, frags, out),
+                                 "bits_per_byte": clean_bits_per_byte(scorer.model, frags, unk, clean, damaged),
+                                 "mb_per_s": clean.numel() / secs / 1e6})
+                    # samples: the first model's, spread over the noise kinds, each at its middle level
+                    share = -(-cfg.samples // len(cfg.kinds))
+                    mine = [lv for k, lv in cfg.cells if k == kind]
+                    if path == models[0][0] and level == mine[len(mine) // 2] and len(samples) < cfg.samples:
+                        samples += pick_samples(clean, frags, out, unk, kind, level,
+                                                min(share, cfg.samples - len(samples)))
+                if progress:
+                    progress(at + j + 1, len(grid))
     predictor = {name: predictor_bits(clean) for name, clean in groups}
     settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed,
                 "fragments": sum(len(c) for _, c in groups), "groups": [name for name, _ in groups],

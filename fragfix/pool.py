@@ -16,8 +16,11 @@ parallelism, and two runs on a shared machine do not oversubscribe it.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -38,7 +41,7 @@ def stretch_pool(workers: int) -> Iterator[int]:
     global _active
     from .config import available_cores
     n = workers or available_cores()
-    if n < 2 or _active is not None:  # one core, or a pool already open around this run
+    if n < 2 or _active is not None or not _spawn_safe():  # one core, a pool already open, or no way to spawn
         yield 1 if _active is None else _active._max_workers
         return
     pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
@@ -57,7 +60,22 @@ def stretch_pool(workers: int) -> Iterator[int]:
 
 def run(fn: Callable, jobs: list[tuple]) -> list:
     """[fn(*job) for job in jobs], in order; on the workers when a pool is open and there are two
-    jobs or more. `fn` must be a module-level function (workers import it by name)."""
+    jobs or more. `fn` must be a module-level function (workers import it by name). A pool whose
+    workers cannot start or die (a script spawn cannot re-run, a worker killed) is given up, and the
+    jobs run here: the same results, one core."""
+    global _active
     if _active is None or len(jobs) < 2:
         return [fn(*job) for job in jobs]
-    return list(_active.map(fn, *zip(*jobs)))
+    try:
+        return list(_active.map(fn, *zip(*jobs)))
+    except BrokenProcessPool:
+        _active.shutdown(wait=False, cancel_futures=True)
+        _active = None
+        return [fn(*job) for job in jobs]
+
+
+def _spawn_safe() -> bool:
+    """Whether spawned workers can start: they re-run the main module from its file, so a main
+    read from standard input (no such file) rules them out; no file (-c, a notebook) is fine."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path is None or os.path.isfile(path)

@@ -173,3 +173,41 @@ def test_worker_processes_give_the_same_bytes(tmp_path):
         s = repair_files([Job(src, dst)], resolve_model_path(None), RepairConfig(), runtime=Runtime(threads=threads))
         outs.append((dst.read_bytes(), s["totals"]["changed"]))
     assert outs[0] == outs[1] and outs[0][1] > 1000
+
+
+def test_evaluate_cells_decided_together_as_each_alone():
+    """evaluate decides a group's cells in one call (pieces: each cell, and each window of a cell):
+    the same bytes as decide_windows() on each cell alone, windows of odd sizes included."""
+    from fragfix.decide import decide_windows
+    from fragfix.evaluate import _decide_cells
+    cfg = RepairConfig(window_fragments=3)
+    cells, unknown = [], []
+    for i, rows in enumerate((5, 1, 8)):
+        data = substitute(text_bytes(rows * 512, 20 + i), 0.02, i)
+        unk = torch.from_numpy(np.arange(rows * 512) % 97 == 0).view(rows, 512)
+        f = torch.from_numpy(arr(data)).view(rows, 512)
+        cells.append(f.masked_fill(unk, 0) if i != 0 else f)  # zeroed where unknown, as ddrescue leaves them
+        unknown.append(None if i == 0 else unk)
+    got = _decide_cells(None, cells, unknown, cfg)
+    for f, u, g in zip(cells, unknown, got):
+        assert torch.equal(g, decide_windows(None, f, u, cfg))
+    assert all(not torch.equal(g, f) for g, f in zip(got[1:], cells[1:]))  # the unknown bytes were filled
+
+
+def test_a_script_read_from_stdin_repairs_without_workers(tmp_path):
+    """Spawned workers re-run the main module from its file; a script piped to python has none, so
+    the stretches run in the process itself, with the same bytes and no error."""
+    import subprocess
+    import sys
+    from fragfix.config import available_cores
+    if available_cores() < 2:
+        pytest.skip("one core: no pool")
+    src = tmp_path / "in.txt"
+    src.write_bytes(substitute(text_bytes(1_100_000, 6), 0.01, 7))
+    code = ("from pathlib import Path; from fragfix.repair import repair_files; from fragfix.jobs import Job; "
+            "from fragfix.config import RepairConfig, Runtime; from fragfix.bundled import resolve_model_path; "
+            f"repair_files([Job(Path({str(src)!r}), Path({str(tmp_path / 'out')!r}))], resolve_model_path(None), "
+            "RepairConfig(), runtime=Runtime(threads=2)); print('ok')")
+    r = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
