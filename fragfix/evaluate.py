@@ -115,28 +115,23 @@ def _decide_cells(scorer, frags: list[torch.Tensor], unknown: list, cfg) -> list
     from .inference import as_scorer
     if cfg.rule != "learned" or (scorer is not None and as_scorer(scorer).head == "sigmoid"):
         return [decide_windows(scorer, f, u, cfg) for f, u in zip(frags, unknown)]
-    step, out, batch = cfg.window_fragments, [], []
+    out, batch = [], []
 
     def flush():
-        if not batch:
-            return
-        f = torch.cat([b[0] for b in batch])
-        u = torch.cat([b[1] for b in batch])
-        pieces = torch.cat([b[2] for b in batch])
-        d = decide(scorer, f, u, cfg, None, pieces).fragments
-        at = 0
-        for b in batch:
-            out.append(d[at:at + len(b[0])])
-            at += len(b[0])
-        batch.clear()
-    piece = 0
+        if batch:
+            f, u, pieces = (torch.cat(t) for t in zip(*batch))
+            out.extend(decide(scorer, f, u, cfg, None, pieces).fragments.split([len(b[0]) for b in batch]))
+            batch.clear()
+    piece = rows = 0
     for f, u in zip(frags, unknown):
         u = torch.zeros(f.shape, dtype=torch.bool) if u is None else u
-        ids = piece + torch.arange(len(f)) // step  # a window of the cell: a piece (as decide_windows cuts)
-        piece = int(ids[-1]) + 1 if len(f) else piece
-        if batch and sum(len(b[0]) for b in batch) + len(f) > BATCH_ROWS:
+        ids = piece + torch.arange(len(f)) // cfg.window_fragments  # a window of the cell: a piece, as decide_windows cuts
+        piece += -(-len(f) // cfg.window_fragments)
+        if batch and rows + len(f) > BATCH_ROWS:
             flush()
+            rows = 0
         batch.append((f, u, ids))
+        rows += len(f)
     flush()
     return out
 
@@ -158,11 +153,11 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
             noisy = [NoiseGenerator(NoiseSpec(k, lv), seed=noise_seed(cfg.seed, k, lv))(clean)
                      for _, clean, k, lv in cells]
             unknown = [n.erased if (k == "zero" and cfg.zero_as_unknown) else None for n, (_, _, k, _) in zip(noisy, cells)]
-            outs = {}
+            outs = {}  # model path -> (each cell's repaired fragments, seconds per cell)
             for path, scorer in models:
                 t0 = time.perf_counter()
-                outs[path] = _decide_cells(scorer, [n.fragments for n in noisy], unknown, cfg.repair)
-                outs[path] = (outs[path], (time.perf_counter() - t0) / len(cells))
+                repaired = _decide_cells(scorer, [n.fragments for n in noisy], unknown, cfg.repair)
+                outs[path] = (repaired, (time.perf_counter() - t0) / len(cells))
             for j, (name, clean, kind, level) in enumerate(cells):
                 frags, unk = noisy[j].fragments, unknown[j]
                 damaged = frags != clean
