@@ -166,7 +166,13 @@ def _rate(fm: FileModel, q: np.ndarray, p_o: np.ndarray, pi: np.ndarray, z: floa
     if len(q) == 0:
         return channel.EPS_MIN, channel.EPS_MIN
     at = np.sort(np.random.default_rng(0).choice(q, size=min(RATE_SAMPLE, len(q)), replace=False))
-    return channel.tail_rate(p_o, fm.dense(at), fm.w.buf[at].astype(np.int64), pi, z, slack)
+    # which of the surprising bytes a damage kind explains: full distributions at those only
+    odd = np.flatnonzero(p_o < channel.EXPLAINED_TAIL)
+    why = np.zeros(len(q), bool)
+    for i in range(0, len(odd), DENSE_CHUNK):
+        j = odd[i:i + DENSE_CHUNK]
+        why[j] = channel.explained(fm.dense(q[j]), fm.w.buf[q[j]].astype(np.int64), pi)
+    return channel.tail_rate(p_o, fm.dense(at), fm.w.buf[at].astype(np.int64), pi, z, slack, why)
 
 
 def fill_runs(fm: FileModel, open_: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -70,6 +70,28 @@ def test_the_damage_rate_is_the_excess_over_the_files_own_novelty():
         assert 0.5 * p < lcb <= rate < 1.2 * p
 
 
+def test_bit_flips_stand_out_among_the_files_own_novelty():
+    """A file whose own odd bytes fill the whole tail hides 60 bit flips in 200,000 bytes there; the
+    flips are one bit from a likely value and the novelty is not, so the explained view finds them."""
+    n, e = 200_000, ord("e")
+    row = np.full(256, 1e-7)
+    row[e] = 1.0 - 255e-7                      # every position expects 'e', any other value at 1e-7
+    sample, sample_obs = np.tile(row, (2048, 1)), np.full(2048, e)
+    p_obs = np.full(n, row[e])
+    p_obs[:160] = 1e-7                         # 100 novel bytes of the file's own, then 60 bit flips
+    obs = np.full(n, e)
+    obs[:100] = ord("Q")
+    obs[100:160] = e ^ (1 << np.arange(60) % 8)
+    pi = np.array([0.0, 1.0, 0.0])
+    dense = np.tile(row, (160, 1))
+    why = np.zeros(n, bool)
+    why[:160] = channel.explained(dense, obs[:160], pi)
+    assert why[100:160].all() and not why[:100].any()
+    assert channel.tail_rate(p_obs, sample, sample_obs, pi)[0] == channel.EPS_MIN  # the whole tail: no evidence
+    lcb, rate = channel.tail_rate(p_obs, sample, sample_obs, pi, why=why)
+    assert 5e-5 < lcb <= rate <= 60 / n
+
+
 def test_the_posterior_weighs_the_prior_odds_of_damage():
     p = np.full((1, 256), 1e-6)
     p[0, ord("e")] = 1 - 255e-6
