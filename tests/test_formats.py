@@ -98,6 +98,52 @@ def test_png_two_bit_errors_in_one_chunk_are_located_by_the_syndrome():
     assert r.status == "restored" and formats.apply(bad, r.edits) == good
 
 
+def test_a_png_of_many_chunks_reports_the_intact_ones_as_one_part_and_keeps_to_its_budget():
+    good = _png(TEXT)
+    text = b"".join(struct.pack(">I", 3) + b"tEXt" + b"k\x00%d" % (i % 10) + struct.pack(">I", zlib.crc32(b"tEXtk\x00%d" % (i % 10)))
+                    for i in range(20_000))
+    good = good[:33] + text + good[33:]                        # after IHDR: 20,000 small chunks
+    bad = _flip(good, 33 + 15 * 10_000 + 9, 0x02)              # a bit in the 10,001st chunk's text
+    r = formats.repair(bad, "png")
+    assert r.verified and formats.apply(bad, r.edits) == good
+    assert len(r.parts) == 2 and r.parts[0].name == "20,002 chunks besides image data"  # with IHDR, IEND
+    spent = formats.repair(bad, "png", budget_s=-1.0)          # no time left: found, named, not searched
+    assert spent.status == "damaged" and spent.edits == [] and "budget" in spent.parts[-1].note
+
+
+def test_zip_entries_over_one_local_header_are_repaired_once_and_the_repair_is_written():
+    """Two central records naming the same local header (as overlap zip bombs do) found the same
+    edit; applied twice it undid itself and the damaged file was written as "verified"."""
+    one = io.BytesIO()
+    with zipfile.ZipFile(one, "w") as z:
+        z.writestr(zipfile.ZipInfo("a.py"), TEXT[:6000], compress_type=zipfile.ZIP_DEFLATED)
+    d = one.getvalue()
+    cd_at = struct.unpack_from("<I", d, len(d) - 6)[0]
+    eocd = bytearray(d[-22:])
+    struct.pack_into("<HHI", eocd, 8, 2, 2, 2 * (len(d) - 22 - cd_at))
+    good = d[:cd_at] + d[cd_at:-22] * 2 + bytes(eocd)
+    bad = _flip(good, 100, 0x10)
+    r = formats.repair(bad, "zip")
+    assert r.verified and r.edits == [(100, 0x10)] and formats.apply(bad, r.edits) == good
+    assert [p.compared > 0 for p in r.parts] == [True, False]  # one search, its chance counted once
+
+
+def test_a_repair_whose_output_fails_its_checks_is_not_taken(monkeypatch):
+    from fragfix.formats import png
+    good = _png(TEXT)
+    bad = _flip(good, 1500, 0x04)
+    real = png.repair
+
+    def wrong(d, deadline, scorer, tick):  # a search that names the right byte and the wrong bit
+        parts = real(d, deadline, scorer, tick)
+        for p in parts:
+            p.edits = [(at, x ^ 0x80) for at, x in p.edits] if d == bad else p.edits
+        return parts
+    monkeypatch.setattr(png, "repair", wrong)
+    r = formats.repair(bad, "png")
+    assert r.status == "damaged" and not r.verified and "applied together" in r.parts[-1].note
+
+
 def test_a_damaged_stored_checksum_field_is_the_repair():
     good = gzip.compress(TEXT, mtime=0)
     bad = _flip(good, len(good) - 6, 0x40)  # inside the trailer's CRC-32

@@ -12,6 +12,7 @@ Zip64, encryption and multi-disk archives are reported as unsupported and left a
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 import struct
 import zlib
@@ -128,9 +129,10 @@ def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
     names = [r["name"] for r in recs]
     bounds = sorted({r["local"] for r in recs} | {min(r["at"] for r in recs) if recs else at})
     taken, headers = {r["local"] for r in recs}, []  # headers: filled by the first entry that needs them
+    searched: dict = {}  # one search per stretch of data, however many entries claim it (overlap bombs)
     for r in recs:  # where the next entry (or the central directory) begins: this entry's data ends before it
         r["next"] = bounds[min(bisect.bisect_right(bounds, r["local"]), len(bounds) - 1)]
-        r["taken"], r["headers"] = taken, headers
+        r["taken"], r["headers"], r["searched"] = taken, headers, searched
     conflicts: list = []  # entries whose two name copies differ: decided once every entry is known
     parts = [_entry(d, r, deadline, scorer, tick, names, conflicts) for r in recs]
     if conflicts:
@@ -181,7 +183,13 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
             return _names_agree(d, part, r, lo, conflicts)
     if stop > len(d):
         return Part(name, "damaged", checks=[], first_bad=lo, note="the entry's data runs past the end of the file")
-    part = _data(d, r, start, stop, r["crc"], r["usize"], deadline, scorer, tick, name)
+    key = (r["method"], start, stop, r["crc"], r["usize"])
+    if key not in r["searched"]:
+        part = r["searched"][key] = _data(d, r, start, stop, r["crc"], r["usize"], deadline, scorer, tick, name)
+    else:  # the same check again proves nothing more: its chance of a wrong pass counts once
+        first = r["searched"][key]
+        part = dataclasses.replace(first, name=name, edits=list(first.edits), checks=list(first.checks), compared=0,
+                                   note=first.note or f"the same data as {first.name}: checked once")
     if part.status == "damaged" and not r["flags"] & 8:  # perhaps the central copy is the damaged one
         local = {f: struct.unpack_from(c, d, lo + a)[0] for f, a, _, c in FIELDS}
         if local != {f: r[f] for f, *_ in FIELDS} and local["method"] in (0, 8) and \
