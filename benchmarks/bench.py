@@ -28,15 +28,15 @@ import torch
 
 import bench_unseen
 from bench_unseen import corrupt
-from fragfix.bundled import resolve_model_path
-from fragfix.checkpoints import load_model
-from fragfix.decide import RepairConfig, repair_bytes
-from fragfix.inference import Scorer
-from fragfix.jobs import plan_jobs
-from fragfix.mapfile import format_mapfile
-from fragfix.noise import NoiseGenerator, NoiseSpec
-from fragfix.repair import Ranges, repair_files
-from fragfix.sample import kind_of, python_sample
+from fragfix.model.bundled import resolve_model_path
+from fragfix.model.checkpoints import load_model
+from fragfix.rule.decide import RepairConfig, repair_bytes
+from fragfix.model.inference import Scorer
+from fragfix.files.jobs import plan_jobs
+from fragfix.files.mapfile import format_mapfile
+from fragfix.training.noise import NoiseGenerator, NoiseSpec
+from fragfix.recovery.repair import Ranges, repair_files
+from fragfix.training.sample import kind_of, python_sample
 
 
 def build(size: int, kind: str, held: list[Path]) -> bytes:
@@ -97,7 +97,7 @@ def many_small(tmp: Path, model: Path, held, n: int) -> dict:
 
 
 def training_speed(held_train: list[Path], steps: int) -> dict:
-    from fragfix.training import Step, TrainConfig, train
+    from fragfix.training.loop import Step, TrainConfig, train
     cfg = TrainConfig(data=[str(p) for p in held_train if kind_of(p) == "text"][:400], val_fraction=0.0,
                       out_dir=tempfile.mkdtemp(), epochs=1, steps_per_epoch=steps, batch_size=128, precision="auto")
     rates = [ev.fragments_per_s for ev in train(cfg) if isinstance(ev, Step)]

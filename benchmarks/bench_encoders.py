@@ -26,7 +26,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from fragfix.formats.grid import content, score_grid
+from fragfix.evaluation.formats_grid import content, score_grid
 
 
 def sources(n: int, seed: int) -> list[tuple[str, bytes]]:
@@ -93,9 +93,9 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=10.0, help="seconds of search per file")
     ap.add_argument("--seed", type=int, default=5)
     a = ap.parse_args()
-    from fragfix.bundled import resolve_model_path
-    from fragfix.inference import load_scorer
-    from fragfix.verified import model_scorer
+    from fragfix.model.bundled import resolve_model_path
+    from fragfix.model.inference import load_scorer
+    from fragfix.recovery.verified import model_scorer
     scorer = model_scorer(load_scorer(resolve_model_path(None), "cpu")[0])
     srcs = sources(a.files, a.seed)
     found, missing = encoders()

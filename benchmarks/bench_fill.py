@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from bench_unseen import find, trained_kinds
-from fragfix.bundled import resolve_model_path
-from fragfix.checkpoints import load_model
+from fragfix.model.bundled import resolve_model_path
+from fragfix.model.checkpoints import load_model
 from fragfix.config import RepairConfig
-from fragfix.fragments import cut
-from fragfix.learned import decide_learned
+from fragfix.training.fragments import cut
+from fragfix.rule.learned import decide_learned
 
 CASES = ((512, 8), (8, 200))  # (run length, runs per kind)
 

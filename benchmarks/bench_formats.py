@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path
 
 from fragfix import formats
-from fragfix.formats.grid import score_grid
+from fragfix.evaluation.formats_grid import score_grid
 
 def find(roots: list[Path], limit: int, seed: int) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {"gzip": [], "zip": [], "png": []}
@@ -59,7 +59,7 @@ def find(roots: list[Path], limit: int, seed: int) -> dict[str, list[Path]]:
 
 
 def zlib_samples(limit: int, seed: int) -> list[bytes]:
-    from fragfix.sample import python_sample
+    from fragfix.training.sample import python_sample
     _, held = python_sample(("text",))
     rng = random.Random(seed)
     files = [p for p in held if p.suffix == ".py" and 6000 <= p.stat().st_size <= 600_000]
@@ -93,9 +93,9 @@ def main() -> None:
           "| median s | max s |\n|---|---|---|---|---|---|---|---|", flush=True)
     scorer = None
     if not a.no_model:  # the bundled model takes part, as in `fragfix repair`
-        from fragfix.bundled import resolve_model_path
-        from fragfix.inference import load_scorer
-        from fragfix.verified import model_scorer
+        from fragfix.model.bundled import resolve_model_path
+        from fragfix.model.inference import load_scorer
+        from fragfix.recovery.verified import model_scorer
         scorer = model_scorer(load_scorer(resolve_model_path(None), "cpu")[0])
     rows = run(samples, a.budget, a.seed, scorer)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fragfix.mapfile import format_mapfile
+from fragfix.files.mapfile import format_mapfile
 
 SECTOR, BLOCK = 512, 4096
 

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fragfix.autoencoder import encode_input
-from fragfix.bundled import resolve_model_path
-from fragfix.checkpoints import load_model
-from fragfix.decide import RepairConfig, repair_bytes
-from fragfix.inference import Scorer
-from fragfix.noise import NoiseGenerator, NoiseSpec
-from fragfix.sample import eligible, installation_sample, kind_name, python_sample
+from fragfix.model.autoencoder import encode_input
+from fragfix.model.bundled import resolve_model_path
+from fragfix.model.checkpoints import load_model
+from fragfix.rule.decide import RepairConfig, repair_bytes
+from fragfix.model.inference import Scorer
+from fragfix.training.noise import NoiseGenerator, NoiseSpec
+from fragfix.training.sample import eligible, installation_sample, kind_name, python_sample
 
 CASES = (("byte", 0.01), ("byte", 0.05), ("bitflip", 0.001))
 PER_FILE = 48 << 10  # at most this much of one file, so a kind is several files
@@ -121,7 +121,7 @@ def compressed_bits(data: bytes) -> dict:
 
 def predictor(clean: bytes, bad: bytes) -> dict:
     """The per-file predictor: bits/byte on the clean data, top-1 at the damaged bytes of `bad`."""
-    from fragfix.filemodel import FileModel
+    from fragfix.rule.filemodel import FileModel
     c, b = np.frombuffer(clean, np.uint8).copy(), np.frombuffer(bad, np.uint8).copy()
     fm = FileModel(c, np.ones(len(c), bool))
     bits = float(-np.log2(fm.p_observed(np.arange(len(c)))).mean())

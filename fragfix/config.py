@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import InvalidInput
+from fragfix.errors import InvalidInput
 
 NOISE_KINDS = ("bitflip", "byte", "burst", "zero", "gaussian")
 MAX_ORDER = 4  # context lengths: 2 * 4 context bytes fill a uint64 key exactly (context.py)
@@ -157,21 +157,26 @@ class Runtime:
 def noise_items(text: str, levels: list[float] | None = None) -> list[tuple[str, float, float | None]]:
     """The one --noise grammar (train and evaluate): comma-separated KIND, KIND:LEVEL or KIND:LO-HI,
     as (kind, level, max level or None); a bare KIND takes each of `levels` (default 0.05). Raises
-    ValueError on a malformed item; kinds and ranges are checked by their users."""
+    ValueError on a malformed item, an unknown kind or a level outside [0, 1]."""
     out = []
     for item in [t.strip() for t in text.split(",") if t.strip()]:
         kind, _, lv = item.partition(":")
+        if kind not in NOISE_KINDS:
+            raise ValueError(f"unknown noise kind {kind!r} (choose from {', '.join(NOISE_KINDS)})")
         if lv:
             lo, _, hi = lv.partition("-")
-            out.append((kind, _level(lo), _level(hi) if hi else None))
-        else:
+            lo, hi = noise_level(lo), noise_level(hi) if hi else None
+            if not 0.0 <= lo <= (lo if hi is None else hi) <= 1.0:
+                raise ValueError(f"noise level must be within [0, 1], got {lo}" + ("" if hi is None else f"..{hi}"))
+            out.append((kind, lo, hi))
+        else:  # levels given apart (evaluate's --levels) are checked by their owner
             out += [(kind, level, None) for level in (levels or [0.05])]
     if not out:
         raise ValueError("no noise kind given")
     return out
 
 
-def _level(s: str) -> float:
+def noise_level(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
@@ -250,9 +255,8 @@ class TrainConfig:
             raise InvalidInput("steps per epoch and patience must not be negative")
         check_count(self.workers, "--workers", zero="load in the main process")
         check_count(self.threads, "--threads")
-        from .noise import parse_noise  # torch: only when a config is made, never for --help
         try:
-            self.noise_specs = parse_noise(self.noise)
+            noise_items(self.noise)  # the training loop makes the specs (noise.parse_noise)
         except ValueError as e:
             raise InvalidInput(f"bad --noise: {e}") from None
 

@@ -22,7 +22,7 @@ def fragfix(*args) -> None:
 def damaged_image(folder: Path) -> tuple[Path, Path]:
     """256 KiB of held-out stdlib text with bit rot (1 byte in 1,000) and three unreadable 512-byte
     sectors that a ddrescue mapfile marks bad, as a rescued disk image might hold."""
-    from fragfix.sample import python_sample
+    from fragfix.training.sample import python_sample
     _, held = python_sample(("text",))
     data = bytearray()
     for p in held:

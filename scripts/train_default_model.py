@@ -1,6 +1,6 @@
 """Train the model bundled with fragfix, reproducibly, on the Python installation it runs in.
 
-    python scripts/train_default_model.py                  # writes fragfix/models/default.safetensors
+    python scripts/train_default_model.py                  # writes fragfix/model/weights/default.safetensors
     python scripts/train_default_model.py --resume         # continue an interrupted run (any session)
 
 Data: the standard library and the files of fragfix's core dependencies (torch, numpy, rich, typer
@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fragfix.autoencoder import ModelConfig
-from fragfix.checkpoints import load_model, save_model
-from fragfix.sample import HOLD_OUT_GROUPS, MAX_FILE_FRAGMENTS, installation_sample, kind_name
-from fragfix.training import Epoch, Finished, Started, Step, TrainConfig, train
+from fragfix.model.autoencoder import ModelConfig
+from fragfix.model.checkpoints import load_model, save_model
+from fragfix.training.sample import HOLD_OUT_GROUPS, MAX_FILE_FRAGMENTS, installation_sample, kind_name
+from fragfix.training.loop import Epoch, Finished, Started, Step, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = "python scripts/train_default_model.py"
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all); the result is the same")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--work-dir", default=str(ROOT / "runs" / "default"))
-    ap.add_argument("--out", default=str(ROOT / "fragfix" / "models" / "default.safetensors"))
+    ap.add_argument("--out", default=str(ROOT / "fragfix" / "model" / "weights" / "default.safetensors"))
     ap.add_argument("--resume", action="store_true", help="continue the run in --work-dir")
     ap.add_argument("--force", action="store_true", help="replace the checkpoints in --work-dir")
     a = ap.parse_args()

@@ -40,8 +40,8 @@ TINY = dict(channels=(16, 16, 32, 32), embed_dim=8, mid_layers=1)
 @pytest.fixture(scope="session")
 def untrained(tmp_path_factory) -> Path:
     """A tiny model with random weights: enough for the plumbing (lengths, reports, safety)."""
-    from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
-    from fragfix.checkpoints import save_model
+    from fragfix.model.autoencoder import FragmentAutoencoder, ModelConfig
+    from fragfix.model.checkpoints import save_model
     p = tmp_path_factory.mktemp("untrained") / "untrained.safetensors"
     save_model(p, FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)), {})
     return p
@@ -50,8 +50,8 @@ def untrained(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Path:
     """A small categorical model trained for a few seconds on text-like data; shared by the session."""
-    from fragfix.autoencoder import ModelConfig
-    from fragfix.training import Finished, TrainConfig, train
+    from fragfix.model.autoencoder import ModelConfig
+    from fragfix.training.loop import Finished, TrainConfig, train
     root = tmp_path_factory.mktemp("trained")
     data = make_corpus(root / "data", files=8, size=32768, seed=7)
     cfg = TrainConfig(data=[str(data)], out_dir=str(root / "ck"), epochs=25, batch_size=32, lr=1e-2,

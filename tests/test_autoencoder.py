@@ -1,6 +1,6 @@
 import torch
 
-from fragfix.autoencoder import UNKNOWN, FragmentAutoencoder, ModelConfig, encode_input
+from fragfix.model.autoencoder import UNKNOWN, FragmentAutoencoder, ModelConfig, encode_input
 
 
 def test_sigmoid_head_keeps_the_fragment_shape_and_range():

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 from typer.testing import CliRunner
 
-from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
-from fragfix.checkpoints import FORMAT, describe, load_model, save_model
-from fragfix.cli import app
+from fragfix.model.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.model.checkpoints import FORMAT, describe, load_model, save_model
+from fragfix.cli.commands import app
 from fragfix.errors import CheckpointError, FragfixError
 
 runner = CliRunner()

@@ -4,9 +4,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
-from fragfix.context import OrderCounts, posterior
-from fragfix.decide import RepairConfig, decide
+from fragfix.model.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.rule.context import OrderCounts, posterior
+from fragfix.rule.decide import RepairConfig, decide
 
 
 def brute(buf, known, j, k, b):
@@ -70,7 +70,7 @@ def test_decide_repairs_from_context_alone_and_leaves_clean_text_alone():
 def test_cli_gate_defaults_are_the_library_defaults():
     """The CLI's gate options, at their defaults, give exactly the library's RepairConfig (the
     context and window options are converted, so this is a round trip, not a copy)."""
-    from fragfix import options as o
+    from fragfix.cli import options as o
     assert o.gate_config({name: opt.default for name, (_, opt) in o.GROUPS["gate"].items()}) == RepairConfig()
 
 
@@ -110,7 +110,7 @@ def test_one_bit_corrections_get_higher_floors():
 
 def test_a_second_pass_starts_from_the_first_ones_output(trained):
     from conftest import text_bytes
-    from fragfix.checkpoints import load_model
+    from fragfix.model.checkpoints import load_model
     model, _ = load_model(trained)
     clean = torch.frombuffer(bytearray(text_bytes(64 * 512, 5)), dtype=torch.uint8).view(64, 512)
     damaged = clean.clone()
@@ -129,7 +129,7 @@ def test_a_gap_whose_right_context_ends_at_the_window_edge_is_filled(tail):
     """The gap's k known bytes on the right end exactly at the window's last byte (tail = 0; k the
     shortest order, so no other order can stand in): its context is whole, and the gap is filled
     from the other places with that context."""
-    from fragfix.context import GAP_ORDERS, fill_gaps
+    from fragfix.rule.context import GAP_ORDERS, fill_gaps
     k = min(GAP_ORDERS)
     s = np.frombuffer(b"the cat sat on the mat. " * 40 + b"x" * tail, np.uint8).copy()
     n = len(s)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import text_bytes
-from fragfix import damage
-from fragfix.checkpoints import load_model
-from fragfix.decide import RepairConfig, damage_rate, repair_bytes
+from fragfix.rule import damage
+from fragfix.model.checkpoints import load_model
+from fragfix.rule.decide import RepairConfig, damage_rate, repair_bytes
 
 
 def substitute(data: bytes, p: float, seed: int) -> bytes:
@@ -77,7 +77,7 @@ def test_repair_says_what_damage_the_data_shows_and_why_a_clean_file_is_left_alo
 
     from typer.testing import CliRunner
 
-    from fragfix.cli import app
+    from fragfix.cli.commands import app
     runner = CliRunner()
     clean = tmp_path / "clean.txt"
     clean.write_bytes(tabbed(text_bytes(16384, 5)))

@@ -6,11 +6,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fragfix.checkpoints import load_model
-from fragfix.cli import app
-from fragfix.decide import RepairConfig, repair_bytes
+from fragfix.model.checkpoints import load_model
+from fragfix.cli.commands import app
+from fragfix.rule.decide import RepairConfig, repair_bytes
 from fragfix.errors import InvalidInput
-from fragfix.runtime import resolve_device
+from fragfix.model.runtime import resolve_device
 
 from conftest import make_corpus, text_bytes
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fragfix.cli import app
-from fragfix.decide import RepairConfig
+from fragfix.cli.commands import app
+from fragfix.rule.decide import RepairConfig
 from fragfix.config import Runtime
-from fragfix.evaluate import EvalConfig, evaluate, load_fragments, noise_seed
-from fragfix.noise import NoiseGenerator, NoiseSpec
+from fragfix.evaluation.evaluate import EvalConfig, evaluate, load_fragments, noise_seed
+from fragfix.training.noise import NoiseGenerator, NoiseSpec
 
 from conftest import make_corpus
 
@@ -110,7 +110,7 @@ def test_a_folder_is_scored_per_kind_of_file(tmp_path):
 
 def test_table_has_a_data_column_and_a_summary_per_group():
     from rich.console import Console
-    from fragfix.render_eval import draw_table
+    from fragfix.cli.render_eval import draw_table
     row = dict(noise="byte", level=0.01, ber_before=0.01, ber_after=0.005, removed=0.5, fixed=5, broken=1,
                fragments_recovered=0.5, bits_per_byte=1.0, mb_per_s=2.0)
     rows = [{**row, "model": m, "data": d} for d in ("text", "binary") for m in ("none (damaged)", "/m/default.st")]

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from fragfix import formats
-from fragfix.cli import app
+from fragfix.cli.commands import app
 from fragfix.formats import crc
 
 _rng = random.Random(5)
@@ -325,8 +325,8 @@ def test_a_long_search_reports_progress(tmp_path, untrained):
     import gzip as gz
     import random
     from fragfix.config import RepairConfig
-    from fragfix.jobs import plan_jobs
-    from fragfix.repair import repair_files
+    from fragfix.files.jobs import plan_jobs
+    from fragfix.recovery.repair import repair_files
     rng = random.Random(1)
     data = bytearray(gz.compress(bytes(rng.choice(b"abcdefgh \n") for _ in range(60_000)), mtime=0))
     for i in range(200, 230):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fragfix.errors import InvalidInput
-from fragfix.fragments import FragmentDataset, list_files, split_files
+from fragfix.training.fragments import FragmentDataset, list_files, split_files
 
 
 def write(p, n, byte=None):

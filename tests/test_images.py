@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fragfix.cli import app
-from fragfix.mapfile import format_mapfile
+from fragfix.cli.commands import app
+from fragfix.files.mapfile import format_mapfile
 
 from conftest import text_bytes
 
@@ -140,7 +140,7 @@ def test_a_copy_must_match_on_both_sides(tmp_path, untrained, side):
 def test_the_shortcut_around_holes_changes_nothing(tmp_path, trained, monkeypatch):
     """Windows without unknown bytes skip the model; the same image through decide() window by window
     gives the same bytes."""
-    import fragfix.repair as rep
+    import fragfix.recovery.repair as rep
     truth = text_bytes(1_500_000, 5)
     img, mapfile = image(tmp_path, truth, holes=[100, 400, 2_000, 2_001])
     args = ("--window-mb", "0.5", "--no-formats")
@@ -155,8 +155,8 @@ def test_the_shortcut_around_holes_changes_nothing(tmp_path, trained, monkeypatc
 def test_a_large_sparse_image_runs_in_flat_memory(tmp_path, untrained):
     """Peak memory of the repair itself, in a child process, for 8 MB and 96 MB sparse images with a
     few bad sectors: the same within 40 MB."""
-    code = ("import resource, sys; from pathlib import Path; from fragfix.jobs import plan_jobs; "
-            "from fragfix.repair import repair_files; from fragfix.config import RepairConfig; "
+    code = ("import resource, sys; from pathlib import Path; from fragfix.files.jobs import plan_jobs; "
+            "from fragfix.recovery.repair import repair_files; from fragfix.config import RepairConfig; "
             "d = Path(sys.argv[1]); jobs, _ = plan_jobs([d / 'img'], d / 'out', False, False, d / 'img.map'); "
             "repair_files(jobs, Path(sys.argv[2]), RepairConfig()); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")

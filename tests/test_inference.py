@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
-from fragfix.inference import cpu_trunk
+from fragfix.model.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.model.inference import cpu_trunk
 
 
 @pytest.mark.parametrize("stem,refine", [("full", 1), ("separable", 0), ("full", 3)])

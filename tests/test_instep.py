@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fragfix import formats
-from fragfix.formats import instep
-from fragfix.formats.symbols import BadStream, parse
+from fragfix.formats.deflate import instep
+from fragfix.formats.deflate.symbols import BadStream, parse
 
 _rng = random.Random(11)
 _WORDS = [bytes(_rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(_rng.randrange(2, 9))) for _ in range(300)]
@@ -131,8 +131,8 @@ def test_a_stream_that_resynchronises_with_the_wrong_size_is_restored():
 
 
 def test_model_values_agree_with_its_surprise(untrained):
-    from fragfix.checkpoints import load_model
-    from fragfix.inference import byte_surprise, byte_values
+    from fragfix.model.checkpoints import load_model
+    from fragfix.model.inference import byte_surprise, byte_values
     model, _ = load_model(untrained, "cpu")
     data = TEXT[:1500]
     pos = np.array([0, 511, 512, 1499])
@@ -145,7 +145,7 @@ def test_a_zlib_made_stream_has_no_encoder_oddities(level):
     """What the locator relies on: zlib never writes a copy that stops though the next byte
     matches, nor one from further away than an equal one it would have met first (levels 1-3
     skip strings inside long copies and leave many; the locator then stands aside)."""
-    from fragfix.formats.plausible import stream_oddities
+    from fragfix.formats.deflate.plausible import stream_oddities
     raw = _raw(TEXT, level)
     P = parse(raw, 0)
     out = np.frombuffer(zlib.decompress(raw, -15), np.uint8).astype(np.int64)
@@ -153,13 +153,13 @@ def test_a_zlib_made_stream_has_no_encoder_oddities(level):
 
 
 def test_fast_levels_leave_oddities_everywhere_so_nothing_is_located():
-    from fragfix.formats.locate import oddity_bound
+    from fragfix.formats.deflate.locate import oddity_bound
     raw = _raw(TEXT, 1)
     assert oddity_bound(raw, 0, len(raw), zlib.decompress(raw, -15)) is None
 
 
 def test_damage_that_desynchronises_a_stream_is_located_just_before_the_first_oddities():
-    from fragfix.formats.locate import oddity_bound
+    from fragfix.formats.deflate.locate import oddity_bound
     raw = _raw(TEXT, 6)
     rng = random.Random(3)
     located = 0
@@ -251,7 +251,7 @@ def test_an_edit_of_several_bits_gives_way_to_a_one_bit_twin_with_the_same_outpu
 def test_a_wrong_distance_is_implicated_by_the_copies_that_repeat_its_bytes():
     """A wrong distance writes wrong bytes; later copies repeat them and turn odd (zlib would have
     copied them otherwise). The damaged copy itself may look fine: it is implicated all the same."""
-    from fragfix.formats.plausible import implicated, stream_oddities
+    from fragfix.formats.deflate.plausible import implicated, stream_oddities
     comp = _raw(TEXT, 6)
     P0 = parse(comp, 0)
     bits, idx, nd = instep.distance_flips(P0)
@@ -278,7 +278,7 @@ def test_a_wrong_byte_over_a_distance_code_is_enumerated_as_the_copy_it_reads():
     """A byte that turns a distance's code and extra bits into another code and extra bits of the
     same total length keeps the stream in step: each such edit, decoded, changes that copy's
     distance to the one enumerated, and nothing else."""
-    from fragfix.formats.edits import distance_fields
+    from fragfix.formats.deflate.edits import distance_fields
     comp = _raw(TEXT, 6)
     P = parse(comp, 0)
     q, x, idx, nd = distance_fields(P)

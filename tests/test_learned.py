@@ -5,13 +5,13 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from fragfix import channel
+from fragfix.rule import channel
 from fragfix.config import RepairConfig
-from fragfix.decide import repair_bytes
-from fragfix.experts import EXPERTS
-from fragfix.filemodel import FileModel
-from fragfix.learned import decide_learned
-from fragfix.fragments import cut
+from fragfix.rule.decide import repair_bytes
+from fragfix.rule.experts import EXPERTS
+from fragfix.rule.filemodel import FileModel
+from fragfix.rule.learned import decide_learned
+from fragfix.training.fragments import cut
 
 from conftest import text_bytes
 
@@ -58,7 +58,7 @@ def test_the_distribution_is_a_distribution_everywhere(data, draw):
 def test_the_damage_rate_is_the_excess_over_the_files_own_novelty():
     clean = text_bytes(65536, 3)
     fm = FileModel(arr(clean), np.ones(len(clean), bool))
-    from fragfix.learned import _kinds, _rate
+    from fragfix.rule.learned import _kinds, _rate
     q = np.arange(len(clean))
     p_o = fm.p_observed(q)
     assert _rate(fm, q, p_o, _kinds(fm, q, p_o))[0] == channel.EPS_MIN  # clean: no evidence at all
@@ -152,7 +152,7 @@ def test_every_expert_is_named_once():
 
 
 def test_evaluate_reports_what_the_predictor_knows_beside_xz():
-    from fragfix.evaluate import predictor_bits
+    from fragfix.evaluation.evaluate import predictor_bits
     clean = torch.frombuffer(bytearray(text_bytes(32768, 9)), dtype=torch.uint8).view(-1, 512)
     b = predictor_bits(clean)
     assert 0 < b["bits_per_byte"] < b["xz_bits"] < 8
@@ -168,7 +168,7 @@ def test_uniform_and_random_stretches_build_no_predictor(monkeypatch):
         def __init__(self, *a, **k):
             built.append(1)
             super().__init__(*a, **k)
-    monkeypatch.setattr("fragfix.learned.FileModel", Spy)
+    monkeypatch.setattr("fragfix.rule.learned.FileModel", Spy)
     rnd = np.random.default_rng(0).integers(0, 256, 64 * 512, dtype=np.uint8).tobytes()
     for data in (b"\xff" * 300_000, b"A" * 70_001, rnd, b"\x00" * 100_000):
         assert repair_bytes(None, data, RepairConfig()) == data
@@ -182,9 +182,9 @@ def test_uniform_and_random_stretches_build_no_predictor(monkeypatch):
 def test_worker_processes_give_the_same_bytes(tmp_path):
     """Stretches on the pool's workers (pool.py) repair to exactly what one process gives."""
     from fragfix.config import Runtime, available_cores
-    from fragfix.bundled import resolve_model_path
-    from fragfix.jobs import Job
-    from fragfix.repair import repair_files
+    from fragfix.model.bundled import resolve_model_path
+    from fragfix.files.jobs import Job
+    from fragfix.recovery.repair import repair_files
     if available_cores() < 2:
         pytest.skip("one core: no pool")
     src = tmp_path / "in.txt"
@@ -200,8 +200,8 @@ def test_worker_processes_give_the_same_bytes(tmp_path):
 def test_evaluate_cells_decided_together_as_each_alone():
     """evaluate decides a group's cells in one call (pieces: each cell, and each window of a cell):
     the same bytes as decide_windows() on each cell alone, windows of odd sizes included."""
-    from fragfix.decide import decide_windows
-    from fragfix.evaluate import _decide_cells
+    from fragfix.rule.decide import decide_windows
+    from fragfix.evaluation.evaluate import _decide_cells
     cfg = RepairConfig(window_fragments=3)
     cells, unknown = [], []
     for i, rows in enumerate((5, 1, 8)):
@@ -226,8 +226,8 @@ def test_a_script_read_from_stdin_repairs_without_workers(tmp_path):
         pytest.skip("one core: no pool")
     src = tmp_path / "in.txt"
     src.write_bytes(substitute(text_bytes(1_100_000, 6), 0.01, 7))
-    code = ("from pathlib import Path; from fragfix.repair import repair_files; from fragfix.jobs import Job; "
-            "from fragfix.config import RepairConfig, Runtime; from fragfix.bundled import resolve_model_path; "
+    code = ("from pathlib import Path; from fragfix.recovery.repair import repair_files; from fragfix.files.jobs import Job; "
+            "from fragfix.config import RepairConfig, Runtime; from fragfix.model.bundled import resolve_model_path; "
             f"repair_files([Job(Path({str(src)!r}), Path({str(tmp_path / 'out')!r}))], resolve_model_path(None), "
             "RepairConfig(), runtime=Runtime(threads=2)); print('ok')")
     r = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300)

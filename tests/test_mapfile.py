@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fragfix.errors import MapfileError
-from fragfix.mapfile import Block, format_mapfile, parse_mapfile, read_mapfile
+from fragfix.files.mapfile import Block, format_mapfile, parse_mapfile, read_mapfile
 
 REAL = """# Mapfile. Created by GNU ddrescue version 1.27
 # Command line: ddrescue -d /dev/sdb disk.img disk.map

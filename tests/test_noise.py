@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fragfix.noise import KINDS, NoiseGenerator, NoiseSpec, parse_noise
+from fragfix.training.noise import KINDS, NoiseGenerator, NoiseSpec, parse_noise
 
 
 def clean(n=400, seed=0):

@@ -6,7 +6,7 @@ import stat
 import pytest
 from typer.testing import CliRunner
 
-from fragfix.cli import app
+from fragfix.cli.commands import app
 
 from conftest import make_corpus, text_bytes
 

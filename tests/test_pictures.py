@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fragfix.blockmap import KINDS, BlockMap, block_size
-from fragfix.cli import app
-from fragfix.pictures import BYTE_COLOURS, MAP_COLOURS, byte_status
+from fragfix.recovery.blockmap import KINDS, BlockMap, block_size
+from fragfix.cli.commands import app
+from fragfix.cli.pictures import BYTE_COLOURS, MAP_COLOURS, byte_status
 
 from conftest import make_corpus, text_bytes
 

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 from typer.testing import CliRunner
 
-from fragfix.autoencoder import FragmentAutoencoder, ModelConfig
-from fragfix.checkpoints import FORMAT
-from fragfix.cli import app
+from fragfix.model.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.model.checkpoints import FORMAT
+from fragfix.cli.commands import app
 from fragfix.errors import IOFailure
-from fragfix.fragments import FragmentDataset
+from fragfix.training.fragments import FragmentDataset
 
 from conftest import make_corpus, text_bytes
 from test_outputs import refused, snapshot
@@ -128,7 +128,7 @@ def test_fuzzed_config_is_one_line_exit_2_in_bounded_memory(tmp_path, fuzz):
 
 # ---- 9: inputs are read to the size checked ------------------------------------------------------
 def test_input_that_grows_while_read_fails_cleanly(tmp_path, src, untrained, monkeypatch):
-    import fragfix.repair as rep
+    import fragfix.recovery.repair as rep
     real = rep.open_input
 
     def open_then_grow(path, size):
@@ -143,7 +143,7 @@ def test_input_that_grows_while_read_fails_cleanly(tmp_path, src, untrained, mon
 
 
 def test_input_swapped_for_a_fifo_fails_at_once(tmp_path, src, untrained, monkeypatch):
-    import fragfix.repair as rep
+    import fragfix.recovery.repair as rep
     real = rep.check_input
 
     def check_then_swap(path):
@@ -158,7 +158,7 @@ def test_input_swapped_for_a_fifo_fails_at_once(tmp_path, src, untrained, monkey
 
 # ---- 4: outputs are committed together, or none --------------------------------------------------
 def test_failure_after_the_output_is_complete_leaves_nothing(tmp_path, src, untrained, monkeypatch):
-    import fragfix.repair as rep
+    import fragfix.recovery.repair as rep
 
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
@@ -171,7 +171,7 @@ def test_failure_after_the_output_is_complete_leaves_nothing(tmp_path, src, untr
 
 
 def test_a_failing_second_file_leaves_no_first_output_and_no_new_folder(tmp_path, untrained, monkeypatch):
-    import fragfix.repair as rep
+    import fragfix.recovery.repair as rep
     from fragfix.errors import IOFailure
     data = make_corpus(tmp_path / "data", files=2, size=3000)
     real = rep.open_input
@@ -236,7 +236,7 @@ def test_recursive_single_file_into_a_new_folder_and_links_listed(tmp_path, untr
 
 # ---- 11: sparse zero runs skip the model, same bytes out -----------------------------------------
 def test_zero_runs_skip_the_model_with_identical_output(tmp_path, trained, monkeypatch):
-    import fragfix.repair as rep
+    import fragfix.recovery.repair as rep
     p = tmp_path / "sparse.img"
     body = bytearray(text_bytes(3000, 4))
     body[700] ^= 0x20

@@ -8,12 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from fragfix.checkpoints import load_model
-from fragfix.cli import app
-from fragfix.decide import RepairConfig, decide, repair_bytes
-from fragfix.mapfile import parse_mapfile
-from fragfix.noise import NoiseGenerator, NoiseSpec
-from fragfix.repair import zero_run_mask
+from fragfix.model.checkpoints import load_model
+from fragfix.cli.commands import app
+from fragfix.rule.decide import RepairConfig, decide, repair_bytes
+from fragfix.files.mapfile import parse_mapfile
+from fragfix.training.noise import NoiseGenerator, NoiseSpec
+from fragfix.recovery.repair import zero_run_mask
 
 from conftest import text_bytes
 

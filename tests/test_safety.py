@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fragfix.checkpoints import load_model, load_resume
-from fragfix.cli import app
+from fragfix.model.checkpoints import load_model, load_resume
+from fragfix.cli.commands import app
 
 from conftest import make_corpus, text_bytes
 
@@ -118,13 +118,13 @@ def test_debug_shows_the_traceback(tmp_path, model):
 
 
 def test_write_error_mid_output_leaves_nothing_and_keeps_the_old_output(tmp_path, src, model, monkeypatch):
-    import fragfix.repair as rep
+    import fragfix.recovery.repair as rep
     (tmp_path / "out.bin").write_bytes(b"previous result")
     before = snapshot(tmp_path)
 
     def failing_atomic(path, force=False, mode=None, batch=None):
         from contextlib import contextmanager
-        from fragfix.atomic import atomic_write
+        from fragfix.files.atomic import atomic_write
 
         @contextmanager
         def cm():
@@ -238,7 +238,7 @@ def test_input_bytes_and_mtime_unchanged_by_every_command(tmp_path, src, model):
 
 
 def test_help_and_module_entry_point_do_not_import_torch():
-    code = "import sys; from fragfix.cli import app; import typer.testing as t; " \
+    code = "import sys; from fragfix.cli.commands import app; import typer.testing as t; " \
            "r = t.CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -250,24 +250,24 @@ def test_help_and_module_entry_point_do_not_import_torch():
 def test_an_interrupt_after_the_outputs_are_in_place_is_a_success(tmp_path, src, model, monkeypatch, when):
     """Ctrl-C that lands once every output is complete and in place (held off while they move, or
     while the summary is drawn) exits 0 and says so: a script must not believe nothing was written."""
-    import fragfix.atomic
-    import fragfix.render
+    import fragfix.files.atomic
+    import fragfix.cli.render
 
     def interrupt(*a, **k):
         os.kill(os.getpid(), signal.SIGINT)  # pending while held off, raised at once otherwise
         if when == "drawing the summary":
             time.sleep(1)
     if when == "moving outputs into place":
-        real = fragfix.atomic._fsync_dir
+        real = fragfix.files.atomic._fsync_dir
 
         def fsync_dir(d):  # the run's final batch only (the report may commit on its own before)
             caller = sys._getframe(1).f_locals.get("self")
             if getattr(caller, "final", False):
                 interrupt()
             real(d)
-        monkeypatch.setattr(fragfix.atomic, "_fsync_dir", fsync_dir)
+        monkeypatch.setattr(fragfix.files.atomic, "_fsync_dir", fsync_dir)
     else:
-        monkeypatch.setattr(fragfix.render, "draw_repair", interrupt)
+        monkeypatch.setattr(fragfix.cli.render, "draw_repair", interrupt)
     r = runner.invoke(app, ["repair", str(src), "-o", str(tmp_path / "out"), "-m", str(model),
                             "--report", str(tmp_path / "r.json")])
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -280,7 +280,7 @@ def test_an_interrupt_after_the_outputs_are_in_place_is_a_success(tmp_path, src,
 def test_names_reach_the_terminal_escaped(tmp_path, monkeypatch):
     """A file name holding an escape sequence or a line break is shown escaped (as ls -b does) in
     the summary and in errors: it can neither drive the terminal nor forge a line."""
-    from fragfix.cli_edge import shown
+    from fragfix.cli.edge import shown
     odd = tmp_path / "in" / "o\x1b[2J.txt"
     odd.parent.mkdir()
     odd.write_bytes(text_bytes(3_000, 1))
@@ -319,7 +319,7 @@ def test_evaluate_plot_must_be_png(tmp_path, src, model):
     (["--formats", "--format-budget", "-1"], "--format-budget within"),
     (["--samples", "-1"], "--samples must not be negative")])
 def test_bad_evaluate_options_fail_before_any_work(tmp_path, src, model, args, message, monkeypatch):
-    import fragfix.evaluate
-    monkeypatch.setattr(fragfix.evaluate, "evaluate", lambda *a, **k: pytest.fail("the run started"))
+    import fragfix.evaluation.evaluate
+    monkeypatch.setattr(fragfix.evaluation.evaluate, "evaluate", lambda *a, **k: pytest.fail("the run started"))
     r = runner.invoke(app, ["evaluate", "-d", str(src), "-m", str(model), *args])
     one_line_error(r, 2, message)

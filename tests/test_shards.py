@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, strategies as st
 from typer.testing import CliRunner
 
-from fragfix.cli import app
+from fragfix.cli.commands import app
 from fragfix.errors import InvalidInput
-from fragfix.jobs import parse_shard, shard_of
+from fragfix.files.jobs import parse_shard, shard_of
 
 from conftest import text_bytes
 

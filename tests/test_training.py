@@ -3,10 +3,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from fragfix.autoencoder import ModelConfig
-from fragfix.checkpoints import describe, load_model
-from fragfix.cli import app
-from fragfix.training import Epoch, Finished, TrainConfig, train
+from fragfix.model.autoencoder import ModelConfig
+from fragfix.model.checkpoints import describe, load_model
+from fragfix.cli.commands import app
+from fragfix.training.loop import Epoch, Finished, TrainConfig, train
 
 from conftest import TINY, make_corpus, text_bytes
 
@@ -120,8 +120,8 @@ def test_damaged_resume_state_is_a_clear_error(tmp_path, corpus):
 
 def test_an_interrupted_run_leaves_no_empty_checkpoint_folder(tmp_path):
     """Stopped before its first checkpoint, a run takes back the folder it made (and only that one)."""
-    from fragfix.autoencoder import ModelConfig
-    from fragfix.training import Started, TrainConfig, train
+    from fragfix.model.autoencoder import ModelConfig
+    from fragfix.training.loop import Started, TrainConfig, train
     data = make_corpus(tmp_path / "data", files=3, size=4096)
     for out, made in ((tmp_path / "new" / "ck", False), (tmp_path / "there", True)):
         if made:
@@ -135,7 +135,7 @@ def test_an_interrupted_run_leaves_no_empty_checkpoint_folder(tmp_path):
 def test_one_training_file_says_its_validation_is_a_tail_of_it(tmp_path):
     """With one file there is no held-out file: validation is its last fragments, and the run says so."""
     from typer.testing import CliRunner
-    from fragfix.cli import app
+    from fragfix.cli.commands import app
     (tmp_path / "only.txt").write_bytes(text_bytes(40_000, 1))
     r = CliRunner().invoke(app, ["train", "-d", str(tmp_path / "only.txt"), "-o", str(tmp_path / "ck"), "--epochs", "1",
                                  "-b", "8", "--channels", "8,8,16,16", "--threads", "1"])

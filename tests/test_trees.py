@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import pytest
 
-from fragfix.formats import instep, trees
-from fragfix.formats.symbols import parse
+from fragfix.formats.deflate import instep, trees
+from fragfix.formats.deflate.symbols import parse
 from test_instep import TEXT as _TEXT, _raw
 
 TEXT = _TEXT * 2  # words from a seeded vocabulary (test_instep.py), long enough for several blocks at 4x

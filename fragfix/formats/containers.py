@@ -14,9 +14,9 @@ import struct
 import time
 import zlib
 
-from . import Part
-from .deflate import Search
-from .trace import KEEP, inflated
+from fragfix.formats.result import Part
+from fragfix.formats.deflate.search import Search
+from fragfix.formats.deflate.trace import KEEP, inflated
 
 M = 0xFFFFFFFF
 ALIKE_REACH = 8  # bytes either side of an accepted edit whose single bits may give the very same output

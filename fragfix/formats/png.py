@@ -15,8 +15,10 @@ import struct
 import time
 import zlib
 
-from . import Part, choose, crc
-from .containers import _one_byte
+from fragfix.formats import crc
+
+from fragfix.formats.result import Part, choose
+from fragfix.formats.containers import _one_byte
 
 SIG = b"\x89PNG\r\n\x1a\n"
 

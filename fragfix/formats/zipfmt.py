@@ -17,9 +17,11 @@ import re
 import struct
 import zlib
 
-from . import Part, apply, choose, crc
-from .containers import deflate_part
-from .zipnames import diff_edits, name_part, names_said, unchecked_fields
+from fragfix.formats import crc
+
+from fragfix.formats.result import Part, apply, choose
+from fragfix.formats.containers import deflate_part
+from fragfix.formats.zipnames import diff_edits, name_part, names_said, unchecked_fields
 
 EOCD, CDH, LFH = b"PK\x05\x06", b"PK\x01\x02", b"PK\x03\x04"
 

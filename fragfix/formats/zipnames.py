@@ -12,7 +12,7 @@ import struct
 import time
 import zlib
 
-from . import Part
+from fragfix.formats.result import Part
 
 
 def diff_edits(d: bytes, a: int, b: int, n: int) -> list[tuple[int, int]]:

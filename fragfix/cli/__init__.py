@@ -1,0 +1,1 @@
+"""The command line: commands, shared options, the error edge, rich rendering, pictures."""

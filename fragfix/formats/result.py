@@ -1,0 +1,92 @@
+"""What a format check finds: one Part per member, entry or chunk, the FormatResult over a file, and
+what "verified" means (every byte under a check that passes; a wrong repair's chance <= VERIFIED)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+VERIFIED = 1e-6  # the largest false-pass chance still called verified
+
+
+@dataclass
+class Part:
+    """One member, entry or chunk: what was checked, and what was found."""
+    name: str
+    status: str = "intact"           # intact | restored | damaged | unsupported | unchecked (no check covers it)
+    checks: list[str] = field(default_factory=list)
+    bits: int = 32                   # checksum bits a wrong candidate must match by chance
+    candidates: int = 0
+    compared: int = 0
+    first_bad: int | None = None
+    edits: list[tuple[int, int]] = field(default_factory=list)  # (offset, xor)
+    note: str = ""
+
+    @property
+    def false_pass(self) -> float:
+        return self.compared * 2.0 ** -self.bits if self.status == "restored" else 0.0
+
+
+@dataclass
+class FormatResult:
+    format: str
+    parts: list[Part] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def edits(self) -> list[tuple[int, int]]:
+        """Every part's edits, each once: parts that share bytes (zip entries over one local header)
+        find the same edit, and applying it twice would undo it."""
+        return sorted({e for p in self.parts for e in p.edits})
+
+    @property
+    def false_pass(self) -> float:
+        return sum(p.false_pass for p in self.parts)
+
+    @property
+    def status(self) -> str:
+        s = {p.status for p in self.parts}
+        if s & {"damaged", "unsupported"}:
+            return "damaged"
+        if "restored" in s:
+            return "restored" if self.false_pass <= VERIFIED else "probable"
+        return "intact"
+
+    @property
+    def verified(self) -> bool:
+        """Every check passes on the output, any repair is all but certainly the original, and every
+        byte is covered by a check (data after the last member is not)."""
+        return self.status in ("intact", "restored") and all(p.status != "unchecked" for p in self.parts)
+
+    def to_dict(self) -> dict:
+        parts = []
+        for p in self.parts:
+            d = {f.name: getattr(p, f.name) for f in fields(p)}  # (asdict deep-copies every field: slow)
+            d["checks"] = list(p.checks)
+            d["edits"] = len(p.edits)
+            d["false_pass"] = p.false_pass
+            parts.append(d)
+        return {"format": self.format, "status": self.status, "verified": self.verified,
+                "checks": sorted({c for p in self.parts for c in p.checks}),
+                "candidates": sum(p.candidates for p in self.parts),
+                "compared": sum(p.compared for p in self.parts),
+                "false_pass": self.false_pass, "seconds": round(self.seconds, 3), "parts": parts}
+
+
+def choose(part: Part, pos: int, ok: list) -> Part:
+    """A part whose check failed (part.compared > 0) is restored by its one passing candidate;
+    none, or several, leave it damaged at `pos`."""
+    if not part.compared:
+        return part
+    if len(ok) == 1:
+        part.status, part.edits, part.first_bad = "restored", ok[0], ok[0][0][0]
+    else:
+        part.status, part.first_bad = "damaged", pos
+        part.note = f"{len(ok)} candidate repairs pass every check; none taken" if ok else \
+            "no single-byte or two-bit error explains the CRC"
+    return part
+
+
+def apply(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for p, x in edits:
+        out[p] ^= x
+    return bytes(out)

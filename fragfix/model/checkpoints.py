@@ -1,0 +1,224 @@
+"""Checkpoints: safetensors weights with the model config and training facts in the metadata.
+
+Like whisper's checkpoints, a file carries both the config and the state dict and rebuilds its
+own model with `ModelConfig(**meta)`. Nothing here unpickles: the header is read and checked
+(size, format, config, every tensor's name, dtype and shape) before a byte of weights is loaded.
+The resume file beside `…_last` holds optimizer state and RNG state, also as safetensors.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import stat
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from fragfix import __version__
+from fragfix.files.atomic import atomic_write_bytes
+from fragfix.model.autoencoder import FragmentAutoencoder, ModelConfig
+from fragfix.errors import CheckpointError, InvalidInput
+
+FORMAT = "fragfix"
+FORMAT_VERSION = 1
+MAX_HEADER = 16 * 1024 * 1024  # real headers are a few KB; refuse absurd ones before parsing
+MAX_FILE = 1 << 30             # fragfix models are a few MB; refuse to read a GB as a checkpoint
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+           "U8": torch.uint8, "I32": torch.int32, "F64": torch.float64, "BOOL": torch.bool}
+
+
+def save_model(path: Path, model: FragmentAutoencoder, info: dict[str, Any]) -> None:
+    """Write weights + config + `info` (epoch, losses, data summary …) atomically."""
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            "model_config": json.dumps(model.config.to_dict()),
+            "info": json.dumps({"fragfix_version": __version__,
+                                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                **info})}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(Path(path), st_save(tensors, metadata=meta), force=True)
+
+
+def read_checked(path: Path, what: str = "checkpoint") -> bytes:
+    """The whole file, if it is a regular file under MAX_FILE: never a FIFO or device that would
+    block or stream forever. Opened non-blocking and read to the size checked, never past it."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise InvalidInput(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{what} is a folder, expected a file: {path}") from None
+    except PermissionError:
+        raise InvalidInput(f"{what} is not readable (permission denied): {path}") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidInput(f"{what} is a folder, expected a file: {path}")
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInput(f"{what} is not a regular file: {path}")
+        if st.st_size > MAX_FILE:
+            raise CheckpointError(f"not a fragfix {what} (too large, {st.st_size} bytes): {path}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(st.st_size)
+    except OSError as e:
+        raise InvalidInput(f"cannot read {what} {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    return data
+
+
+def parse_safetensors(data: bytes, path: Path, fmt: str = FORMAT) -> tuple[dict, dict]:
+    """(tensor entries, metadata) of safetensors bytes whose metadata says `fmt`: header size, JSON,
+    format and every tensor's bounds checked. The one header parser (checkpoints and resume state)."""
+    what = "checkpoint" if fmt == FORMAT else "resume state"
+    if len(data) < 8:
+        raise CheckpointError(f"not a fragfix {what} (truncated or empty): {path}")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > MAX_HEADER or 8 + n > len(data):
+        raise CheckpointError(f"not a fragfix {what} (bad or truncated safetensors header): {path}")
+    try:
+        header = json.loads(data[8:8 + n])
+        assert isinstance(header, dict)
+    except (ValueError, AssertionError, UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"not a fragfix {what} (unreadable header): {path}") from None
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"not a fragfix {what} (safetensors without fragfix metadata): {path}")
+    body = len(data) - 8 - n
+    for name, entry in header.items():
+        try:
+            lo, hi = entry["data_offsets"]
+            ok = isinstance(entry["shape"], list) and 0 <= lo <= hi <= body
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(f"damaged {what} (tensor {name!r} out of bounds): {path}")
+    return header, meta
+
+
+def read_header(path: Path) -> tuple[dict, dict, bytes]:
+    """Checked header of a fragfix checkpoint: (tensor entries, metadata, whole file bytes)."""
+    path = Path(path)
+    data = read_checked(path)
+    header, meta = parse_safetensors(data, path)
+    try:
+        version = int(meta.get("format_version", "0"))
+    except ValueError:
+        version = -1
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format version {meta.get('format_version')!r} is not supported "
+                              f"by fragfix {__version__} (expects {FORMAT_VERSION}): {path}")
+    return header, meta, data
+
+
+def _build(config_json: dict, header: dict, path: Path, prefix: str = "") -> FragmentAutoencoder:
+    """The model a checkpoint's config describes, checked to have exactly the header's tensors
+    (names, dtypes, shapes) before any weight is read. The config's bounds (config.ModelConfig) cap
+    what a hostile file can make us build at ~25 MB. (Not on the meta device: an Embedding built
+    there imports torch._dynamo, a second and 70 MB on every run.)"""
+    try:
+        config = ModelConfig(**config_json)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint has an incompatible model config ({e}): {path}") from None
+    model = FragmentAutoencoder(config)
+    expected = {prefix + k: v for k, v in model.state_dict().items()}
+    mine = {k for k in header if k.startswith(prefix)}
+    if mine != set(expected):
+        missing = sorted(set(expected) - mine)[:3]
+        extra = sorted(mine - set(expected))[:3]
+        raise CheckpointError(f"checkpoint tensors do not match its config (missing {missing}, extra {extra}): {path}")
+    for name, t in expected.items():
+        e = header[name]
+        if _DTYPES.get(e.get("dtype")) != t.dtype or list(e["shape"]) != list(t.shape):
+            raise CheckpointError(f"checkpoint tensor {name!r} has dtype {e.get('dtype')} shape {e['shape']}, "
+                                  f"expected {t.dtype} {list(t.shape)}: {path}")
+    return model
+
+
+def _meta_json(meta: dict, key: str, path: Path) -> dict:
+    try:
+        value = json.loads(meta.get(key, "{}"))
+        assert isinstance(value, dict)
+        return value
+    except (ValueError, AssertionError, TypeError, RecursionError):
+        raise CheckpointError(f"damaged checkpoint metadata ({key}): {path}") from None
+
+
+def describe(path: Path) -> dict:
+    """What a checkpoint is: config, info, parameter count, size. Loads it, so damage shows here too."""
+    model, info = load_model(path)
+    info.pop("path", None)
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "parameters": model.num_parameters(),
+            "model": model.config.to_dict(), **info}
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[FragmentAutoencoder, dict]:
+    """Rebuild the model a checkpoint describes and load its weights, after checking every tensor."""
+    path = Path(path)
+    header, meta, data = read_header(path)
+    model = _build(_meta_json(meta, "model_config", path), header, path)
+    try:
+        tensors = st_load(data)
+    except Exception as e:  # safetensors raises its own types for corrupt bodies
+        raise CheckpointError(f"damaged checkpoint ({e}): {path}") from None
+    model.load_state_dict(tensors, strict=True)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise CheckpointError(f"checkpoint holds NaN or infinite weights: {path}")
+    info = _meta_json(meta, "info", path)
+    info["path"] = str(path)
+    info["sha256"] = hashlib.sha256(data).hexdigest()  # of the bytes loaded, not a second read
+    return model.to(device).eval(), info
+
+
+def save_resume(path: Path, model: FragmentAutoencoder, optimizer: torch.optim.Optimizer,
+                state: dict[str, Any]) -> None:
+    """Weights, optimizer tensors and loop state (epoch, best loss …) in ONE file, so `--resume` never
+    mixes an epoch's weights with another epoch's optimizer, whenever an interrupt lands. No pickle."""
+    opt = optimizer.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    scalars = {}
+    for pid, st in opt["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    meta = {"format": FORMAT + "-resume", "model_config": json.dumps(model.config.to_dict()),
+            "param_groups": json.dumps(opt["param_groups"]), "scalars": json.dumps(scalars),
+            "state": json.dumps(state)}
+    atomic_write_bytes(Path(path), st_save(tensors, metadata=meta), force=True)
+
+
+def load_resume(path: Path, device: str | torch.device = "cpu") -> tuple[FragmentAutoencoder, dict, dict]:
+    """(model with its weights, loop state, optimizer state_dict) from a resume file."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"nothing to resume: {path} not found")
+    raw = read_checked(path, "resume state")
+    header, meta = parse_safetensors(raw, path, FORMAT + "-resume")
+    model = _build(_meta_json(meta, "model_config", path), header, path, "model.")
+    try:
+        tensors = st_load(raw)
+        groups = json.loads(meta["param_groups"])
+        scalars = json.loads(meta["scalars"])
+        state = json.loads(meta["state"])
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    except Exception:
+        raise CheckpointError(f"damaged or incompatible resume state: {path}") from None
+    opt_state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, k = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[k] = v
+    for key, v in scalars.items():
+        pid, k = key.split(".", 1)
+        opt_state.setdefault(int(pid), {})[k] = v
+    return model.to(device), state, {"state": opt_state, "param_groups": groups}

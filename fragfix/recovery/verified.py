@@ -1,0 +1,123 @@
+"""The repair path for checksummed files (gzip, zlib, zip, PNG): search and verification, no gate.
+
+`repair_files` sends a file here when its content is one of these formats. The whole file is
+read (these are searched, not streamed; up to MAX_BYTES), `formats.repair` looks for the edits
+that make every check pass, and the output gets them only when the result is verified (or, with
+`accept_probable`, probable). Otherwise the output is the input, byte for byte, and the report says
+which member, entry or chunk is damaged and where. The model takes part as a scorer: how
+implausible it finds each decoded byte decides where the search looks first.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fragfix import formats
+from fragfix.files.atomic import atomic_write
+from fragfix.recovery.blockmap import BlockMap
+from fragfix.errors import IOFailure
+from fragfix.files.jobs import Job, open_input, read_upto
+
+MAX_BYTES = 256 << 20   # larger checksummed files take the streaming path (left alone by the entropy gate)
+HEAD, TAIL = 4096, 65557  # enough to recognise every format: magic at the start, zip's directory at the end
+
+
+def sniff(path: Path, size: int) -> str | None:
+    """The checksummed format of a file by its content (start and end), or None."""
+    if size > MAX_BYTES:
+        return None
+    try:
+        with open_input(path, size) as f:
+            head = read_upto(f, HEAD, path)
+            if size > HEAD + TAIL:
+                f.seek(size - TAIL)
+                head += read_upto(f, TAIL, path)
+            else:
+                head += read_upto(f, size - len(head), path)
+    except OSError as e:
+        raise IOFailure(f"reading {path} failed: {e.strerror}") from None
+    return formats.detect(head)
+
+
+class ModelScorer:
+    """The model's view of decoded bytes (CPU, categorical head): `self(data)` is its surprise at
+    each byte; `values(data, pos, vals)` its surprise at other values there (candidate repairs)."""
+
+    def __init__(self, scorer, limit: int):
+        self.scorer, self.limit = scorer, limit
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        from fragfix.model.inference import byte_surprise
+        if len(data) > self.limit:
+            return np.zeros(len(data))
+        return byte_surprise(self.scorer.model, data, self.scorer.bf16)
+
+    def values(self, data: bytes, pos: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        from fragfix.model.inference import byte_values
+        if len(data) > self.limit:
+            return np.zeros(len(pos))
+        return byte_values(self.scorer.model, data, pos, vals, self.scorer.bf16)
+
+
+def model_scorer(scorer, limit: int = 1 << 20) -> ModelScorer | None:
+    """The model as the format search's scorer; None where it cannot run (not on the CPU)."""
+    return ModelScorer(scorer, limit) if scorer.cpu else None
+
+
+def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool, preserve: bool, budget_s: float,
+                       accept_probable: bool, scorer=None, tick=None, blocks: bool = False) -> dict:
+    t0 = time.perf_counter()
+    st = job.src.stat()
+    try:
+        with open_input(job.src, size) as f:
+            data = read_upto(f, size + 1, job.src)
+    except OSError as e:
+        raise IOFailure(f"reading {job.src} failed: {e.strerror}") from None
+    if len(data) != size:
+        raise IOFailure(f"{job.src} changed size while being read ({size} -> {len(data)} bytes)")
+    result = formats.repair(data, fmt, budget_s, scorer, tick)
+    take = result.status == "restored" or (result.status == "probable" and accept_probable)
+    edits = result.edits if take else []
+    out = formats.apply(data, edits)
+    info = result.to_dict()
+    info["written"] = "repaired" if edits else "unchanged"
+    report.begin_file({"input": str(job.src), "size": size,
+                       "output": None if job.dst is None else str(job.dst), "format": info})
+    if edits:
+        at = np.array([p for p, _ in edits], dtype=np.int64)
+        old = np.frombuffer(data, np.uint8)[at]
+        new = np.frombuffer(out, np.uint8)[at]
+        conf = np.full(len(at), 1.0 - result.false_pass)
+        report.changes(at, old, new, conf, np.zeros(len(at), bool),
+                       reason="verified" if result.status == "restored" else "probable")
+    mode = stat.S_IMODE(st.st_mode) if preserve else None
+    dropped = bool(mode is not None and edits and mode & (stat.S_ISUID | stat.S_ISGID) and job.dst is not None)
+    if job.dst is not None:
+        if mode is not None and edits:
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never carry set-id bits to altered bytes
+        with atomic_write(job.dst, force=force, mode=mode, batch=batch) as f:
+            f.write(out)
+            if preserve:
+                f.flush()
+                os.utime(f.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+    from fragfix.files.report import empty_totals
+    totals = {**empty_totals(), "size": size, "fragments": -(-size // 512), "changed": len(edits),
+              "suspected": len(edits), "format_files": 1,
+              "format_restored": int(bool(edits)) if result.status == "restored" else 0,
+              "format_probable": int(result.status == "probable"),
+              "format_damaged": int(result.status == "damaged")}
+    report.end_file(totals, {"seconds": round(time.perf_counter() - t0, 3)})
+    out = {"input": str(job.src), "output": None if job.dst is None else str(job.dst), "totals": totals,
+           "format": info, "dropped_setid": dropped}
+    if blocks:
+        m = BlockMap(size)
+        m.add("verified" if result.status == "restored" else "probable", np.array([p for p, _ in edits], np.int64))
+        if not edits:  # still damaged (or a probable repair not taken): where each check first fails
+            m.add("checksum_fails", np.array([p.first_bad for p in result.parts
+                                              if p.status != "intact" and p.first_bad is not None], np.int64))
+        out["blocks"] = m.to_dict()
+    return out

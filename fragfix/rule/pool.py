@@ -1,0 +1,81 @@
+"""Worker processes for the learned rule: stretches of a file learn apart, so they run apart.
+
+Each stretch of LEARN_ROWS fragments (learned.py) builds its own predictor from its own bytes and
+decides alone: no stretch reads another's state, so they can run in any order, on any core, and
+give the same bytes. Threads would not do: the predictor is thousands of numpy calls of a few
+milliseconds each, and between them the GIL serialises the threads (two stretches on two threads
+ran 1.2x faster than one thread with its experts spread; two processes run 2x).
+
+`stretch_pool(workers)` opens a pool for the length of a run (repair_files); inside it, `run()`
+sends stretches to the workers, and outside it (the library, tests, one stretch) they run here.
+Workers are spawned, not forked (the parent holds torch's threads; a fork copies their locks),
+import numpy and the predictor only (no torch), leave SIGINT to the parent (which stops them and
+cleans up; a worker never prints a traceback), and keep one thread each: the pool is the
+parallelism, and two runs on a shared machine do not oversubscribe it.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+_active: ProcessPoolExecutor | None = None
+
+
+def _init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+    from fragfix.rule import experts
+    experts.THREADS = 1
+
+
+@contextmanager
+def stretch_pool(workers: int) -> Iterator[int]:
+    """Open a pool of `workers` processes (0: one per core this process may use; 1: none, all
+    work here) for the enclosed run; yields how many stretches run at once. Processes start at the
+    first batch of two or more stretches, so a run over small files never pays for them."""
+    global _active
+    from fragfix.config import available_cores
+    n = workers or available_cores()
+    if n < 2 or _active is not None or not _spawn_safe():  # one core, a pool already open, or no way to spawn
+        yield 1 if _active is None else _active._max_workers
+        return
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
+    _active = pool
+    ok = False
+    try:
+        yield n
+        ok = True
+    finally:
+        _active = None
+        if not ok:  # an error or an interrupt: the stretches in flight are of no use now
+            for p in list((pool._processes or {}).values()):
+                p.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run(fn: Callable, jobs: list[tuple]) -> list:
+    """[fn(*job) for job in jobs], in order; on the workers when a pool is open and there are two
+    jobs or more. `fn` must be a module-level function (workers import it by name). A pool whose
+    workers cannot start or die (a script spawn cannot re-run, a worker killed) is given up, and the
+    jobs run here: the same results, one core."""
+    global _active
+    if _active is None or len(jobs) < 2:
+        return [fn(*job) for job in jobs]
+    try:
+        return list(_active.map(fn, *zip(*jobs)))
+    except BrokenProcessPool:
+        _active.shutdown(wait=False, cancel_futures=True)
+        _active = None
+        return [fn(*job) for job in jobs]
+
+
+def _spawn_safe() -> bool:
+    """Whether spawned workers can start: they re-run the main module from its file, so a main
+    read from standard input (no such file) rules them out; no file (-c, a notebook) is fine."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path is None or os.path.isfile(path)
