@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import signal
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -237,6 +238,22 @@ def _default_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+SETID = stat.S_ISUID | stat.S_ISGID
+
+
+def kept_mode(st: os.stat_result, changed: bool) -> int:
+    """The input's permission bits for its repaired copy: altered bytes never keep a set-uid or
+    set-gid bit (a repaired executable is not the one an administrator marked)."""
+    mode = stat.S_IMODE(st.st_mode)
+    return mode & ~SETID if changed else mode
+
+
+def keep_times(f: BinaryIO, st: os.stat_result) -> None:
+    """Give the output open as `f` the input's access and modification times (after its last write)."""
+    f.flush()
+    os.utime(f.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def atomic_write_bytes(path: Path, data: bytes, force: bool = False) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fragfix.files.atomic import Batch, check_distinct, check_output_path
+from fragfix.files.reading import open_readonly
 from fragfix.errors import InvalidInput, IOFailure
 
 
@@ -46,7 +47,7 @@ def open_input(path: Path, size: int) -> BinaryIO:
     the size checked before the run. O_NONBLOCK makes a FIFO swapped in meanwhile fail here instead
     of blocking the open forever (it changes nothing for regular files)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd = open_readonly(path)
     except OSError as e:
         raise InvalidInput(f"cannot open {path}: {e.strerror}") from None
     st = os.fstat(fd)

@@ -14,7 +14,7 @@ import struct
 import time
 import zlib
 
-from fragfix.formats.result import Part
+from fragfix.formats.result import Part, apply
 from fragfix.formats.deflate.search import Search
 from fragfix.formats.deflate.trace import KEEP, inflated
 
@@ -56,10 +56,7 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
     if o.edits:
         o.edits = fewest_bits(buf, start, o.edits, max(deadline, time.perf_counter() + 0.5))
         part.status, part.edits, part.first_bad = "restored", o.edits, o.edits[0][0]
-        patched = bytearray(buf)
-        for p, x in o.edits:
-            patched[p] ^= x
-        return part, Search(patched, start, stop, kind, verify, None, None, deadline).tr.end
+        return part, Search(apply(buf, o.edits), start, stop, kind, verify, None, None, deadline).tr.end
     part.status, part.first_bad = "damaged", o.first_bad
     where = f"inflate failed near offset {tr.error}" if tr.error is not None else (
         "the checksum fails" if o.case == "in-step" else "the stream ends in the wrong place")

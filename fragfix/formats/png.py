@@ -17,7 +17,7 @@ import zlib
 
 from fragfix.formats import crc
 
-from fragfix.formats.result import Part, choose
+from fragfix.formats.result import Part, apply, choose
 from fragfix.formats.containers import _one_byte
 
 SIG = b"\x89PNG\r\n\x1a\n"
@@ -125,9 +125,7 @@ def _image_data(d: bytes, idat, chunks) -> list[Part]:
         options.append([[]] if not compared else cands)
 
     def inflates(edits) -> bool:
-        buf = bytearray(d)
-        for q, x in edits:
-            buf[q] ^= x
+        buf = apply(d, edits)
         z = zlib.decompressobj()
         try:
             out = z.decompress(b"".join(bytes(buf[p + 8:p + 8 + n]) for p, n in idat))

@@ -85,8 +85,14 @@ def choose(part: Part, pos: int, ok: list) -> Part:
     return part
 
 
-def apply(data: bytes, edits: list[tuple[int, int]]) -> bytes:
-    out = bytearray(data)
+def xor_into(buf: bytearray, edits: list[tuple[int, int]]) -> None:
+    """Apply edits (offset, xor) to `buf` in place: the one way every format writes a repair."""
     for p, x in edits:
-        out[p] ^= x
+        buf[p] ^= x
+
+
+def apply(data: bytes, edits: list[tuple[int, int]]) -> bytes:
+    """`data` with edits (offset, xor) applied; `data` itself is not changed."""
+    out = bytearray(data)
+    xor_into(out, edits)
     return bytes(out)

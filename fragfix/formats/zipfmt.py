@@ -19,7 +19,7 @@ import zlib
 
 from fragfix.formats import crc
 
-from fragfix.formats.result import Part, apply, choose
+from fragfix.formats.result import Part, apply, choose, xor_into
 from fragfix.formats.containers import deflate_part
 from fragfix.formats.zipnames import diff_edits, name_part, names_said, unchecked_fields
 
@@ -52,8 +52,7 @@ def _records(d: bytes, at: int) -> tuple[list[dict], list[tuple[int, int]]] | st
                 p = out.pop()["at"]  # the record before said the wrong length: read it again
             if fix is None:
                 return f"central directory record {len(out)} at offset {p} is damaged"
-            for q, x in fix:
-                buf[q] ^= x
+            xor_into(buf, fix)
             edits += fix
             continue
         rec, p = _record(buf, p)
@@ -61,8 +60,7 @@ def _records(d: bytes, at: int) -> tuple[list[dict], list[tuple[int, int]]] | st
     if out and p != at and buf[p:p + 4] not in (b"PK\x06\x06", b"PK\x05\x05"):  # zip64 end, signature
         fix = _resync(buf, out[-1]["at"], at, last=True)
         if fix:
-            for q, x in fix:
-                buf[q] ^= x
+            xor_into(buf, fix)
             edits += fix
             out[-1], p = _record(buf, out[-1]["at"])
     if edits and p != at and buf[p:p + 4] not in (b"PK\x06\x06", b"PK\x05\x05"):

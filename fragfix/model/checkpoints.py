@@ -22,6 +22,7 @@ from safetensors.torch import save as st_save
 
 from fragfix import __version__
 from fragfix.files.atomic import atomic_write_bytes
+from fragfix.files.reading import open_readonly
 from fragfix.model.autoencoder import FragmentAutoencoder, ModelConfig
 from fragfix.errors import CheckpointError, InvalidInput
 
@@ -49,7 +50,7 @@ def read_checked(path: Path, what: str = "checkpoint") -> bytes:
     block or stream forever. Opened non-blocking and read to the size checked, never past it."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd = open_readonly(path)
     except FileNotFoundError:
         raise InvalidInput(f"{what} not found: {path}") from None
     except IsADirectoryError:

@@ -9,7 +9,6 @@ copied verbatim. Unknown bytes come from a ddrescue mapfile and/or runs of zeros
 from __future__ import annotations
 
 import os
-import stat
 import time
 from dataclasses import replace
 from contextlib import ExitStack
@@ -19,7 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from fragfix.files.atomic import Batch, atomic_write
+from fragfix.files.atomic import SETID, Batch, atomic_write, keep_times, kept_mode
 from fragfix.recovery.blockmap import BlockMap
 from fragfix.recovery.copies import fills_for
 from fragfix.model.autoencoder import FRAGMENT_SIZE
@@ -97,10 +96,8 @@ class FileRepair:
         self.report.begin_file({"input": str(self.job.src), "size": self.size,
                                 "output": None if self.job.dst is None else str(self.job.dst)})
         if self.job.dst is not None:
-            mode = stat.S_IMODE(self.stat.st_mode) if self.preserve else None
-            if mode is not None:  # altered bytes never keep a set-id bit (known only at the end)
-                keep = mode
-                mode = lambda: keep & ~(stat.S_ISUID | stat.S_ISGID) if self.totals["changed"] else keep  # noqa: E731
+            # the mode is asked for at the end: only then is it known whether any byte changed
+            mode = (lambda: kept_mode(self.stat, bool(self.totals["changed"]))) if self.preserve else None
             self.out = self.stack.enter_context(atomic_write(self.job.dst, force=self.force, mode=mode,
                                                               batch=self.batch))
 
@@ -147,11 +144,10 @@ class FileRepair:
     def finish(self) -> dict:
         if self.done != self.size:
             raise IOFailure(f"{self.job.src} changed size while being read ({self.size} -> {self.done} bytes)")
-        setid = stat.S_IMODE(self.stat.st_mode) & (stat.S_ISUID | stat.S_ISGID)
+        setid = self.stat.st_mode & SETID
         self.dropped_setid = bool(self.out is not None and self.preserve and setid and self.totals["changed"])
         if self.out is not None and self.preserve:
-            self.out.flush()
-            os.utime(self.out.fileno(), ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+            keep_times(self.out, self.stat)
         self.stack.close()  # the output is complete: staged, moved into place with the run's others
         seconds = time.perf_counter() - self.t0
         copies = [c.to_dict() for c in self.fills.copies] if self.fills is not None else []

@@ -9,15 +9,13 @@ implausible it finds each decoded byte decides where the search looks first.
 """
 from __future__ import annotations
 
-import os
-import stat
 import time
 from pathlib import Path
 
 import numpy as np
 
 from fragfix import formats
-from fragfix.files.atomic import atomic_write
+from fragfix.files.atomic import SETID, atomic_write, keep_times, kept_mode
 from fragfix.recovery.blockmap import BlockMap
 from fragfix.errors import IOFailure
 from fragfix.files.jobs import Job, open_input, read_upto
@@ -94,16 +92,13 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool
         conf = np.full(len(at), 1.0 - result.false_pass)
         report.changes(at, old, new, conf, np.zeros(len(at), bool),
                        reason="verified" if result.status == "restored" else "probable")
-    mode = stat.S_IMODE(st.st_mode) if preserve else None
-    dropped = bool(mode is not None and edits and mode & (stat.S_ISUID | stat.S_ISGID) and job.dst is not None)
+    dropped = bool(preserve and edits and st.st_mode & SETID and job.dst is not None)
     if job.dst is not None:
-        if mode is not None and edits:
-            mode &= ~(stat.S_ISUID | stat.S_ISGID)  # never carry set-id bits to altered bytes
-        with atomic_write(job.dst, force=force, mode=mode, batch=batch) as f:
+        with atomic_write(job.dst, force=force, mode=kept_mode(st, bool(edits)) if preserve else None,
+                          batch=batch) as f:
             f.write(out)
             if preserve:
-                f.flush()
-                os.utime(f.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+                keep_times(f, st)
     from fragfix.files.report import empty_totals
     totals = {**empty_totals(), "size": size, "fragments": -(-size // 512), "changed": len(edits),
               "suspected": len(edits), "format_files": 1,

@@ -19,6 +19,7 @@ import torch
 from fragfix.model.autoencoder import FRAGMENT_SIZE
 from fragfix.errors import InvalidInput, IOFailure
 from fragfix.files.jobs import walk
+from fragfix.files.reading import open_readonly
 
 
 
@@ -107,7 +108,7 @@ class FragmentDataset(torch.utils.data.Dataset):
             if len(self._fds) > 64:  # bound open files on huge folders
                 self.close()
             try:
-                fd = self._fds[k] = os.open(self.spans[k].path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+                fd = self._fds[k] = open_readonly(self.spans[k].path)
             except OSError as e:
                 raise IOFailure(f"training file became unreadable ({e.strerror}): {self.spans[k].path}") from None
         want = min(FRAGMENT_SIZE, self.spans[k].size - frag * FRAGMENT_SIZE)

@@ -14,6 +14,7 @@ import time
 import zlib
 
 from fragfix.formats.deflate.trace import STEP
+from fragfix.formats.result import apply
 
 FIRSTS, PAIR_SPAN = 16, 512  # the first edits tried, and how far from them the second may lie
 NEAR_FAIL = 64     # input bytes before where inflate failed: a first of two errors that gets past it is likely here
@@ -89,9 +90,7 @@ def two_bits(search, tick) -> bool:
         now = time.perf_counter()
         if now > search.deadline:
             return False
-        patched = bytearray(search.buf)
-        for p, x in base:
-            patched[p] ^= x
+        patched = apply(search.buf, base)
         share = (search.deadline - now) / (len(firsts) - i)
         # no model in the second search: it would read the whole output again for one small window
         sub = type(search)(patched, search.start, search.stop, search.kind, search.verify, search.expect_len,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+from fragfix.formats.result import apply
+
 STEP = 64          # input bytes per decode call: the resolution of "where"
 KEEP = 256 << 20   # output kept in memory for the search; past this the stream is only checked
 
@@ -70,9 +72,7 @@ def trace(buf, start: int, stop: int, kind: str) -> Trace:
 def inflated(buf, start: int, edits) -> tuple[int, bytes] | None:
     """(where the raw deflate stream at `start` ends, its whole output) with `edits` (offset, xor)
     applied; None where inflate fails or the stream does not end."""
-    b = bytearray(buf)
-    for p, x in edits:
-        b[p] ^= x
+    b = apply(buf, edits)
     d = zlib.decompressobj(-15)
     try:
         out = d.decompress(bytes(b[start:]))
