@@ -65,6 +65,10 @@ def _records(d: bytes, at: int) -> tuple[list[dict], list[tuple[int, int]]] | st
             out[-1], p = _record(buf, out[-1]["at"])
     if edits and p != at and buf[p:p + 4] not in (b"PK\x06\x06", b"PK\x05\x05"):
         return f"central directory damaged near offset {edits[0][0]}"  # a repair must account for every record
+    if p == at and off != M32:  # the records run exactly from the offset the end record gives to the end
+        # record: its directory size and per-disk count follow from them (other readers trust them)
+        n_disk = struct.unpack_from("<H", d, at + 8)[0]
+        edits += _set(d, at + 12, "<I", at - off) + (_set(d, at + 8, "<H", n) if n_disk != n else [])
     return out, edits
 
 
