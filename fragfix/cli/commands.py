@@ -192,7 +192,7 @@ def repair(
     jobs, skipped = plan_jobs(inputs or [], output, recursive, dry_run, mapfile, map_out, files_from, part)
     if plot is not None:
         from fragfix.errors import InvalidInput
-        from fragfix.cli.pictures import require
+        from fragfix.cli.pictures import repair_map, require  # matplotlib: only when --plot asks for it
         if dry_run:
             raise InvalidInput("--dry-run writes only the report; --plot would write a picture")
         require()  # a missing extra is a clear error before the run
@@ -203,7 +203,7 @@ def repair(
         summary = repair_files(jobs, resolve_model_path(model), cfg, report, force,
                                progress=lambda n: progress.advance(task, n), preserve=preserve,
                                on_start=lambda total, m: progress.update(task, total=total), plot=plot, runtime=rt,
-                               draw=None if plot is None else _repair_map(),
+                               draw=None if plot is None else repair_map,
                                references=_pair_references(reference, reference_mapfile),
                                on_search=lambda name, n: progress.update(task, description=(
                                    "repairing" if name is None else f"searching {escape(shown(name))}: {n:,} candidates")))
@@ -235,11 +235,6 @@ def _saying_replaced(events, old: list):
             err.print(escape(f"--force: replacing {', '.join(str(p) for p in old)}"))
             old = []
         yield ev
-
-
-def _repair_map():
-    from fragfix.cli.pictures import repair_map  # matplotlib: only when --plot asks for it
-    return repair_map
 
 
 def _pair_references(refs, maps) -> tuple:

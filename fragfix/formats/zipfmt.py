@@ -19,12 +19,10 @@ import zlib
 
 from fragfix.formats import crc
 
-from fragfix.formats.result import Part, apply, choose, xor_into
+from fragfix.formats.result import Part, apply, choose
 from fragfix.formats.containers import deflate_part
+from fragfix.formats.zipdir import LFH, M32, extra_ok, find_end, read_directory, set_field
 from fragfix.formats.zipnames import diff_edits, name_part, names_said, unchecked_fields
-
-EOCD, CDH, LFH = b"PK\x05\x06", b"PK\x01\x02", b"PK\x03\x04"
-
 
 def looks_like_zip(d: bytes) -> bool:
     """A zip starts with a local header: a file that only holds an end record somewhere near its end
@@ -32,101 +30,15 @@ def looks_like_zip(d: bytes) -> bool:
     return d[:4] == LFH
 
 
-def _eocd(d: bytes) -> int | None:
-    at = d.rfind(EOCD, max(0, len(d) - 65557))
-    return at if at >= 0 and at + 22 <= len(d) else None
-
-
-def _records(d: bytes, at: int) -> tuple[list[dict], list[tuple[int, int]]] | str:
-    """The central directory's records, and edits to its own structure: a signature one byte off, or
-    one byte of a record's name, extra or comment length, found where the next record (or the end
-    record, after the last) starts exactly where the corrected length says it does."""
-    n, size, off = struct.unpack_from("<HII", d, at + 10)
-    buf, out, edits, p = bytearray(d), [], [], off
-    while len(out) < n:
-        if p + 46 > len(buf) or buf[p:p + 4] != CDH:
-            fix = None
-            if p + 46 <= len(buf) and sum(x != y for x, y in zip(buf[p:p + 4], CDH)) == 1:
-                fix = [(p + j, x ^ y) for j, (x, y) in enumerate(zip(buf[p:p + 4], CDH)) if x != y]
-            elif out and (fix := _resync(buf, out[-1]["at"], at, last=False)) is not None:
-                p = out.pop()["at"]  # the record before said the wrong length: read it again
-            if fix is None:
-                return f"central directory record {len(out)} at offset {p} is damaged"
-            xor_into(buf, fix)
-            edits += fix
-            continue
-        rec, p = _record(buf, p)
-        out.append(rec)
-    if out and p != at and buf[p:p + 4] not in (b"PK\x06\x06", b"PK\x05\x05"):  # zip64 end, signature
-        fix = _resync(buf, out[-1]["at"], at, last=True)
-        if fix:
-            xor_into(buf, fix)
-            edits += fix
-            out[-1], p = _record(buf, out[-1]["at"])
-    if edits and p != at and buf[p:p + 4] not in (b"PK\x06\x06", b"PK\x05\x05"):
-        return f"central directory damaged near offset {edits[0][0]}"  # a repair must account for every record
-    if p == at and off != M32:  # the records run exactly from the offset the end record gives to the end
-        # record: its directory size and per-disk count follow from them (other readers trust them)
-        n_disk = struct.unpack_from("<H", d, at + 8)[0]
-        edits += _set(d, at + 12, "<I", at - off) + (_set(d, at + 8, "<H", n) if n_disk != n else [])
-    return out, edits
-
-
-def _record(b, p: int) -> tuple[dict, int]:
-    flags, method, _, _, crc_, csize, usize, nlen, xlen, clen = struct.unpack_from("<HHHHIIIHHH", b, p + 8)
-    local = struct.unpack_from("<I", b, p + 42)[0]
-    return ({"at": p, "flags": flags, "method": method, "crc": crc_, "csize": csize, "usize": usize,
-             "name": bytes(b[p + 46:p + 46 + nlen]), "local": local}, p + 46 + nlen + xlen + clen)
-
-
-def _resync(b, prev: int, at: int, last: bool) -> list[tuple[int, int]] | None:
-    """One byte of record `prev`'s name, extra or comment length that, corrected, puts the record's
-    end exactly on the next record's signature (or the end record's, after the last). Any of the
-    three would: the name length only where the local header holds that name, the extra length only
-    where the extra fields then fill it exactly, the comment length otherwise."""
-    lens = struct.unpack_from("<HHH", b, prev + 28)
-    base = prev + 46
-    targets = [at] if last else []
-    q = base
-    while not last and len(targets) < 64:
-        q = b.find(CDH, q, base + 3 * 65536 + 4)
-        if q < 0:
-            break
-        targets.append(q)
-        q += 1
-    local = struct.unpack_from("<I", b, prev + 42)[0]
-    for q in targets:
-        for j, v in enumerate(lens):
-            v2 = q - base - (sum(lens) - v)
-            x = v ^ v2
-            if not (0 <= v2 < 65536 and x and (x & 0xFF == 0 or x >> 8 == 0)):
-                continue
-            if j == 0 and not (b[local + 26:local + 28] == struct.pack("<H", v2) and
-                               b[local + 30:local + 30 + v2] == b[base:base + v2]):
-                continue
-            if j == 1 and not _extra_ok(b[base + lens[0]:base + lens[0] + v2]):
-                continue
-            return [(prev + 28 + 2 * j + (x & 0xFF == 0), x & 0xFF or x >> 8)]
-    return None
-
-
-def _extra_ok(x: bytes) -> bool:
-    """Whether `x` is a whole number of extra fields (id, size, data)."""
-    i = 0
-    while i + 4 <= len(x):
-        i += 4 + struct.unpack_from("<H", x, i + 2)[0]
-    return i == len(x)
-
-
 # (field, offset in the local header, offset in the central record, struct code)
 FIELDS = (("method", 8, 10, "<H"), ("crc", 14, 16, "<I"), ("csize", 18, 20, "<I"), ("usize", 22, 24, "<I"))
 
 
 def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
-    at = _eocd(d)
+    at = find_end(d)
     if at is None:
         return [Part("central directory", "unsupported", note="no end-of-central-directory record found")]
-    got = _records(d, at)
+    got = read_directory(d, at)
     if isinstance(got, str):
         return [Part("central directory", "unsupported", note=got)]
     recs, fixed = got
@@ -158,7 +70,7 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
     edits = []
     moved = _moved(d, r)
     if moved is not None:  # the central record's offset of the local header lost a bit or a byte
-        edits += _set(d, r["at"] + 42, "<I", moved)
+        edits += set_field(d, r["at"] + 42, "<I", moved)
         lo = r["local"] = moved
     if d[lo:lo + 4] != LFH:
         if lo + 30 > len(d) or sum(x != y for x, y in zip(d[lo:lo + 4], LFH)) > 1:
@@ -171,7 +83,7 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
         r["flags"] |= 8
         if not _descriptor_holds(d, r, lo + 30 + nlen + xlen):
             r["flags"] &= ~8
-        edits += _set(d, lo + 6, "<H", r["flags"]) + _set(d, r["at"] + 8, "<H", r["flags"])
+        edits += set_field(d, lo + 6, "<H", r["flags"]) + set_field(d, r["at"] + 8, "<H", r["flags"])
     unproven = unchecked_fields(d, lo, r["at"], r["flags"])  # set from the central copy: probable at most
     edits += unproven
     if struct.unpack_from("<H", d, lo + 26)[0] != nlen:  # the data's CRC below proves the central copy
@@ -219,7 +131,7 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
                     continue  # zip64: the local sizes lie in its extra field
                 fixed += diff_edits(d, lo + a, r["at"] + c, struct.calcsize(code))
         elif (desc := _descriptor(d, r)) and start + r["csize"] == r["next"] - desc:  # so does a data descriptor
-            fixed += _set(d, r["next"] - 12, "<III", r["crc"], r["csize"], r["usize"])
+            fixed += set_field(d, r["next"] - 12, "<III", r["crc"], r["csize"], r["usize"])
         edits += fixed
         if edits:
             part.edits = sorted(edits + part.edits)
@@ -232,9 +144,6 @@ def _entry(d: bytes, r: dict, deadline, scorer, tick, names: list[bytes], confli
     return part
 
 
-M32 = 0xFFFFFFFF
-
-
 def _names_agree(d: bytes, part: Part, r: dict, lo: int, conflicts: list) -> Part:
     """A restored entry whose two name copies differ too: decided with the others (zipnames.py)."""
     local = d[lo + 30:lo + 30 + len(r["name"])]
@@ -242,12 +151,6 @@ def _names_agree(d: bytes, part: Part, r: dict, lo: int, conflicts: list) -> Par
         conflicts.append((part, r, lo + 30, local, []))
     return part
 DESC = b"PK\x07\x08"  # a data descriptor's optional signature
-
-
-def _set(d: bytes, at: int, code: str, *values: int) -> list[tuple[int, int]]:
-    """Edits that write `values` at `at`."""
-    new = struct.pack(code, *values)
-    return [(at + i, x ^ y) for i, (x, y) in enumerate(zip(d[at:at + len(new)], new)) if x != y]
 
 
 def _plain(d: bytes, method: int, start: int, stop: int, crc_: int, usize: int) -> bool:
@@ -303,17 +206,17 @@ def _layouts(d: bytes, r: dict, lo: int, start: int) -> tuple[str, list, int] | 
     for note, v, st in tries:
         if v["method"] not in (0, 8) or (v == vals and st == start) or not lo + 30 + nlen <= st < lo + 30 + nlen + 65536:
             continue
-        if st != start and not _extra_ok(d[lo + 30 + nlen:st]):  # a local extra length must fit its fields
+        if st != start and not extra_ok(d[lo + 30 + nlen:st]):  # a local extra length must fit its fields
             continue
         tried += 1
         if _plain(d, v["method"], st, st + v["csize"], v["crc"], v["usize"]):
-            fix = _set(d, lo + 28, "<H", st - lo - 30 - nlen)
+            fix = set_field(d, lo + 28, "<H", st - lo - 30 - nlen)
             for f, a, c, code in FIELDS:  # every copy takes the values the data proved
-                fix += _set(d, r["at"] + c, code, v[f])
+                fix += set_field(d, r["at"] + c, code, v[f])
                 if not desc or f == "method":
-                    fix += _set(d, lo + a, code, v[f])
+                    fix += set_field(d, lo + a, code, v[f])
             if desc and nxt - 12 >= lo:
-                fix += _set(d, nxt - 12, "<III", v["crc"], v["csize"], v["usize"])
+                fix += set_field(d, nxt - 12, "<III", v["crc"], v["csize"], v["usize"])
             return (note, sorted(fix), tried) if fix else None
     return None
 

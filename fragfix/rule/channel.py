@@ -77,9 +77,9 @@ MIN_EXCESS = 8.0
 # turns into it (one bit away; 0x00 for erasures). Counting only such *explained* surprises drops most
 # of a clean file's own novelty (new words, numbers, addresses) while keeping most damage, so it sees
 # damage the whole tail cannot: 0.1% bit flips in highly predictable XML (0.4 bits/byte) hide in the
-# whole tail (155 bytes below 1e-6 against a null of 122) and stand out here (151 against 6). A clean
+# whole tail (155 bytes below 1e-6 against a null of 122) and stand out here (151 against 20). A clean
 # file's explained surprises are rarer but worse calibrated (up to 48x their tail mass, a man-page
-# index at 1e-6, on the 90 clean files of the development machine), so their null is taken 100 times.
+# index at 1e-6, among 97 clean files of the development machine), so their null is taken 100 times.
 EXPLAIN_ODDS = 1e3       # explained: damage at rate 1e-3 would be likelier than the byte as read
 EXPLAINED_SLACK = 100.0
 EXPLAINED_TAIL = 1e-5    # the levels the view counts at: above, clean novelty is common and each surprise costs
@@ -115,11 +115,13 @@ def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi:
         return EPS_MIN, EPS_MIN
     best, point = EPS_MIN, EPS_MIN
     rows = np.arange(len(sample))
-    views = [(np.ones(n, bool), np.ones(sample.shape, bool), slack)]
+    # (bytes counted, values counted at each sampled position, slack, levels)
+    views = [(np.ones(n, bool), np.ones(sample.shape, bool), slack, TAILS)]
     if why is not None:
-        views.append((why, explained(sample, None, pi), slack * EXPLAINED_SLACK / NULL_SLACK))
-    for hit, mask, s in views:
-        for t, more in TAILS if hit is not why else [tm for tm in TAILS if tm[0] <= EXPLAINED_TAIL]:
+        views.append((why, explained(sample, None, pi), slack * EXPLAINED_SLACK / NULL_SLACK,
+                      [tm for tm in TAILS if tm[0] <= EXPLAINED_TAIL]))
+    for hit, mask, s, levels in views:
+        for t, more in levels:
             low = (sample < t) & mask
             count = float(((p_obs < t) & hit).sum())
             null = s * (more if s > 1 else 1.0) * n * float((sample * low).sum(1).mean())

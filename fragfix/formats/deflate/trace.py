@@ -75,7 +75,7 @@ def inflated(buf, start: int, edits) -> tuple[int, bytes] | None:
     b = apply(buf, edits)
     d = zlib.decompressobj(-15)
     try:
-        out = d.decompress(bytes(b[start:]))
+        out = d.decompress(b[start:])
     except zlib.error:
         return None
     return (len(b) - len(d.unused_data), out) if d.eof else None
