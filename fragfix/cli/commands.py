@@ -215,6 +215,39 @@ def repair(
     draw_repair(summary, err)
 
 
+@command
+def salvage(
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="A damaged gzip (.gz, .tar.gz), zlib or zip file."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", rich_help_panel=IO, help=(
+        "The content: a file for gzip and zlib (default: the name without .gz; .tgz gives .tar), a new "
+        "or empty folder of entries for zip (default: NAME.salvaged).")),
+    report: Optional[Path] = typer.Option(None, rich_help_panel=IO,
+                                          help="Write every output's ranges (exact, guessed, lost) as JSON."),
+    force: bool = typer.Option(False, "--force", "-f", rich_help_panel=IO, help="Overwrite existing outputs."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=IO, help="Print the summary as JSON on stdout."),
+    mapfile: Optional[Path] = typer.Option(None, rich_help_panel=MAPS,
+                                           help="GNU ddrescue mapfile of the input: bytes not '+' are lost."),
+    zero_runs: int = typer.Option(512, rich_help_panel=MAPS, help=(
+        "Treat runs of at least N zero bytes in the input as lost (a sector ddrescue could not read; 0: off).")),
+    map_out: Optional[Path] = typer.Option(None, rich_help_panel=MAPS, help=(
+        "Write a ddrescue-style map of the content: '+' exact, '/' unchecked, '?' guessed, '-' lost (gzip, zlib).")),
+    fill: bool = typer.Option(True, "--fill/--no-fill", rich_help_panel=FORMATS_PANEL, help=(
+        "Guess the lost bytes that later copies of them show, from the content's own text.")),
+):
+    """Recover the content of a compressed file past lost bytes: every byte exact, guessed or lost."""
+    from fragfix.errors import InvalidInput
+    from fragfix.cli.render_salvage import draw_salvage
+    from fragfix.recovery.salvage import SalvageConfig, salvage_file
+    if zero_runs < 0:
+        raise InvalidInput(f"--zero-runs must not be negative, got {zero_runs}")
+    with err.status("salvaging"):
+        summary = salvage_file(input_path, output, SalvageConfig(fill=fill, zero_runs=zero_runs), mapfile,
+                               report, map_out, force)
+    if as_json:
+        emit_json(summary)
+    draw_salvage(summary, err)
+
+
 def _check_repair_options(dry_run, output, plot, mapfile, reference, reference_mapfile) -> None:
     """Options that would be ignored, or do other than they say, are errors before any work."""
     from fragfix.errors import InvalidInput

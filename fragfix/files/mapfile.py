@@ -120,6 +120,12 @@ def read_mapfile(path: Path, file_size: int | None = None) -> Mapfile:
 
 def format_mapfile(ranges: list[tuple[int, int]], size: int, comment: str = "") -> str:
     """A ddrescue mapfile for `size` bytes: `ranges` marked '-', the rest '+'."""
+    return format_blocks([(a, b, "-") for a, b in ranges], size, comment)
+
+
+def format_blocks(blocks: list[tuple[int, int, str]], size: int, comment: str = "") -> str:
+    """A ddrescue mapfile for `size` bytes: each [start, end) of `blocks` (sorted, apart) with its
+    status character, the rest '+'."""
     from fragfix import __version__
     lines = [f"# Mapfile. Created by fragfix {__version__}"]
     if comment:
@@ -127,10 +133,10 @@ def format_mapfile(ranges: list[tuple[int, int]], size: int, comment: str = "") 
     lines += ["# current_pos  current_status  current_pass", "0x00000000     +               1",
               "#      pos        size  status"]
     pos = 0
-    for start, end in ranges:
+    for start, end, status in blocks:
         if start > pos:
             lines.append(f"0x{pos:08X}  0x{start - pos:08X}  +")
-        lines.append(f"0x{start:08X}  0x{end - start:08X}  -")
+        lines.append(f"0x{start:08X}  0x{end - start:08X}  {status}")
         pos = end
     if pos < size:
         lines.append(f"0x{pos:08X}  0x{size - pos:08X}  +")

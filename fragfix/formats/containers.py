@@ -92,7 +92,7 @@ def looks_like_gzip(d: bytes) -> bool:
     return len(d) >= 18 and d[:3] == b"\x1f\x8b\x08"
 
 
-def _gzip_body(d: bytes, pos: int) -> int | None:
+def gzip_body(d: bytes, pos: int) -> int | None:
     """Where a member's deflate data starts, or None for a header that does not parse."""
     if d[pos:pos + 3] != b"\x1f\x8b\x08" or d[pos + 3] & 0xE0 or pos + 10 > len(d):
         return None
@@ -130,7 +130,7 @@ def repair_gzip(d: bytes, deadline, scorer, tick) -> list[Part]:
                     parts.append(Part(f"data after member {i - 1}", "unchecked", checks=[],
                                       note=f"{len(d) - pos} bytes not in any member"))
                 break
-        body = _gzip_body(d, pos)
+        body = gzip_body(d, pos)
         if body is None:
             parts.append(Part(f"member {i}", "unsupported", first_bad=pos, note="the member header does not parse"))
             break

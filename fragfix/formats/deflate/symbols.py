@@ -133,7 +133,7 @@ def _parse(buf, start: int, limit_out: int) -> Parse:
             lit, dist = FIXED_LIT, FIXED_DIST
             P.lengths.append(None)
         elif kind == 2:
-            lit, dist, pos, lens = _dynamic(w, pos)
+            lit, dist, pos, lens = dynamic_header(w, pos)
             P.lengths.append(lens)
         else:
             raise BadStream("reserved block type")
@@ -192,7 +192,7 @@ def _parse(buf, start: int, limit_out: int) -> Parse:
     return P
 
 
-def _dynamic(w: list[int], pos: int) -> tuple[list[int], list[int], int, tuple[list[int], list[int]]]:
+def dynamic_header(w: list[int], pos: int) -> tuple[list[int], list[int], int, tuple[list[int], list[int]]]:
     def bits(k: int) -> int:
         return (w[pos >> 3] >> (pos & 7)) & ((1 << k) - 1)
     hlit, hdist, hclen = bits(5) + 257, ((w[pos >> 3] >> ((pos & 7) + 5)) & 31) + 1, \
