@@ -19,8 +19,8 @@ from rich.markup import escape
 from fragfix import __version__
 from fragfix.cli.edge import STATE, OneLineErrors, SafeConsole, contract, err, shown
 from fragfix.config import EvalConfig, ModelConfig
-from fragfix.cli.options import (DATA, FORMATS_PANEL, IO, MAPS, MODEL, RUNTIME, TRAINING, D, M, R, T, gate_config, parse_floats,
-                      parse_ints, shared)
+from fragfix.cli.options import (DATA, FORMATS_PANEL, IO, MAPS, MODEL, RUNTIME, TRAINING, D, M, R, T, check_repair_options,
+                                 gate_config, pair_references, parse_floats, parse_ints, shared)
 
 E = EvalConfig()  # evaluate's defaults
 
@@ -187,7 +187,7 @@ def repair(
     cfg = gate_config(gate, zero_runs=zero_runs, formats=formats, format_budget=format_budget,
                       accept_probable=accept_probable, correct_good=correct_good)
     rt = Runtime(**runtime, batch_fragments=batch_size)
-    _check_repair_options(dry_run, output, plot, mapfile, reference, reference_mapfile)
+    check_repair_options(dry_run, output, plot, mapfile, reference, reference_mapfile)
     part = parse_shard(shard) if shard is not None else None
     jobs, skipped = plan_jobs(inputs or [], output, recursive, dry_run, mapfile, map_out, files_from, part)
     if plot is not None:
@@ -204,7 +204,7 @@ def repair(
                                progress=lambda n: progress.advance(task, n), preserve=preserve,
                                on_start=lambda total, m: progress.update(task, total=total), plot=plot, runtime=rt,
                                draw=None if plot is None else repair_map,
-                               references=_pair_references(reference, reference_mapfile),
+                               references=pair_references(reference, reference_mapfile),
                                on_search=lambda name, n: progress.update(task, description=(
                                    "repairing" if name is None else f"searching {escape(shown(name))}: {n:,} candidates")))
     summary["skipped"] = skipped
@@ -248,18 +248,6 @@ def salvage(
     draw_salvage(summary, err)
 
 
-def _check_repair_options(dry_run, output, plot, mapfile, reference, reference_mapfile) -> None:
-    """Options that would be ignored, or do other than they say, are errors before any work."""
-    from fragfix.errors import InvalidInput
-    if dry_run and output is not None:
-        raise InvalidInput("--dry-run writes only the report; -o names an output it would not write")
-    if plot is not None and Path(plot).suffix.lower() != ".png":
-        raise InvalidInput(f"--plot draws a PNG picture: give a name ending in .png, not {plot}")
-    if (reference or reference_mapfile) and mapfile is None:
-        raise InvalidInput("--reference and --reference-mapfile fill the unknown bytes a --mapfile names: "
-                           "give the image's --mapfile too")
-
-
 def _saying_replaced(events, old: list):
     """train's events, saying which checkpoints --force replaces once the run has passed its checks
     (its first event), not before a check refuses it."""
@@ -268,14 +256,6 @@ def _saying_replaced(events, old: list):
             err.print(escape(f"--force: replacing {', '.join(str(p) for p in old)}"))
             old = []
         yield ev
-
-
-def _pair_references(refs, maps) -> tuple:
-    from fragfix.errors import InvalidInput
-    refs, maps = list(refs or []), list(maps or [])
-    if len(maps) > len(refs):
-        raise InvalidInput("--reference-mapfile pairs with a --reference: give the reference first")
-    return tuple(zip(refs, maps + [None] * (len(refs) - len(maps))))
 
 
 @command

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from pathlib import Path
 
 import typer
 
@@ -130,3 +131,23 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
 
 __all__ = ["GATE", "RUNTIME", "IO", "MAPS", "FORMATS_PANEL", "MODEL", "DATA", "TRAINING", "D", "R", "M", "T",
            "GROUPS", "shared", "gate_config", "parse_floats", "parse_ints"]
+
+
+def check_repair_options(dry_run, output, plot, mapfile, reference, reference_mapfile) -> None:
+    """Options that would be ignored, or do other than they say, are errors before any work."""
+    from fragfix.errors import InvalidInput
+    if dry_run and output is not None:
+        raise InvalidInput("--dry-run writes only the report; -o names an output it would not write")
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise InvalidInput(f"--plot draws a PNG picture: give a name ending in .png, not {plot}")
+    if (reference or reference_mapfile) and mapfile is None:
+        raise InvalidInput("--reference and --reference-mapfile fill the unknown bytes a --mapfile names: "
+                           "give the image's --mapfile too")
+
+
+def pair_references(refs, maps) -> tuple:
+    from fragfix.errors import InvalidInput
+    refs, maps = list(refs or []), list(maps or [])
+    if len(maps) > len(refs):
+        raise InvalidInput("--reference-mapfile pairs with a --reference: give the reference first")
+    return tuple(zip(refs, maps + [None] * (len(refs) - len(maps))))

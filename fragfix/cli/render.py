@@ -152,6 +152,10 @@ def draw_repair(s: dict, console: Console) -> None:
             console.print(escape(f"  {f['input']}: {fm['format']} {fm['status']} "
                                  f"({fm['candidates']:,} candidates, {fm['seconds']:.1f} s, chance of a wrong repair "
                                  f"passing {fm['false_pass']:.1e}; written {fm['written']}): {where}"))
+            sv = fm.get("salvage")
+            if sv and sv["content"]:
+                console.print(escape(f"    `fragfix salvage {f['input']}` can recover {sv['exact']:,} of its "
+                                     f"{sv['content']:,} content bytes exactly (more with a ddrescue --mapfile)"))
         elif len(s["files"]) > 1:
             console.print(f"  {escape(f['input'])}: {f['totals']['changed']:,} bytes changed")
     empty = sum(bool(f.get("empty")) for f in s["files"])

@@ -66,6 +66,14 @@ def model_scorer(scorer, limit: int = 1 << 20) -> ModelScorer | None:
     return ModelScorer(scorer, limit) if scorer.cpu else None
 
 
+def salvage_hint(data: bytes, fmt: str) -> dict:
+    """What `fragfix salvage` would get out of a file verified repair cannot restore: content bytes
+    exact (decoded from input runs of 512 zeros do not mark lost) and in all, without guessing."""
+    from fragfix.recovery.salvage import EXACT, SalvageConfig, losses_of, salvage_data
+    outs = salvage_data(data, fmt, losses_of(data, None, 512), SalvageConfig(fill=False))
+    return {"exact": int(sum((st == EXACT).sum() for _, st in outs)), "content": int(sum(len(st) for _, st in outs))}
+
+
 def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool, preserve: bool, budget_s: float,
                        accept_probable: bool, scorer=None, tick=None, blocks: bool = False) -> dict:
     t0 = time.perf_counter()
@@ -83,6 +91,8 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool
     out = formats.apply(data, edits)
     info = result.to_dict()
     info["written"] = "repaired" if edits else "unchanged"
+    if result.status == "damaged" and fmt in ("gzip", "zlib", "zip"):
+        info["salvage"] = salvage_hint(data, fmt)
     report.begin_file({"input": str(job.src), "size": size,
                        "output": None if job.dst is None else str(job.dst), "format": info})
     if edits:

@@ -24,7 +24,7 @@ SPAN = 1 << 19     # content positions one predictor covers (with MARGIN each si
 MARGIN = 1 << 16
 SURE = 0.9         # first-round guesses this sure are context for the second round
 MIN_KNOWN = 256    # known bytes a predictor needs
-SPANS = 2          # spans after the first unknown byte whose copies are asked
+SPANS = 1          # spans after the first unknown byte whose copies are asked
 
 
 def guess_copies(data: np.ndarray, known: np.ndarray, pos: np.ndarray, group: np.ndarray

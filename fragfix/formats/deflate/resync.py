@@ -108,14 +108,14 @@ def header_at(buf, bit: int) -> Header | None:
     if kind == 3 or ((v >> 3) & 31) > 29 or ((v >> 8) & 31) > 29:
         return None
     cl = [0] * 19
-    for i in range(((v >> 13) & 15) + 4):
-        at = pos + 17 + 3 * i
-        cl[ORDER[i]] = (w[at >> 3] >> (at & 7)) & 7
-    if not _kraft(cl, True):
-        return None
     try:
+        for i in range(((v >> 13) & 15) + 4):
+            at = pos + 17 + 3 * i
+            cl[ORDER[i]] = (w[at >> 3] >> (at & 7)) & 7
+        if not _kraft(cl, True):
+            return None
         lit, dist, end, (ll, dl) = dynamic_header(w, pos + 3)
-    except (BadStream, IndexError, ValueError):  # ValueError: an over-subscribed code
+    except (BadStream, IndexError, ValueError):  # the data ends inside it; an over-subscribed code
         return None
     if not ll[256] or not _kraft(ll, False) or not _kraft(dl, False):
         return None
