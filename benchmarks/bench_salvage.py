@@ -151,7 +151,7 @@ def zip_block(z: bytes, files: dict, n: int, rng, random_fill: bool) -> dict:
                     # its header (the codes) survived: what of the content after the damage is exact
                     # the content after the lost bytes themselves (it.lost: the loss's own output)
                     first = max([y for _, y in it.lost] + [int(np.flatnonzero(st != EXACT)[0])])
-                    if a + 4096 < r["local"] + 30 + len(r["name"]) + r["csize"]:
+                    if a + 4096 < r["local"] + 30 + len(r["name"]) + r["csize"] and first < len(st):
                         exact_share.append(float((st[first:] == EXACT).mean()))
                         ok = (st[first:] == EXACT) | ((st[first:] == GUESSED) & (got[first:] == w[first:]))
                         right_share.append(float(ok.mean()))

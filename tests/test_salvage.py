@@ -254,3 +254,37 @@ def test_two_members_the_second_whole_after_the_first_lost_its_header():
 def test_a_stream_s_last_bit_lies_in_one_of_two_bytes():
     assert recover._ends(0, 0, 10) == [10]       # decoding began on a byte boundary: one end
     assert recover._ends(3, 0, 10) == [10, 11]   # three bits in: the last byte may be the next one
+
+
+def test_salvage_never_writes_where_it_reads(tmp_path):
+    z, _ = make_zip(3)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = folder / "a.zip"
+    src.write_bytes(z)
+    r = runner.invoke(app, ["salvage", str(src), "-o", str(folder), "--force"])
+    assert r.exit_code == 2 and "holds the input" in r.output
+    gz = tmp_path / "b.gz"
+    gz.write_bytes(_gzip(text_bytes(5000, 1)))
+    for bad in (["-o", str(gz), "--force"], ["-o", str(tmp_path / "o"), "--report", str(gz), "--force"]):
+        r = runner.invoke(app, ["salvage", str(gz), *bad])
+        assert r.exit_code == 2, r.output
+    m = tmp_path / "b.map"
+    m.write_text(format_mapfile([(0, 10)], 99))  # describes another size
+    r = runner.invoke(app, ["salvage", str(gz), "-o", str(tmp_path / "o"), "--mapfile", str(m)])
+    assert r.exit_code == 2 and "describes 99 bytes" in r.output
+    assert gz.read_bytes() == _gzip(text_bytes(5000, 1)) and not (tmp_path / "o").exists()
+
+
+def test_salvage_plot_draws_the_content_map(tar_gz, tmp_path):
+    pytest.importorskip("matplotlib")
+    raw, gz = tar_gz
+    a = (len(gz) // 2) // 512 * 512
+    src = tmp_path / "t.tgz"
+    src.write_bytes(zero(gz, a, 512))
+    r = runner.invoke(app, ["salvage", str(src), "--no-fill", "--plot", str(tmp_path / "m.png")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "t.tar").stat().st_size == len(raw)
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = runner.invoke(app, ["salvage", str(src), "-o", str(tmp_path / "u"), "--plot", str(tmp_path / "m.jpg")])
+    assert r.exit_code == 2 and ".png" in r.output

@@ -233,6 +233,8 @@ def salvage(
         "Write a ddrescue-style map of the content: '+' exact, '/' unchecked, '?' guessed, '-' lost (gzip, zlib).")),
     fill: bool = typer.Option(True, "--fill/--no-fill", rich_help_panel=FORMATS_PANEL, help=(
         "Guess the lost bytes that later copies of them show, from the content's own text.")),
+    plot: Optional[Path] = typer.Option(None, rich_help_panel=IO, help=(
+        "Draw where the content is exact, unchecked, guessed or lost (PNG; the plot extra).")),
 ):
     """Recover the content of a compressed file past lost bytes: every byte exact, guessed or lost."""
     from fragfix.errors import InvalidInput
@@ -240,9 +242,16 @@ def salvage(
     from fragfix.recovery.salvage import SalvageConfig, salvage_file
     if zero_runs < 0:
         raise InvalidInput(f"--zero-runs must not be negative, got {zero_runs}")
+    draw = None
+    if plot is not None:
+        from fragfix.cli.pictures import repair_map, require  # matplotlib: only when --plot asks for it
+        if Path(plot).suffix.lower() != ".png":
+            raise InvalidInput(f"--plot draws a PNG picture: give a name ending in .png, not {plot}")
+        require()
+        draw = repair_map
     with err.status("salvaging"):
         summary = salvage_file(input_path, output, SalvageConfig(fill=fill, zero_runs=zero_runs), mapfile,
-                               report, map_out, force)
+                               report, map_out, force, plot, draw)
     if as_json:
         emit_json(summary)
     draw_salvage(summary, err)

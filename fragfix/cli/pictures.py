@@ -16,10 +16,10 @@ from fragfix.errors import InvalidInput
 from fragfix.cli.render_eval import classify, short
 
 # the repair map: colours in the spirit of ddrescueview (red: still bad, green: proven good)
-MAP_COLOURS = {"left_unknown": "#d62728", "checksum_fails": "#7b2d8e", "filled": "#1f77b4",
+MAP_COLOURS = {"left_unknown": "#d62728", "checksum_fails": "#7b2d8e", "unchecked": "#8c564b", "filled": "#1f77b4",
                "changed": "#ff7f0e", "probable": "#bcbd22", "copied": "#17becf", "verified": "#2ca02c", "untouched": "#e4e4e4"}
 MAP_LABELS = {"left_unknown": "unknown, left as read", "checksum_fails": "checksum still fails",
-              "filled": "unknown bytes guessed by the model", "changed": "changed (suspected damage)",
+              "unchecked": "decoded, not proven (damage not located)", "filled": "unknown bytes guessed", "changed": "changed (suspected damage)",
               "probable": "probable (checksums pass, not proven)", "copied": "unknown bytes filled from a copy", "verified": "verified by checksum",
               "untouched": "untouched"}
 # a sample's bytes: what the repair did to each
@@ -70,8 +70,11 @@ def _human(n: float) -> str:
         n /= 1024
 
 
-def repair_map(summary: dict, path: Path, batch=None, max_files: int = 24) -> None:
-    """One block map per repaired file, stacked on one page (a strip each when there are several)."""
+def repair_map(summary: dict, path: Path, batch=None, max_files: int = 24, title: str | None = None,
+               plain: str = MAP_LABELS["untouched"]) -> None:
+    """One block map per repaired file, stacked on one page (a strip each when there are several);
+    `title` and `plain` (what a cell where nothing happened means) replace repair's own: salvage
+    draws its outputs with them."""
     plt = require()
     from matplotlib.patches import Patch
     files = [f for f in summary["files"] if "blocks" in f][:max_files]
@@ -97,11 +100,12 @@ def repair_map(summary: dict, path: Path, batch=None, max_files: int = 24) -> No
     t = summary["totals"]
     counts = {k: sum(BlockMap.from_dict(f["blocks"]).totals()[k] for f in files) for k in KINDS}
     handles = [Patch(color=MAP_COLOURS[k], label=f"{MAP_LABELS[k]}: {counts[k]:,} bytes") for k in KINDS if counts[k]]
-    handles.append(Patch(facecolor=MAP_COLOURS["untouched"], label=MAP_LABELS["untouched"]))
+    handles.append(Patch(facecolor=MAP_COLOURS["untouched"], label=plain))
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     note = f" (and {more} more files, not drawn)" if more else ""
-    fig.suptitle(f"fragfix repair: {t['changed']:,} of {t['size']:,} bytes changed{note}; each cell shows the "
-                 "least reassuring thing that happened in it, rows labelled by offset", fontsize=9)
+    head = title or f"fragfix repair: {t['changed']:,} of {t['size']:,} bytes changed"
+    fig.suptitle(f"{head}{note}; each cell shows the least reassuring thing that happened in it, rows "
+                 "labelled by offset", fontsize=9)
     _save(fig, path, batch, dpi=100)
 
 

@@ -1,4 +1,5 @@
-"""What a repair did where: per-block counts of each kind of byte, for `fragfix repair --plot`.
+"""What a repair did where: per-block counts of each kind of byte, for `fragfix repair --plot` (and
+what `fragfix salvage --plot` got back where: lost, unchecked, guessed, verified).
 
 Like ddrescueview's view of a mapfile, a file is cut into at most `MAX_CELLS` equal blocks (a
 power of two bytes each, so offsets read easily) and each block counts its bytes by what happened
@@ -10,7 +11,7 @@ import numpy as np
 
 # in the order a cell shows them: the first kind with any bytes in the block colours the cell,
 # so the least reassuring thing that happened in a block is the one you see (as in ddrescueview)
-KINDS = ("left_unknown", "checksum_fails", "filled", "changed", "probable", "copied", "verified")
+KINDS = ("left_unknown", "checksum_fails", "unchecked", "filled", "changed", "probable", "copied", "verified")
 MAX_CELLS = 4096
 
 

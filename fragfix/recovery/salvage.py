@@ -32,6 +32,7 @@ from fragfix.files.mapfile import format_blocks, read_mapfile
 from fragfix.files.unknown import runs, zero_run_mask
 from fragfix.formats import salvage as fs
 from fragfix.formats import tarlist
+from fragfix.recovery.blockmap import BlockMap
 from fragfix.rule.fill import guess_copies
 
 EXACT, UNCHECKED, GUESSED, LOST = 0, 1, 2, 3
@@ -57,8 +58,10 @@ def default_output(src: Path, fmt: str) -> Path:
 
 
 def salvage_file(src: Path, output: Path | None, cfg: SalvageConfig, mapfile: Path | None = None,
-                 report: Path | None = None, map_out: Path | None = None, force: bool = False) -> dict:
-    """Salvage `src` into `output` (a file, or a folder for zip); returns the summary."""
+                 report: Path | None = None, map_out: Path | None = None, force: bool = False,
+                 plot: Path | None = None, draw=None) -> dict:
+    """Salvage `src` into `output` (a file, or a folder for zip); returns the summary. With `plot`,
+    `draw(maps, plot, batch, title=...)` draws each output's block map there, in the same batch."""
     t0 = time.perf_counter()
     size = check_input(src)
     if size == 0:
@@ -69,7 +72,7 @@ def salvage_file(src: Path, output: Path | None, cfg: SalvageConfig, mapfile: Pa
     if fmt is None:
         raise InvalidInput(f"not a gzip, zlib or zip file (salvage reads deflate archives): {src}")
     output = Path(output) if output is not None else default_output(Path(src), fmt)
-    _check_outputs(src, output, fmt, mapfile, report, map_out, force)
+    _check_outputs(src, output, fmt, mapfile, (report, map_out, plot), force)
     losses = losses_of(d, mapfile, cfg.zero_runs)
     outs = salvage_data(d, fmt, losses, cfg)
     summary = {"input": str(src), "format": fmt, "output": str(output), "losses": [list(x) for x in losses],
@@ -110,6 +113,10 @@ def salvage_file(src: Path, output: Path | None, cfg: SalvageConfig, mapfile: Pa
             with batch.stage(map_out, force) as w:
                 w.write(format_blocks(blocks, len(content), f"salvaged content of {Path(src).name}: "
                                       "+ exact, / unchecked, ? guessed, - lost").encode())
+        if plot is not None and draw is not None:
+            draw(_maps(summary, outs, content, state if content is not None else None), plot, batch,
+                 title=f"fragfix salvage: {summary['totals']['exact']:,} of {summary['totals']['size']:,} bytes exact",
+                 plain="exact")
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         if report is not None:
             full = {**summary, "outputs": [{**row, "ranges": [[a, b, LABELS[s]] for a, b, s in rg]}
@@ -125,8 +132,10 @@ def salvage_data(d: bytes, fmt: str, losses: list[tuple[int, int]], cfg: Salvage
     return [_finish(it, cfg) for it in fs.salvage(d, fmt, losses)]
 
 
-def _check_outputs(src, output, fmt, mapfile, report, map_out, force) -> None:
+def _check_outputs(src, output, fmt, mapfile, others, force) -> None:
+    """Outputs that would clobber data are refused before any work: the input, the mapfile, each other."""
     reads = [(Path(src), "input")] + ([(Path(mapfile), "mapfile")] if mapfile else [])
+    report, map_out, plot = others
     if fmt == "zip":
         if map_out is not None:
             raise InvalidInput("--map-out maps one content file; a zip's entries go to a folder "
@@ -136,10 +145,10 @@ def _check_outputs(src, output, fmt, mapfile, report, map_out, force) -> None:
             raise InvalidInput(f"output folder holds the input: {output}")
     else:
         check_output_path(output, force, (Path(src),))
-    for p in (report, map_out):
+    for p in others:
         if p is not None:
             check_output_path(p, force, (Path(src),))
-    check_distinct([Path(p) for p in (output, report, map_out) if p is not None], reads)
+    check_distinct([Path(p) for p in (output, *others) if p is not None], reads)
 
 
 def losses_of(d: bytes, mapfile: Path | None, zero_runs: int) -> list[tuple[int, int]]:
@@ -180,6 +189,24 @@ def _finish(it: fs.Salvaged, cfg: SalvageConfig) -> tuple[fs.Salvaged, np.ndarra
             st[:] = EXACT  # every guess together gives the stored CRC: proven
             it.status, it.note = "verified", "every lost byte guessed; the CRC proves the guesses"
     return it, st
+
+
+def _maps(summary: dict, outs, content, state) -> dict:
+    """Block maps of the content (gzip, zlib: one; zip: one per entry) in the shape repair draws."""
+    kinds = {LOST: "left_unknown", GUESSED: "filled", UNCHECKED: "unchecked"}
+
+    def one(name: str, st: np.ndarray, verified: bool) -> dict:
+        m = BlockMap(len(st))
+        for s, kind in kinds.items():
+            m.add(kind, np.flatnonzero(st == s))
+        if verified:
+            m.add("verified", np.arange(len(st)))
+        return {"input": name, "blocks": m.to_dict()}
+    if content is not None:
+        files = [one(Path(summary["output"]).name, state, all(it.status == "verified" for it, _ in outs))]
+    else:
+        files = [one(it.name, st, it.status == "verified") for it, st in outs if len(st)]
+    return {"files": files, "totals": summary["totals"]}
 
 
 def _ranges(st: np.ndarray) -> list[tuple[int, int, int]]:

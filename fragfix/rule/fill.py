@@ -7,8 +7,8 @@ lost byte share one value, so their log-probabilities add (copies in different p
 independent evidence), and the best value wins. A lost byte copied ten times in ten contexts is
 guessed far better than any one of them.
 
-Copies of runs of lost bytes sit beside each other and are each other's context: two rounds, the
-second reading the first round's surest guesses as known (the rest stay unknown to it).
+Copies of runs of lost bytes sit beside each other and are each other's context: in each round after
+the first, the surest guesses so far are read as known (the rest stay unknown).
 
 The probability given per guess is the normalised geometric mean over its copies (the product
 would count near-duplicate contexts as independent and claim too much).
@@ -22,7 +22,8 @@ from fragfix.rule.filemodel import FileModel
 
 SPAN = 1 << 19     # content positions one predictor covers (with MARGIN each side)
 MARGIN = 1 << 16
-SURE = 0.9         # first-round guesses this sure are context for the second round
+SURE = 0.9         # guesses this sure are context for the next round
+ROUNDS = 2         # rounds of guessing
 MIN_KNOWN = 256    # known bytes a predictor needs
 SPANS = 1          # spans after the first unknown byte whose copies are asked
 
@@ -38,15 +39,19 @@ def guess_copies(data: np.ndarray, known: np.ndarray, pos: np.ndarray, group: np
     # copies of copies can run on for MBs, and add little: the copies in the first SPANS are asked
     ask = pos < pos.min() + SPANS * SPAN
     value, prob = _round(data, known, pos[ask], inv[ask], len(groups))
-    sure = prob[inv] >= SURE
-    if sure.any() and not sure.all():
+    for _ in range(ROUNDS - 1):  # the sure guesses so far become context for the rest
+        sure = prob[inv] >= SURE
+        rest = ~sure & ask
+        if not sure.any() or not rest.any():
+            break
         data2, known2 = data.copy(), known.copy()
         data2[pos[sure]] = value[inv[sure]]
         known2[pos[sure]] = True
-        rest = ~sure & ask
         v2, p2 = _round(data2, known2, pos[rest], inv[rest], len(groups))
         redo = np.unique(inv[rest])
-        redo = redo[prob[redo] < SURE]  # groups with no sure copy take the second round's answer
+        redo = redo[prob[redo] < SURE]  # groups with no sure copy take the later round's answer
+        if not len(redo):
+            break
         value[redo], prob[redo] = v2[redo], p2[redo]
     return value[inv], prob[inv]
 
