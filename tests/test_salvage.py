@@ -288,3 +288,14 @@ def test_salvage_plot_draws_the_content_map(tar_gz, tmp_path):
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = runner.invoke(app, ["salvage", str(src), "-o", str(tmp_path / "u"), "--plot", str(tmp_path / "m.jpg")])
     assert r.exit_code == 2 and ".png" in r.output
+
+
+def test_an_entry_whose_local_header_is_lost_is_found_by_the_layout():
+    z, files = make_zip(4)
+    recs = fs.entries(z)
+    r = recs[1]
+    d = zero(z, r["local"], 30)  # the local header only: its data starts csize bytes before the next
+    items = fs.salvage(d, "zip", [(r["local"], r["local"] + 30)])
+    got = {it.name: it for it in items}
+    name = r["name"].decode()
+    assert got[name].status == "verified" and bytes(got[name].data) == files[name]

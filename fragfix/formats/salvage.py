@@ -178,7 +178,8 @@ def _data_start(d: bytes, r: dict, bounds: list[int]) -> int | None:
         return None
     for desc in ((16, 12) if r["flags"] & 8 else (0,)):
         a = nxt - desc - r["csize"]
-        if a >= lo + 30 + len(r["name"]) and (not desc or struct.unpack_from("<I", d, nxt - desc + (4 if desc == 16 else 0))[0] == r["crc"]):
+        crc_at = nxt - desc + (4 if desc == 16 else 0)  # a descriptor's CRC, after its signature if it has one
+        if a >= lo + 30 + len(r["name"]) and (not desc or struct.unpack_from("<I", d, crc_at)[0] == r["crc"]):
             return a
     return None
 

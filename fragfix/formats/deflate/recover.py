@@ -74,7 +74,7 @@ def salvage_stream(buf, start: int, stop: int, loss: tuple[int, int] | None,
         loss = (cut, max(loss[1] if loss else 0, min(stop, fail + STEP)))
         if loss[1] > stop:
             loss = (cut, stop)
-    elif loss is None and cut_short is not None and cut_short(len(tr.out)):  # decoded to the end of the data: cut short
+    elif loss is None and cut_short is not None and cut_short(len(tr.out)):  # cut short
         return Stream(tr.out, None, how="truncated", located="inferred", loss=(stop, stop))
     elif loss is None:  # decoded to the end without ending where it must: damage somewhere before
         return Stream(tr.out, None, how="lost to the end", located="inferred", loss=(stop, stop))
@@ -91,7 +91,8 @@ def salvage_stream(buf, start: int, stop: int, loss: tuple[int, int] | None,
     s.how, s.step_bit = how, bit
     # the stream's last bit lies in one of two input bytes: the container's end and size decide
     ends = [e for e in _ends(bit, hb, d.end) if ends_ok(e)] or _ends(bit, hb, d.end)
-    lengths = [_lost_length(total_at(e) if total_at else None, len(prefix), len(d.out), loss) for e in ends]
+    span = (bit >> 3) - loss[0] + 64  # input bytes between the prefix and the step: what the lost bytes came from
+    lengths = [_lost_length(total_at(e) if total_at else None, len(prefix), len(d.out), span) for e in ends]
     k = next((i for i, n in enumerate(lengths) if n is not None), 0)
     s.end, lost = ends[k], lengths[k]
     s.source = -1 - d.source  # the window's place in the content is not known: lost byte k of it is -1 - k
@@ -105,13 +106,13 @@ def salvage_stream(buf, start: int, stop: int, loss: tuple[int, int] | None,
     return s
 
 
-def _lost_length(total: int | None, before: int, after: int, loss) -> int | None:
+def _lost_length(total: int | None, before: int, after: int, span: int) -> int | None:
     """The bytes lost, from the stored content length (mod 2^32, as gzip's ISIZE); None where it
-    is not known or not a length this loss could have held (the stored size is not to be trusted)."""
+    is not known or not a length `span` input bytes could hold (the stored size is not to be trusted)."""
     if total is None or total < 0:
         return None
     lost = (total - before - after) % (1 << 32)
-    return lost if lost <= EXPANSION * (loss[1] - loss[0] + 64) else None
+    return lost if lost <= EXPANSION * span else None
 
 
 def _blank() -> bytes:
