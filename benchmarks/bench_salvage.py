@@ -13,8 +13,9 @@ by zlib), a zip of the same files. Damage, each seeded:
   entries (a folder's files joined): entries not touching it verified; the touched entry's content
   after the lost bytes exact (or guessed right);
 - the .tar.gz cut at 60%: the content up to the cut exact;
-- a fuzz of damaged gzip/zip/zlib streams (zeroed runs with and without a map, random overwrites,
-  cuts, flipped bits): exact bytes that differ from the original (must be 0);
+- a fuzz of damaged gzip and zip streams (zeroed runs with and without a map, two zeroed sectors
+  with their map, random overwrites, cuts, flipped bits): exact bytes that differ from the original
+  (must be 0);
 - seconds for a ~10 MB .tar.gz (~40 MB of source) with a lost sector, with and without guessing.
 Nothing is asserted: it measures and reports.
 """
@@ -176,7 +177,7 @@ def fuzz(tar: bytes, gz: bytes, z: bytes, files: dict, n: int, rng) -> dict:
     wrong, exact, kinds = 0, 0, {}
     small = [gzip_of(tar[i:i + 300_000]) for i in range(0, len(tar), 300_000)][:6]
     for i in range(n):
-        kind = ["sector+map", "zeros", "random", "cut", "bits"][i % 5]
+        kind = ["sector+map", "zeros", "random", "cut", "bits", "two sectors+map"][i % 6]
         fmt = ["gzip", "zip"][int(rng.integers(0, 2))]
         src = small[int(rng.integers(0, len(small)))] if fmt == "gzip" else z
         d = bytearray(src)
@@ -191,6 +192,12 @@ def fuzz(tar: bytes, gz: bytes, z: bytes, files: dict, n: int, rng) -> dict:
         elif kind == "random":
             size = int(rng.integers(16, 4096))
             d[a:a + size] = rng.integers(0, 256, min(size, len(d) - a), dtype=np.uint8).tobytes()
+        elif kind == "two sectors+map":
+            for b in (a, int(rng.integers(lo, len(d) - 600))):
+                b -= b % 512
+                d[b:b + 512] = bytes(min(512, len(d) - b))
+                losses.append((b, min(len(d), b + 512)))
+            losses.sort()
         elif kind == "cut":
             d = d[:a]
         else:

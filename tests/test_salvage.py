@@ -299,3 +299,17 @@ def test_an_entry_whose_local_header_is_lost_is_found_by_the_layout():
     got = {it.name: it for it in items}
     name = r["name"].decode()
     assert got[name].status == "verified" and bytes(got[name].data) == files[name]
+
+
+def test_a_second_loss_further_on_is_never_decoded_as_data(tar_gz):
+    """Two sectors lost far apart in one stream: the decoding after the first would run through the
+    second (zeros decode as symbols, and Huffman codes find their step again) and give wrong bytes
+    and a wrong length to place the rest by; both are taken as one loss instead."""
+    raw, gz = tar_gz
+    a, b = (len(gz) // 4) // 512 * 512, (len(gz) // 2) // 512 * 512
+    d = zero(zero(gz, a, 512), b, 512)
+    (it, state), = salvage_data(d, "gzip", [(a, a + 512), (b, b + 512)], SalvageConfig(fill=False))
+    data = np.frombuffer(bytes(it.data), np.uint8)
+    assert len(data) == len(raw)
+    exact = state == EXACT
+    assert np.array_equal(data[exact], np.frombuffer(raw, np.uint8)[exact]) and exact.mean() > 0.3

@@ -56,17 +56,30 @@ def salvage(d: bytes, fmt: str, losses: list[tuple[int, int]]) -> list[Salvaged]
     return {"gzip": _gzip, "zlib": _zlib, "zip": _zip}[fmt](d, losses)
 
 
-def _loss_in(losses, a: int, b: int) -> tuple[int, int] | None:
-    """The first cluster of losses that touches input [a, b), clipped to it."""
+def _loss_in(losses, a: int, b: int) -> tuple[tuple[int, int] | None, tuple]:
+    """The first cluster of losses that touches input [a, b), clipped to it; and the losses after it."""
     hit = [(max(x, a), min(y, b)) for x, y in losses if x < b and y > a]
     if not hit:
-        return None
+        return None, ()
     lo, hi = hit[0]
-    for x, y in hit[1:]:
+    for k, (x, y) in enumerate(hit[1:], start=1):
         if x - hi > CLUSTER:
-            break
+            return (lo, hi), tuple(hit[k:])
         hi = y
-    return lo, hi
+    return (lo, hi), ()
+
+
+def _salvaged(d: bytes, a: int, b: int, losses, total_at, ends_ok, cut_short) -> Stream:
+    """salvage_stream over input [a, b) past the first cluster of `losses`; where the decoding after
+    it runs into a later loss, the two and all between are taken as one loss and it runs again (the
+    later loss decoded as data would give wrong bytes, and a wrong length to place the rest by)."""
+    loss, others = _loss_in(losses, a, b)
+    while True:
+        s = salvage_stream(d, a, b, loss, total_at, ends_ok, cut_short, others)
+        if s.reached is None or loss is None:
+            return s
+        loss = (loss[0], s.reached[1])
+        others = tuple(x for x in others if x[0] >= loss[1])
 
 
 def _from_stream(name: str, s: Stream, check=None) -> Salvaged:
@@ -92,6 +105,9 @@ def _from_stream(name: str, s: Stream, check=None) -> Salvaged:
             note += "; where the damage is is not known (no map, no zero run): what was decoded is unproven"
         return Salvaged(name, data, "salvaged" if p else "lost", lost, unsure=unsure, note=note, stream=info)
     note = "" if s.lost is not None else "the lost length is not known: what follows the loss is placed right after it"
+    if s.unsure_from is not None:  # another loss further on, decoded as if it were data: nothing after it is proven
+        unsure = unsure + [(p + gap + s.unsure_from, len(data))]
+        note = (note + "; " if note else "") + "another loss further on was decoded through: unproven from there"
     if unsure:
         note = (note + "; " if note else "") + "where the damage is is not known (no map, no zero run): unproven"
     return Salvaged(name, data, "salvaged", lost, s.unknown + p + gap, s.source, unsure, note=note, stream=info)
@@ -120,7 +136,7 @@ def _gzip(d: bytes, losses) -> list[Salvaged]:
             # ISIZE fits the content the rest of it would hold (a random 4 bytes seldom does)
             expect = n * (len(d) - 8 - body) / max(len(d) - body, 1)
             return not expect / 2 <= struct.unpack_from("<I", d, len(d) - 4)[0] <= 2 * expect + 4096
-        s = salvage_stream(d, body, len(d), _loss_in(losses, body, len(d)), total_at, ends_ok, cut)
+        s = _salvaged(d, body, len(d), losses, total_at, ends_ok, cut)
 
         def check(data: bytes, e=s.end) -> bool:
             return e is not None and e + 8 <= len(d) and struct.unpack_from("<II", d, e) == (
@@ -143,7 +159,7 @@ def _gzip(d: bytes, losses) -> list[Salvaged]:
 # ---- zlib ------------------------------------------------------------------------------------
 def _zlib(d: bytes, losses) -> list[Salvaged]:
     end_at = len(d) - 4
-    s = salvage_stream(d, 2, len(d), _loss_in(losses, 2, len(d)), None, lambda e: e == end_at)
+    s = _salvaged(d, 2, len(d), losses, None, lambda e: e == end_at, None)
     item = _from_stream("stream", s, lambda data: s.end == end_at and struct.unpack_from(">I", d, end_at)[0]
                         == zlib.adler32(data))
     return [item]
@@ -196,7 +212,6 @@ def _zip(d: bytes, losses) -> list[Salvaged]:
                                 note="its local header is lost, and where its data starts with it"))
             continue
         b = min(len(d), a + r["csize"])
-        loss = _loss_in(losses, a, b)
         if r["method"] == 0:
             data = bytearray(d[a:b])
             lost = [(x - a, y - a) for x, y in losses if x < b and y > a]
@@ -210,8 +225,8 @@ def _zip(d: bytes, losses) -> list[Salvaged]:
         if r["method"] != 8:
             out.append(Salvaged(name, bytearray(), "lost", note=f"compression method {r['method']} is not deflate"))
             continue
-        s = salvage_stream(d, a, b, loss, lambda e: r["usize"], lambda e: e == a + r["csize"],
-                           lambda n: b < a + r["csize"])  # cut short only where the file ends first
+        s = _salvaged(d, a, b, losses, lambda e: r["usize"], lambda e: e == a + r["csize"],
+                      lambda n: b < a + r["csize"])  # cut short only where the file ends first
         item = _from_stream(name, s, lambda data: len(data) == r["usize"] and zlib.crc32(data) == r["crc"])
         item.crc = r["crc"]
         if s.how == "lost to the end" and len(item.data) < r["usize"]:  # the size is known: keep it

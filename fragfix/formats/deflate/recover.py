@@ -47,6 +47,8 @@ class Stream:
     located: str = "given"       # given (a map, zeros) | inferred (inflate's failure)
     loss: tuple[int, int] | None = None  # the input bytes taken as lost
     step_bit: int | None = None  # where decoding resumed
+    unsure_from: int | None = None  # offset in `rest` from which another known loss was decoded as data
+    reached: tuple[int, int] | None = None  # that loss
 
     @property
     def size(self) -> int:
@@ -56,12 +58,15 @@ class Stream:
 def salvage_stream(buf, start: int, stop: int, loss: tuple[int, int] | None,
                    total_at: Callable[[int], int | None] | None = None,
                    ends_ok: Callable[[int], bool] | None = None,
-                   cut_short: Callable[[int], bool] | None = None) -> Stream:
+                   cut_short: Callable[[int], bool] | None = None, others: tuple = ()) -> Stream:
     """Salvage the raw deflate stream at `start` (input up to `stop`) past `loss` ([a, b) input
     bytes known lost; None: find it). `total_at(end)` gives the stored content length for a stream
     ending at byte `end`; `ends_ok(end)` says whether the container accepts a stream ending there;
     `cut_short(n)`, whether a stream that decodes to the end of the data without ending, `n` bytes of
-    output so far, was cut short (else damage decoded as data: garbage in step with nothing)."""
+    output so far, was cut short (else damage decoded as data: garbage in step with nothing);
+    `others`, the known losses after this one: from the first that the decoding after the step
+    reaches, what is decoded (those lost bytes as if they were data, and all after) is not exact
+    (`unsure_from`)."""
     ends_ok = ends_ok or (lambda e: True)
     cut = loss[0] if loss else stop
     tr = trace(buf, start, cut, "crc32")
@@ -95,14 +100,21 @@ def salvage_stream(buf, start: int, stop: int, loss: tuple[int, int] | None,
     lengths = [_lost_length(total_at(e) if total_at else None, len(prefix), len(d.out), span) for e in ends]
     k = next((i for i, n in enumerate(lengths) if n is not None), 0)
     s.end, lost = ends[k], lengths[k]
-    s.source = -1 - d.source  # the window's place in the content is not known: lost byte k of it is -1 - k
+    window, known = _blank(), np.zeros(resync.WINDOW, bool)
     if lost is not None:  # the window's known part: the prefix's last bytes
         held = np.frombuffer(prefix[-resync.WINDOW:], np.uint8)
-        window = np.r_[held, np.zeros(min(lost, resync.WINDOW), np.uint8)][-resync.WINDOW:]
+        window = np.r_[held, np.zeros(min(lost, resync.WINDOW), np.uint8)][-resync.WINDOW:].tobytes()
         known = np.r_[np.ones(len(held), bool), np.zeros(min(lost, resync.WINDOW), bool)][-resync.WINDOW:]
-        d = resync.decode(stream, window.tobytes(), known)
-        s.source = len(prefix) + lost - len(window) + d.source  # window index -> offset in the content
+    later = min((a for a, _ in others if a >= (bit + 7) >> 3), default=None)
+    s.reached = next(((a, b) for a, b in others if a == later), None)
+    mark = None if later is None else (8 * later - bit + hb) >> 3  # that loss's first byte in `stream`
+    d = resync.decode(stream, window, known, mark=mark)
+    # lost byte k of the window: at its offset in the content where the lost length is known, else -1 - k
+    s.source = len(prefix) + lost - len(window) + d.source if lost is not None else -1 - d.source
     s.lost, s.rest, s.unknown = lost, d.out, d.unknown
+    s.unsure_from = d.marked  # None: no later loss, or the stream ended before it
+    if d.marked is None:
+        s.reached = None
     return s
 
 

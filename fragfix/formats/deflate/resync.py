@@ -25,7 +25,7 @@ Bits are read as deflate writes them: least significant bit of each byte first.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -219,13 +219,15 @@ class Decoded:
     source: np.ndarray             # for each, the index in the window it copies (0..len(window)-1)
     end: int | None = None         # bytes of the given stream consumed when it ended (None: no end)
     error: bool = False
-    notes: list = field(default_factory=list)
+    marked: int | None = None      # output length at `mark` (decode's argument)
 
 
-def decode(stream: bytes, window: bytes, known: np.ndarray, limit: int | None = None) -> Decoded:
+def decode(stream: bytes, window: bytes, known: np.ndarray, limit: int | None = None,
+           mark: int | None = None) -> Decoded:
     """Decode raw deflate `stream` after `window` (the 32 KiB before it; `known` False where a window
     byte was lost), tracking every output byte that copies a lost one. Stops at the stream's end, a
-    zlib error or, with `limit`, after that many input bytes."""
+    zlib error or, with `limit`, after that many input bytes. With `mark`, `marked` is the output
+    length once the input before stream byte `mark` is decoded (the symbols wholly before it)."""
     idx = np.arange(len(window))
     win = np.frombuffer(window, np.uint8)
     fills = [np.where(known, win, f).astype(np.uint8).tobytes()
@@ -236,12 +238,13 @@ def decode(stream: bytes, window: bytes, known: np.ndarray, limit: int | None = 
     # output position of the last lost byte seen (window bytes sit just before output 0)
     n, last_unknown, pos = 0, int(lost[-1]) - len(window) if len(lost) else -WINDOW - 1, 0
     stop = len(stream) if limit is None else min(len(stream), limit)
+    marked = None
     while pos < stop:
-        piece = stream[pos:min(pos + PIECE, stop)]
+        piece = stream[pos:min(pos + PIECE, stop, mark if mark is not None and pos < mark else stop)]
         try:
             outs = [d.decompress(piece) for d in decs]
         except zlib.error:
-            return Decoded(b"".join(parts), _cat(unk), _cat(src), None, True)
+            return Decoded(b"".join(parts), _cat(unk), _cat(src), None, True, marked)
         a = np.frombuffer(outs[0], np.uint8)
         if len(decs) > 1:
             diff = np.flatnonzero(a != np.frombuffer(outs[1], np.uint8))
@@ -255,9 +258,11 @@ def decode(stream: bytes, window: bytes, known: np.ndarray, limit: int | None = 
         parts.append(outs[0])
         n += len(a)
         pos += len(piece)
+        if pos == mark:
+            marked = n
         if decs[0].eof:
-            return Decoded(b"".join(parts), _cat(unk), _cat(src), pos - len(decs[0].unused_data))
-    return Decoded(b"".join(parts), _cat(unk), _cat(src))
+            return Decoded(b"".join(parts), _cat(unk), _cat(src), pos - len(decs[0].unused_data), marked=marked)
+    return Decoded(b"".join(parts), _cat(unk), _cat(src), marked=marked)
 
 
 def _cat(xs: list) -> np.ndarray:
