@@ -161,7 +161,10 @@ def test_a_file_cut_short_gives_everything_up_to_the_cut_exact(tar_gz):
     (it, state), = salvage_data(gz[:len(gz) * 6 // 10], "gzip", [], SalvageConfig(fill=False))
     n = len(it.data)
     assert it.stream["how"] == "truncated" and n > len(raw) // 2
-    assert bytes(it.data) == raw[:n] and (state == EXACT).all()
+    assert bytes(it.data) == raw[:n]
+    # the output of the last 4 KiB before the cut is unchecked (damage over a file's end looks like a cut)
+    exact = int((state == EXACT).sum())
+    assert (state[:exact] == EXACT).all() and (state[exact:] == UNCHECKED).all() and exact > n * 0.8
 
 
 @pytest.mark.parametrize("seed", range(6))

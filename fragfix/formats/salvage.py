@@ -98,6 +98,8 @@ def _from_stream(name: str, s: Stream, check=None) -> Salvaged:
     # of KB later, or never), and nothing says it is the only damage: no decoded byte is known to
     # come from intact input (a file cut short, and nothing else, decodes cleanly to its end)
     unsure = [(0, len(data))] if s.located == "inferred" and s.how != "truncated" and len(data) else []
+    if s.how == "truncated" and s.unsure_from is not None and s.unsure_from < len(data):
+        unsure = [(s.unsure_from, len(data))]
     if s.how in ("truncated", "lost to the end"):
         note = "cut short: everything up to the cut is here" if s.how == "truncated" else \
             "no point after the loss where decoding resumes: the rest is lost"

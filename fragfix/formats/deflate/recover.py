@@ -29,6 +29,7 @@ SEARCH = 1 << 21      # bits searched at a time for a header
 HEAD_REACH = 1 << 21  # bits before the loss searched for the damaged block's header (256 KiB)
 AHEAD_REACH = 1 << 23  # bits after the loss searched for a later block header (1 MiB)
 EXPANSION = 1032      # deflate's largest output per input byte (258 bytes from 2 bits)
+CUT_TAIL = 4096       # input bytes before a cut whose output is unchecked (damage there looks like data)
 
 
 @dataclass
@@ -80,7 +81,11 @@ def salvage_stream(buf, start: int, stop: int, loss: tuple[int, int] | None,
         if loss[1] > stop:
             loss = (cut, stop)
     elif loss is None and cut_short is not None and cut_short(len(tr.out)):  # cut short
-        return Stream(tr.out, None, how="truncated", located="inferred", loss=(stop, stop))
+        # random bytes over a file's end (its trailer among them) decode like data and look like a
+        # cut: what the last CUT_TAIL bytes decoded to is not called exact
+        k = max(0, stop - CUT_TAIL - start) // STEP
+        return Stream(tr.out, None, how="truncated", located="inferred", loss=(stop, stop),
+                      unsure_from=tr.outlen[min(k, len(tr.outlen) - 1)])
     elif loss is None:  # decoded to the end without ending where it must: damage somewhere before
         return Stream(tr.out, None, how="lost to the end", located="inferred", loss=(stop, stop))
     k = (cut - start) // STEP
@@ -159,7 +164,7 @@ def _step(buf, start: int, stop: int, prefix: bytes, loss, located: str, ends_ok
         head = _block_of(buf, start, a, prefix)
         if head is not None and head.kind in (1, 2):
             x = resync.converge(buf, head, 8 * b)
-            if x is not None:
+            if x is not None and _block_goes_on(buf, head, x, a, stop, ends_ok):
                 stream, hb = resync.spliced(buf, head.at, head.end, x, stop)
                 d = _trial(stream, ends_ok, x, hb)
                 if d is not None:
@@ -172,6 +177,57 @@ def _step(buf, start: int, stop: int, prefix: bytes, loss, located: str, ends_ok
             d = _trial(stream, ends_ok, c, 0)
             if d is not None:
                 return "at block", c, stream, 0, d
+    return None
+
+
+def _block_goes_on(buf, head, x: int, a: int, stop: int, ends_ok) -> bool:
+    """Whether the damaged block's codes are still the ones in force at `x`. Convergence proves the
+    step only if the block did not end inside the loss: after its end, the next block's bits read
+    with these codes also converge, and where the two blocks' codes are alike (neighbouring blocks
+    of one file often are) they even fall back in step with it by the next block, so the stream
+    still ends where it must, but the symbols between are wrong. What tells the two apart is the
+    block's length: an encoder cuts blocks at a symbol count (zlib: 16,383), so the symbols read in
+    this block before the loss and after x, together, may not outnumber those of the next whole
+    block; two blocks read as one do. A final block ends the stream where the container says."""
+    base = x & ~7
+    try:
+        after, how = resync.walk(resync.words(buf, base >> 3, stop + 16), base, x, head, 8 * stop, None)
+        if how != "end":
+            return False
+        end = after[-1]
+        if head.final:
+            return ends_ok((end + 7) >> 3)
+        nxt = resync.header_at(buf, end)
+        if nxt is None or nxt.kind != 2:  # what a garbage end code lands on: seldom a dynamic header
+            return False
+        whole = _symbols(buf, nxt, stop) if not nxt.final else None  # a last block is short: no measure
+        if whole is None:
+            whole = _previous_block(buf, head)
+        hb = head.end & ~7
+        before, _ = resync.walk(resync.words(buf, hb >> 3, a + 16), hb, head.end, head, 8 * a, None)
+    except IndexError:
+        return False
+    return whole is not None and len(before) + len(after) - 1 <= whole
+
+
+def _symbols(buf, h, stop: int) -> int | None:
+    """Symbols in the block of header h (to its end code); None where it does not end."""
+    b = h.end & ~7
+    seen, how = resync.walk(resync.words(buf, b >> 3, stop + 16), b, h.end, h, 8 * stop, None)
+    return len(seen) - 1 if how == "end" else None
+
+
+def _previous_block(buf, head) -> int | None:
+    """Symbols in the block before `head`: the nearest header before it whose symbols end exactly
+    where `head` starts."""
+    for c in reversed(resync.headers(buf, max(0, head.at - HEAD_REACH), head.at)):
+        h = resync.header_at(buf, c)
+        if h is None or h.kind != 2 or h.final:
+            continue
+        b = h.end & ~7
+        seen, how = resync.walk(resync.words(buf, b >> 3, (head.at >> 3) + 16), b, h.end, h, head.at + 1, None)
+        if how == "end" and seen[-1] == head.at:
+            return len(seen) - 1
     return None
 
 
