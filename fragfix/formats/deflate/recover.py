@@ -3,16 +3,20 @@
 `salvage_stream` works in four steps (resync.py holds the bit-level tools):
 
 1. the **prefix**: zlib fed every byte before the loss decodes every symbol that lies wholly in
-   them, exactly. Where no map says where the loss starts, inflate's first failure does, less
-   BACK bytes (damage is seen by inflate some way after it begins; output from bytes that close to
-   the failure is not called exact);
+   them, exactly. Where no map or zero run says where the loss is, inflate's first failure stands
+   in (less BACK bytes), and the caller calls nothing of such a stream exact: inflate sees damage
+   late, often tens of KB after it begins, or never, and nothing says it is the only damage;
 2. the **block** the loss fell in: the nearest header before it that decodes to exactly the
-   prefix's last bytes;
-3. the **step** after the loss: inside that block by convergence (when the loss's end is known),
-   else at a later block header that decodes to the stream's end where the container wants it;
+   prefix's last bytes, with no end code before the loss;
+3. the **step** after the loss: inside that block by convergence, where the loss's end is known
+   and the block's length shows it went on past the loss (`_block_goes_on`); else at a later block
+   header that decodes to the stream's end where the container wants it;
 4. the **length** of what was lost, from the container's stored size, which places everything
    after the loss at its true offset and lets the prefix's last bytes fill the window (fewer
    unknowns); without it, the rest follows the prefix and its offset is unknown.
+
+A later known loss that the decoding after the step runs into is reported (`reached`): the caller
+takes both as one loss and calls again (formats/salvage.py), so no loss is ever decoded as data.
 """
 from __future__ import annotations
 
