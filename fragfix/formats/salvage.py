@@ -101,10 +101,12 @@ def _from_stream(name: str, s: Stream, check=None) -> Salvaged:
     if s.how == "truncated" and s.unsure_from is not None and s.unsure_from < len(data):
         unsure = [(s.unsure_from, len(data))]
     if s.how in ("truncated", "lost to the end"):
-        note = "cut short: everything up to the cut is here" if s.how == "truncated" else \
-            "no point after the loss where decoding resumes: the rest is lost"
-        if unsure:
-            note += "; where the damage is is not known (no map, no zero run): what was decoded is unproven"
+        if s.how == "truncated":
+            note = "cut short: everything up to the cut is here (what its last 4 KiB decoded to, unchecked)"
+        else:
+            note = "no point after the loss where decoding resumes: the rest is lost"
+            if unsure:
+                note += "; where the damage is is not known (no map, no zero run): what was decoded is unproven"
         return Salvaged(name, data, "salvaged" if p else "lost", lost, unsure=unsure, note=note, stream=info)
     note = "" if s.lost is not None else "the lost length is not known: what follows the loss is placed right after it"
     if s.unsure_from is not None:  # another loss further on, decoded as if it were data: nothing after it is proven
