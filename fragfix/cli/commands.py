@@ -222,7 +222,7 @@ def salvage(
         "The content: a file for gzip and zlib (default: the name without .gz; .tgz gives .tar), a new "
         "or empty folder of entries for zip (default: NAME.salvaged).")),
     report: Optional[Path] = typer.Option(None, rich_help_panel=IO,
-                                          help="Write every output's ranges (exact, guessed, lost) as JSON."),
+                                          help="Write every output's ranges (exact, unchecked, guessed, lost) as JSON."),
     force: bool = typer.Option(False, "--force", "-f", rich_help_panel=IO, help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", rich_help_panel=IO, help="Print the summary as JSON on stdout."),
     mapfile: Optional[Path] = typer.Option(None, rich_help_panel=MAPS,
@@ -236,7 +236,7 @@ def salvage(
     plot: Optional[Path] = typer.Option(None, rich_help_panel=IO, help=(
         "Draw where the content is exact, unchecked, guessed or lost (PNG; the plot extra).")),
 ):
-    """Recover the content of a compressed file past lost bytes: every byte exact, guessed or lost."""
+    """Recover the content of a compressed file past lost bytes: every byte exact, unchecked, guessed or lost."""
     from fragfix.errors import InvalidInput
     from fragfix.cli.render_salvage import draw_salvage
     from fragfix.recovery.salvage import SalvageConfig, salvage_file
