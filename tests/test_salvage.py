@@ -7,6 +7,7 @@ import random
 import tarfile
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -316,3 +317,28 @@ def test_a_second_loss_further_on_is_never_decoded_as_data(tar_gz):
     assert len(data) == len(raw)
     exact = state == EXACT
     assert np.array_equal(data[exact], np.frombuffer(raw, np.uint8)[exact]) and exact.mean() > 0.3
+
+
+def test_the_report_gives_each_guessed_range_its_lowest_probability(tmp_path):
+    raw = source_text(150_000, seed=7)
+    gz = _gzip(raw)
+    a = (len(gz) // 2) // 512 * 512
+    src = tmp_path / "s.gz"
+    src.write_bytes(zero(gz, a, 512))
+    r = runner.invoke(app, ["salvage", str(src), "--mapfile", str(_map(tmp_path, a, len(gz))), "--report",
+                            str(tmp_path / "r.json"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads((tmp_path / "r.json").read_text())["outputs"][0]
+    guessed = [g for g in out["ranges"] if g[2] == "guessed"]
+    assert guessed and all(len(g) == 4 and 0 < g[3] <= 1 for g in guessed)
+    content = (tmp_path / "s").read_bytes()
+    sure = [g for g in guessed if g[3] >= 0.9]
+    right = sum(content[g[0]:g[1]] == raw[g[0]:g[1]] for g in sure)
+    assert sure and right / len(sure) > 0.8  # a guess called sure is mostly right
+    assert 0 < json.loads(r.stdout)["totals"]["guessed_sure"] <= out["guessed"]
+
+
+def _map(folder: Path, a: int, size: int) -> Path:
+    m = folder / "s.map"
+    m.write_text(format_mapfile([(a, a + 512)], size))
+    return m

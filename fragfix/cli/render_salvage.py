@@ -13,8 +13,8 @@ def draw_salvage(s: dict, console: Console) -> None:
     size = max(t["size"], 1)
     console.print(f"{s['format']}: {len(s['outputs']):,} {'entries' if s['format'] == 'zip' else 'streams'}, "
                   f"{t['size']:,} bytes of content in {s['seconds']:.1f} s: {t['exact']:,} exact "
-                  f"({100 * t['exact'] / size:.2f}%), {t['unchecked']:,} unchecked, {t['guessed']:,} guessed, "
-                  f"{t['lost']:,} lost")
+                  f"({100 * t['exact'] / size:.2f}%), {t['unchecked']:,} unchecked, {t['guessed']:,} guessed "
+                  f"({t['guessed_sure']:,} with probability ≥ 0.9), {t['lost']:,} lost")
     rows = s["outputs"] if len(s["outputs"]) <= SHOWN else [o for o in s["outputs"] if o["status"] != "verified"]
     if rows:
         table = Table(show_edge=False, pad_edge=False)

@@ -40,6 +40,8 @@ class Salvaged:
     note: str = ""
     stream: dict = field(default_factory=dict)   # how the step was found, where the loss was taken to be
     crc: int | None = None                       # the stored CRC-32, to check a complete guess against
+    guess_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # bytes a caller guessed,
+    guess_p: np.ndarray = field(default_factory=lambda: np.zeros(0))              # and how sure it was
 
 
 def detect(d: bytes) -> str | None:

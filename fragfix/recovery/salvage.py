@@ -38,6 +38,7 @@ from fragfix.rule.fill import guess_copies
 EXACT, UNCHECKED, GUESSED, LOST = 0, 1, 2, 3
 LABELS = ("exact", "unchecked", "guessed", "lost")
 MAP_STATUS = ("+", "/", "?", "-")  # ddrescue's '/' (non-scraped): read, not proven
+SURE = 0.9  # a guess at least this probable is counted as sure in the summary
 
 
 @dataclass
@@ -76,7 +77,7 @@ def salvage_file(src: Path, output: Path | None, cfg: SalvageConfig, mapfile: Pa
     losses = losses_of(d, mapfile, cfg.zero_runs)
     outs = salvage_data(d, fmt, losses, cfg)
     summary = {"input": str(src), "format": fmt, "output": str(output), "losses": [list(x) for x in losses],
-               "outputs": [], "totals": dict.fromkeys(("size", *LABELS), 0)}
+               "outputs": [], "totals": dict.fromkeys(("size", *LABELS, "guessed_sure"), 0)}
     content = None
     if fmt != "zip":  # one content: the members one after another
         content = bytearray().join(it.data for it, _ in outs)
@@ -89,11 +90,13 @@ def salvage_file(src: Path, output: Path | None, cfg: SalvageConfig, mapfile: Pa
     ranges = []
     for (it, st), path in zip(outs, paths):
         counts = np.bincount(st, minlength=len(LABELS))
+        sure = int((it.guess_p[st[it.guess_pos] == GUESSED] >= SURE).sum()) if len(it.guess_pos) else 0
         row = {"name": it.name, "path": str(path), "size": len(it.data), "status": it.status,
-               **{lab: int(c) for lab, c in zip(LABELS, counts)}, "note": it.note, "stream": it.stream}
+               **{lab: int(c) for lab, c in zip(LABELS, counts)}, "guessed_sure": sure, "note": it.note,
+               "stream": it.stream}
         summary["outputs"].append(row)
-        ranges.append(_ranges(st))
-        for k, v in zip(("size", *LABELS), (len(it.data), *counts)):
+        ranges.append(_ranges(st, it))
+        for k, v in zip(("size", *LABELS, "guessed_sure"), (len(it.data), *counts, sure)):
             summary["totals"][k] += int(v)
     with Batch(final=True) as batch:
         if content is not None:
@@ -109,7 +112,7 @@ def salvage_file(src: Path, output: Path | None, cfg: SalvageConfig, mapfile: Pa
                 with batch.stage(path, force) as w:
                     w.write(it.data)
         if map_out is not None:
-            blocks = [(a, b, MAP_STATUS[s]) for a, b, s in _ranges(state) if s != EXACT]
+            blocks = [(r[0], r[1], MAP_STATUS[r[2]]) for r in _ranges(state) if r[2] != EXACT]
             with batch.stage(map_out, force) as w:
                 w.write(format_blocks(blocks, len(content), f"salvaged content of {Path(src).name}: "
                                       "+ exact, / unchecked, ? guessed, - lost").encode())
@@ -119,7 +122,7 @@ def salvage_file(src: Path, output: Path | None, cfg: SalvageConfig, mapfile: Pa
                  plain="exact")
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         if report is not None:
-            full = {**summary, "outputs": [{**row, "ranges": [[a, b, LABELS[s]] for a, b, s in rg]}
+            full = {**summary, "outputs": [{**row, "ranges": [list(r[:2]) + [LABELS[r[2]]] + list(r[3:]) for r in rg]}
                                            for row, rg in zip(summary["outputs"], ranges)]}
             with batch.stage(report, force) as w:
                 w.write(json.dumps(full, indent=1).encode())
@@ -185,6 +188,10 @@ def _finish(it: fs.Salvaged, cfg: SalvageConfig) -> tuple[fs.Salvaged, np.ndarra
         data[it.source[asked][placed]] = value[asked][placed]
         st[it.source[asked][placed]] = GUESSED
         it.data = bytearray(data.tobytes())
+        pos = np.r_[it.unknown[asked], it.source[asked][placed]]
+        p = np.r_[prob[asked], prob[asked][placed]]
+        it.guess_pos, first = np.unique(pos, return_index=True)  # a lost byte and its copies: one guess
+        it.guess_p = p[first]
         if not (st == LOST).any() and it.crc is not None and zlib.crc32(it.data) == it.crc:
             st[:] = EXACT  # every guess together gives the stored CRC: proven
             it.status, it.note = "verified", "every lost byte guessed; the CRC proves the guesses"
@@ -209,13 +216,24 @@ def _maps(summary: dict, outs, content, state) -> dict:
     return {"files": files, "totals": summary["totals"]}
 
 
-def _ranges(st: np.ndarray) -> list[tuple[int, int, int]]:
-    """[start, end, state) runs of equal state."""
+def _ranges(st: np.ndarray, it: fs.Salvaged | None = None) -> list[tuple]:
+    """[start, end, state) runs of equal state; a guessed run also carries the lowest probability
+    of its guesses (`it`'s)."""
     if not len(st):
         return []
     cut = np.flatnonzero(np.diff(st)) + 1
     starts, ends = np.r_[0, cut], np.r_[cut, len(st)]
-    return [(int(a), int(b), int(st[a])) for a, b in zip(starts, ends)]
+    out = [(int(a), int(b), int(st[a])) for a, b in zip(starts, ends)]
+    if it is None or not len(it.guess_pos):
+        return out
+    done = []
+    for a, b, s in out:
+        if s == GUESSED:
+            lo, hi = np.searchsorted(it.guess_pos, [a, b])
+            done.append((a, b, s, round(float(it.guess_p[lo:hi].min()), 4) if hi > lo else None))
+        else:
+            done.append((a, b, s))
+    return done
 
 
 def _entry_paths(folder: Path, names: list[str]) -> list[Path]:
