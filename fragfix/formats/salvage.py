@@ -3,11 +3,13 @@
 Where verified repair (containers.py, zipfmt.py) finds no edit that every check passes, the bytes
 may simply be gone: a zeroed sector, an overwritten block, a file cut short. Salvage decodes what
 is left (deflate/recover.py) and returns, per member or entry, its content with every byte's
-standing: exact (decoded from intact input; for a whole stream whose CRC matches, verified), one
-that copies a lost byte (`unknown`, to be guessed by the caller's predictor), or lost.
+standing: exact (decoded from intact input; for a whole stream whose CRC matches, verified),
+unsure (decoded from input nothing vouches for), one that copies a lost byte (`unknown`, to be
+guessed by the caller's predictor), or lost.
 
 Losses come from the caller (a ddrescue map of the input, runs of zeros) or, where none is given,
-from where inflate fails. A gzip's members are found by walking them, and again after a loss by
+from where inflate fails; then nothing decoded from the stream is called exact (inflate sees damage
+late or never, and nothing says it is the only damage). A gzip's members are found by walking them, and again after a loss by
 their magic; a zip's entries by its central directory (or, where that is gone, by local headers).
 """
 from __future__ import annotations
