@@ -86,8 +86,10 @@ def _salvaged(d: bytes, a: int, b: int, losses, total_at, ends_ok, cut_short) ->
         others = tuple(x for x in others if x[0] >= loss[1])
 
 
-def _from_stream(name: str, s: Stream, check=None) -> Salvaged:
-    """A stream's content as one output; `check(data)` (a CRC) makes a whole stream verified."""
+def _from_stream(name: str, s: Stream, check=None, among: bool = False) -> Salvaged:
+    """A stream's content as one output; `check(data)` (a CRC) makes a whole stream verified.
+    `among`: the stream is one member among others, so the loss may hide a member boundary, and
+    what is decoded after it may be the next member's (its trailer then gives the length): unsure."""
     data = bytearray(s.prefix) + bytearray(s.lost or 0) + bytearray(s.rest)
     info = {"how": s.how, "located": s.located, "loss": list(s.loss) if s.loss else None,
             "resumed_at_bit": s.step_bit, "lost_length_known": s.lost is not None}
@@ -113,10 +115,14 @@ def _from_stream(name: str, s: Stream, check=None) -> Salvaged:
                 note += "; where the damage is is not known (no map, no zero run): what was decoded is unproven"
         return Salvaged(name, data, "salvaged" if p else "lost", lost, unsure=unsure, note=note, stream=info)
     note = "" if s.lost is not None else "the lost length is not known: what follows the loss is placed right after it"
+    if among and len(s.rest):
+        unsure = unsure + [(p + gap, len(data))]
+        note = (note + "; " if note else "") + ("one member among others: the lost bytes may hold the end of "
+                                                "this member and the start of another, so what follows is unproven")
     if s.unsure_from is not None:  # another loss further on, decoded as if it were data: nothing after it is proven
         unsure = unsure + [(p + gap + s.unsure_from, len(data))]
         note = (note + "; " if note else "") + "another loss further on was decoded through: unproven from there"
-    if unsure:
+    if s.located == "inferred":
         note = (note + "; " if note else "") + "where the damage is is not known (no map, no zero run): unproven"
     return Salvaged(name, data, "salvaged", lost, s.unknown + p + gap, s.source, unsure, note=note, stream=info)
 
@@ -130,13 +136,21 @@ def _gzip(d: bytes, losses) -> list[Salvaged]:
             nxt = d.find(MAGIC, pos + 1)
             if nxt < 0 or not any(d[pos:nxt]):
                 break  # the end (or zero padding after the last member)
+            out.append(_skipped(pos, nxt))
             pos = nxt
             continue
+
+        # a member with a loss ends before the next member header after the loss: its trailer
+        # just before it (a step found beyond it would take later members for this one's content)
+        loss, _ = _loss_in(losses, body, len(d))
+        stop = _next_member(d, loss[1]) if loss else len(d)
 
         def total_at(e: int) -> int | None:
             return struct.unpack_from("<I", d, e + 4)[0] if e + 8 <= len(d) else None
 
-        def ends_ok(e: int) -> bool:
+        def ends_ok(e: int, stop=stop, loss=loss) -> bool:
+            if loss and e + 8 > loss[0] and stop < len(d):  # past the loss: just before the next member
+                return e + 8 == stop
             after = d[e + 8:e + 11]
             return e + 8 <= len(d) and (after in (b"", MAGIC) or not any(d[e + 8:]))
         def cut(n: int, body=body) -> bool:
@@ -144,12 +158,12 @@ def _gzip(d: bytes, losses) -> list[Salvaged]:
             # ISIZE fits the content the rest of it would hold (a random 4 bytes seldom does)
             expect = n * (len(d) - 8 - body) / max(len(d) - body, 1)
             return not expect / 2 <= struct.unpack_from("<I", d, len(d) - 4)[0] <= 2 * expect + 4096
-        s = _salvaged(d, body, len(d), losses, total_at, ends_ok, cut)
+        s = _salvaged(d, body, stop, losses, total_at, ends_ok, cut)
 
         def check(data: bytes, e=s.end) -> bool:
             return e is not None and e + 8 <= len(d) and struct.unpack_from("<II", d, e) == (
                 zlib.crc32(data), len(data) & 0xFFFFFFFF)
-        item = _from_stream(f"member {i}", s, check)
+        item = _from_stream(f"member {i}", s, check, among=i > 0 or stop < len(d))
         if s.end is not None and s.end + 8 <= len(d):
             item.crc = struct.unpack_from("<I", d, s.end)[0]
         out.append(item)
@@ -160,8 +174,27 @@ def _gzip(d: bytes, losses) -> list[Salvaged]:
             nxt = d.find(MAGIC, (s.loss[1] if s.loss else body) + 1)
             if nxt < 0:
                 break
+            if s.loss:
+                out.append(_skipped(s.loss[0], nxt))
             pos = nxt
     return out
+
+
+def _next_member(d: bytes, p: int) -> int:
+    """The first place from p where a gzip member header parses (len(d): none)."""
+    while (p := d.find(MAGIC, p)) >= 0:
+        if gzip_body(d, p) is not None:
+            return p
+        p += 1
+    return len(d)
+
+
+def _skipped(a: int, b: int) -> Salvaged:
+    """A mark in the content where input [a, b) was passed over to the next member's header: a
+    member whose start lay there is missing, and how much content it held is not known."""
+    return Salvaged(f"input bytes {a}-{b}", bytearray(), "lost", note=(
+        "passed over to the next member: any member that started here is missing from the content "
+        "(its length is not known)"))
 
 
 # ---- zlib ------------------------------------------------------------------------------------
