@@ -19,8 +19,8 @@ from rich.markup import escape
 from fragfix import __version__
 from fragfix.cli.edge import STATE, OneLineErrors, SafeConsole, contract, err, shown
 from fragfix.config import EvalConfig, ModelConfig
-from fragfix.cli.options import (DATA, FORMATS_PANEL, IO, MAPS, MODEL, RUNTIME, TRAINING, D, M, R, T, check_repair_options,
-                                 gate_config, pair_references, parse_floats, parse_ints, shared)
+from fragfix.cli.options import (DATA, FORMATS_PANEL, IO, MAPS, MODEL, RUNTIME, TRAINING, D, M, R, T, check_plot,
+                                 check_repair_options, gate_config, pair_references, parse_floats, parse_ints, shared)
 
 E = EvalConfig()  # evaluate's defaults
 
@@ -237,16 +237,12 @@ def salvage(
         "Draw where the content is exact, unchecked, guessed or lost (PNG; the plot extra).")),
 ):
     """Recover the content of a compressed file past lost bytes: every byte exact, unchecked, guessed or lost."""
-    from fragfix.errors import InvalidInput
     from fragfix.cli.render_salvage import draw_salvage
     from fragfix.recovery.salvage import SalvageConfig, salvage_file
-    if zero_runs < 0:
-        raise InvalidInput(f"--zero-runs must not be negative, got {zero_runs}")
+    check_plot(plot)
     draw = None
     if plot is not None:
         from fragfix.cli.pictures import repair_map, require  # matplotlib: only when --plot asks for it
-        if Path(plot).suffix.lower() != ".png":
-            raise InvalidInput(f"--plot draws a PNG picture: give a name ending in .png, not {plot}")
         require()
         draw = repair_map
     with err.status("salvaging"):

@@ -138,11 +138,17 @@ def check_repair_options(dry_run, output, plot, mapfile, reference, reference_ma
     from fragfix.errors import InvalidInput
     if dry_run and output is not None:
         raise InvalidInput("--dry-run writes only the report; -o names an output it would not write")
-    if plot is not None and Path(plot).suffix.lower() != ".png":
-        raise InvalidInput(f"--plot draws a PNG picture: give a name ending in .png, not {plot}")
+    check_plot(plot)
     if (reference or reference_mapfile) and mapfile is None:
         raise InvalidInput("--reference and --reference-mapfile fill the unknown bytes a --mapfile names: "
                            "give the image's --mapfile too")
+
+
+def check_plot(plot) -> None:
+    """--plot draws a PNG: any other name is refused before any work."""
+    from fragfix.errors import InvalidInput
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise InvalidInput(f"--plot draws a PNG picture: give a name ending in .png, not {plot}")
 
 
 def pair_references(refs, maps) -> tuple:

@@ -64,6 +64,8 @@ def salvage_file(src: Path, output: Path | None, cfg: SalvageConfig, mapfile: Pa
     """Salvage `src` into `output` (a file, or a folder for zip); returns the summary. With `plot`,
     `draw(maps, plot, batch, title=...)` draws each output's block map there, in the same batch."""
     t0 = time.perf_counter()
+    if cfg.zero_runs < 0:
+        raise InvalidInput(f"--zero-runs must not be negative, got {cfg.zero_runs}")
     size = check_input(src)
     if size == 0:
         raise InvalidInput(f"file is empty: {src}")

@@ -149,12 +149,13 @@ def _ends(bit: int, hb: int, consumed: int) -> list[int]:
 
 
 def _trial(stream: bytes, ends_ok, bit: int, hb: int):
-    """Decode a candidate's stream with every window byte unknown: a cheap first look, then to the end."""
+    """Decode a candidate's stream once, untracked (the window is filled in only once it is taken):
+    a cheap first look, then to the end."""
     blank = _blank()
     none = np.zeros(resync.WINDOW, bool)
-    if resync.decode(stream, blank, none, limit=resync.TRIAL).error:
+    if resync.decode(stream, blank, none, limit=resync.TRIAL, track=False).error:
         return None
-    d = resync.decode(stream, blank, none)
+    d = resync.decode(stream, blank, none, track=False)
     if d.error or d.end is None or not any(ends_ok(e) for e in _ends(bit, hb, d.end)):
         return None
     return d
@@ -165,10 +166,10 @@ def _step(buf, start: int, stop: int, prefix: bytes, loss, located: str, ends_ok
     its decode with an unknown window), or None."""
     a, b = loss
     if located == "given":
-        head = _block_of(buf, start, a, prefix)
+        head, before = _block_of(buf, start, a, prefix) or (None, 0)
         if head is not None and head.kind in (1, 2):
             x = resync.converge(buf, head, 8 * b)
-            if x is not None and _block_goes_on(buf, head, x, a, stop, ends_ok):
+            if x is not None and _block_goes_on(buf, head, before, x, stop, ends_ok):
                 stream, hb = resync.spliced(buf, head.at, head.end, x, stop)
                 d = _trial(stream, ends_ok, x, hb)
                 if d is not None:
@@ -184,18 +185,17 @@ def _step(buf, start: int, stop: int, prefix: bytes, loss, located: str, ends_ok
     return None
 
 
-def _block_goes_on(buf, head, x: int, a: int, stop: int, ends_ok) -> bool:
+def _block_goes_on(buf, head, before: int, x: int, stop: int, ends_ok) -> bool:
     """Whether the damaged block's codes are still the ones in force at `x`. Convergence proves the
     step only if the block did not end inside the loss: after its end, the next block's bits read
     with these codes also converge, and where the two blocks' codes are alike (neighbouring blocks
     of one file often are) they even fall back in step with it by the next block, so the stream
     still ends where it must, but the symbols between are wrong. What tells the two apart is the
     block's length: an encoder cuts blocks at a symbol count (zlib: 16,383), so the symbols read in
-    this block before the loss and after x, together, may not outnumber those of the next whole
-    block; two blocks read as one do. A final block ends the stream where the container says."""
-    base = x & ~7
+    this block before the loss (`before`) and after x, together, may not outnumber those of the next
+    whole block; two blocks read as one do. A final block ends the stream where the container says."""
     try:
-        after, how = resync.walk(resync.words(buf, base >> 3, stop + 16), base, x, head, 8 * stop, None)
+        after, how = resync.walk_from(buf, head, x, 8 * stop)
         if how != "end":
             return False
         end = after[-1]
@@ -207,17 +207,14 @@ def _block_goes_on(buf, head, x: int, a: int, stop: int, ends_ok) -> bool:
         whole = _symbols(buf, nxt, stop) if not nxt.final else None  # a last block is short: no measure
         if whole is None:
             whole = _previous_block(buf, head)
-        hb = head.end & ~7
-        before, _ = resync.walk(resync.words(buf, hb >> 3, a + 16), hb, head.end, head, 8 * a, None)
     except IndexError:
         return False
-    return whole is not None and len(before) + len(after) - 1 <= whole
+    return whole is not None and before + len(after) - 1 <= whole
 
 
 def _symbols(buf, h, stop: int) -> int | None:
     """Symbols in the block of header h (to its end code); None where it does not end."""
-    b = h.end & ~7
-    seen, how = resync.walk(resync.words(buf, b >> 3, stop + 16), b, h.end, h, 8 * stop, None)
+    seen, how = resync.walk_from(buf, h, h.end, 8 * stop)
     return len(seen) - 1 if how == "end" else None
 
 
@@ -228,8 +225,7 @@ def _previous_block(buf, head) -> int | None:
         h = resync.header_at(buf, c)
         if h is None or h.kind != 2 or h.final:
             continue
-        b = h.end & ~7
-        seen, how = resync.walk(resync.words(buf, b >> 3, (head.at >> 3) + 16), b, h.end, h, head.at + 1, None)
+        seen, how = resync.walk_from(buf, h, h.end, head.at + 1)
         if how == "end" and seen[-1] == head.at:
             return len(seen) - 1
     return None
@@ -237,7 +233,8 @@ def _previous_block(buf, head) -> int | None:
 
 def _block_of(buf, start: int, a: int, prefix: bytes):
     """The header of the block the loss at byte `a` fell in: the nearest before it whose block
-    decodes, with the bytes before it unknown, to exactly the prefix's last bytes."""
+    decodes, with the bytes before it unknown, to exactly the prefix's last bytes; and how many
+    symbols it holds before the loss. None where there is none."""
     tail = np.frombuffer(prefix, np.uint8)
     hi = 8 * a
     while hi > max(8 * start, 8 * a - HEAD_REACH):
@@ -250,8 +247,10 @@ def _block_of(buf, start: int, a: int, prefix: bytes):
             d = resync.decode(resync.shifted(buf, c, a)[:(8 * a - c) >> 3], _blank(), np.zeros(resync.WINDOW, bool))
             if d.error or len(d.out) > len(tail) or (d.end is not None and d.end < a - (c >> 3)):
                 continue
-            if _ends_like(d, tail) and (len(d.out) > 0 or c == 8 * start) and _inside(buf, h, a):
-                return h
+            if _ends_like(d, tail) and (len(d.out) > 0 or c == 8 * start):
+                n = _inside(buf, h, a)
+                if n is not None:
+                    return h, n
         hi = lo
     return None
 
@@ -270,14 +269,14 @@ def _ends_like(d, tail: np.ndarray) -> bool:
     return False
 
 
-def _inside(buf, h, a: int) -> bool:
-    """Whether the block of header `h` runs on past byte `a`: its symbols read to there without an
-    end-of-block (so its codes are the ones in force where the loss begins)."""
+def _inside(buf, h, a: int) -> int | None:
+    """How many symbols the block of header `h` holds before byte `a`, if it runs on past `a` (its
+    symbols read to there without an end code: its codes are the ones in force where the loss
+    begins); None otherwise."""
     if h.kind == 0:
-        return (h.end >> 3) + h.size > a
-    base = h.end & ~7
+        return 0 if (h.end >> 3) + h.size > a else None
     try:
-        _, how = resync.walk(resync.words(buf, base >> 3, a + 16), base, h.end, h, 8 * a, None)
+        seen, how = resync.walk_from(buf, h, h.end, 8 * a)
     except IndexError:
-        return False
-    return how == "more"
+        return None
+    return len(seen) if how == "more" else None

@@ -29,22 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fragfix.formats.deflate.symbols import DEXT, LEXT, ORDER, BadStream, FIXED_DIST, FIXED_LIT, dynamic_header
+from fragfix.formats.deflate.symbols import (DEXT, LEXT, ORDER, BadStream, FIXED_DIST, FIXED_LIT, dynamic_header,
+                                             words)
 
 WINDOW = 32768     # how far back a copy reaches
 MAXSYM = 48        # most bits one symbol takes: 15 (length code) + 5 + 15 (distance code) + 13
 WALK = 8 * 4096    # bits a path from an offset may take to meet the others
 PIECE = 1 << 16    # input bytes per decode call
 TRIAL = 1 << 16    # input bytes a candidate header must decode before it is decoded to the end
-
-
-def words(buf, a: int, b: int) -> list[int]:
-    """For each byte i of buf[a:b], the 64 bits from byte i on (bit k of word i: bit k after 8i)."""
-    x = np.frombuffer(bytes(buf[a:b]) + b"\0" * 8, np.uint8).astype(np.uint64)
-    w = np.zeros(len(x) - 7, np.uint64)
-    for k in range(8):
-        w |= x[k:len(x) - 7 + k] << np.uint64(8 * k)
-    return w.tolist()
 
 
 def shifted(buf, bit: int, stop: int | None = None) -> bytes:
@@ -184,6 +176,12 @@ def walk(w: list[int], base: int, pos: int, h: Header, stop: int, meet: dict | N
     return seen, "more"
 
 
+def walk_from(buf, h: Header, pos: int, stop: int, meet: dict | None = None) -> tuple[list[int], str]:
+    """`walk` from absolute bit `pos` to bit `stop` of `buf` with the codes of header `h`."""
+    base = pos & ~7
+    return walk(words(buf, base >> 3, (stop >> 3) + 16), base, pos, h, stop, meet)
+
+
 def converge(buf, h: Header, lost_end: int) -> int | None:
     """The first bit after the loss (which ends at bit `lost_end`) that every parse from the MAXSYM
     offsets after it passes, inside the block of header `h`; None where they do not meet in WALK
@@ -223,15 +221,16 @@ class Decoded:
 
 
 def decode(stream: bytes, window: bytes, known: np.ndarray, limit: int | None = None,
-           mark: int | None = None) -> Decoded:
+           mark: int | None = None, track: bool = True) -> Decoded:
     """Decode raw deflate `stream` after `window` (the 32 KiB before it; `known` False where a window
     byte was lost), tracking every output byte that copies a lost one. Stops at the stream's end, a
     zlib error or, with `limit`, after that many input bytes. With `mark`, `marked` is the output
-    length once the input before stream byte `mark` is decoded (the symbols wholly before it)."""
+    length once the input before stream byte `mark` is decoded (the symbols wholly before it).
+    `track=False`: one decoder, no unknowns (whether it decodes, where it ends, how much it gives)."""
     idx = np.arange(len(window))
     win = np.frombuffer(window, np.uint8)
     fills = [np.where(known, win, f).astype(np.uint8).tobytes()
-             for f in (0, 255, idx & 0xFF, idx >> 8)]
+             for f in ((0, 255, idx & 0xFF, idx >> 8) if track else (0,))]
     decs = [zlib.decompressobj(-15, zdict=f) if len(window) else zlib.decompressobj(-15) for f in fills]
     parts, unk, src = [], [], []
     lost = np.flatnonzero(~known)

@@ -81,8 +81,9 @@ class Parse:
     end_bit: int = 0                               # bit just after the final block
 
 
-def _words(buf, start: int) -> list[int]:
-    a = np.frombuffer(bytes(buf[start:]) + b"\0" * 8, np.uint8).astype(np.uint64)
+def words(buf, start: int, stop: int | None = None) -> list[int]:
+    """For each byte i of buf[start:stop], the 64 bits from byte i on (bit k of word i: bit k after 8i)."""
+    a = np.frombuffer(bytes(buf[start:stop]) + b"\0" * 8, np.uint8).astype(np.uint64)
     w = np.zeros(len(a) - 7, np.uint64)
     for k in range(8):
         w |= a[k:len(a) - 7 + k] << np.uint64(8 * k)
@@ -100,7 +101,7 @@ def parse(buf, start: int, limit_out: int = 1 << 26) -> Parse:
 
 
 def _parse(buf, start: int, limit_out: int) -> Parse:
-    w = _words(buf, start)
+    w = words(buf, start)
     nbits = 8 * (len(w))
     P = Parse(start)
     base = 8 * start
