@@ -233,3 +233,29 @@ def test_a_script_read_from_stdin_repairs_without_workers(tmp_path):
     r = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+
+
+def test_an_interrupt_while_the_pool_starts_is_an_interrupt(tmp_path):
+    """SIGINT landing inside the executor's start (its manager thread made, not started) once turned
+    into "internal error: cannot join thread before it is started" (found by test_safety's interrupt
+    test, 1 run in ~50): the pool's shutdown must let the KeyboardInterrupt through."""
+    import subprocess
+    import sys
+    script = tmp_path / "race.py"
+    script.write_text(
+        "import threading, concurrent.futures.process as cfp\n"
+        "from fragfix.rule import pool\n"
+        "start = threading.Thread.start\n"
+        "def boom(self):\n"
+        "    if isinstance(self, cfp._ExecutorManagerThread):\n"
+        "        raise KeyboardInterrupt\n"
+        "    return start(self)\n"
+        "threading.Thread.start = boom\n"
+        "if __name__ == '__main__':\n"
+        "    try:\n"
+        "        with pool.stretch_pool(2):\n"
+        "            pool.run(abs, [(-1,), (-2,)])\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted')\n")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert p.stdout == "interrupted\n" and "Traceback" not in p.stderr, p.stderr

@@ -56,7 +56,16 @@ def stretch_pool(workers: int) -> Iterator[int]:
         # or two) finish. Terminating the workers instead raced the executor's own thread: with the
         # map's futures already cancelled it died marking them broken (CPython 3.11's terminate_broken
         # sets an exception on a cancelled future), and the process hung at exit (1 in 8 interrupts)
-        pool.shutdown(wait=True, cancel_futures=not ok)
+        try:
+            pool.shutdown(wait=True, cancel_futures=not ok)
+        except RuntimeError:
+            # an interrupt inside the executor's own start (its manager thread made, not yet started:
+            # "cannot join thread before it is started"): nothing manages the workers, so they are
+            # stopped here; the interrupt, not this, is what the run reports
+            if ok:
+                raise
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
 
 
 def run(fn: Callable, jobs: list[tuple]) -> list:
