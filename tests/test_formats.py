@@ -59,7 +59,7 @@ def test_detects_by_content_and_passes_intact_files(fmt):
     good = BUILD[fmt](TEXT)
     assert formats.detect(good) == fmt
     r = formats.repair(good, fmt)
-    assert r.status == "intact" and r.verified and r.edits == []
+    assert r.status == "intact" and r.content_verified and r.edits == []
     assert formats.detect(TEXT) is None and formats.detect(bytes(range(256)) * 4) is None
 
 
@@ -74,11 +74,12 @@ def test_single_errors_are_restored_bit_exact_and_verified(fmt, pos, xor):
     good = BUILD[fmt](TEXT)
     bad = _flip(good, pos, xor)
     r = formats.repair(bad, fmt, budget_s=60)
-    assert r.status == "restored" and r.verified, r.to_dict()
+    assert r.status == "restored" and r.content_verified, r.to_dict()
     assert formats.apply(bad, r.edits) == good
     assert 0 < r.false_pass <= formats.VERIFIED
     d = r.to_dict()
-    assert json.loads(json.dumps(d))["verified"] is True and d["candidates"] + d["compared"] >= 1
+    assert json.loads(json.dumps(d))["content_verified"] is True and d["candidates"] + d["compared"] >= 1
+    assert d["verified"] is (fmt in ("png", "zlib"))  # gzip and zip headers hold bytes no check covers
 
 
 def test_crc_alone_over_a_large_block_is_only_probable():
@@ -87,7 +88,7 @@ def test_crc_alone_over_a_large_block_is_only_probable():
     good = _zip(TEXT)
     bad = _flip(good, len(good) - 5000, 0x01)
     r = formats.repair(bad, "zip")
-    assert r.status == "probable" and not r.verified
+    assert r.status == "probable" and not r.content_verified
     assert formats.apply(bad, r.edits) == good and 1e-6 < r.false_pass < 1e-3
 
 
@@ -105,7 +106,7 @@ def test_a_png_of_many_chunks_reports_the_intact_ones_as_one_part_and_keeps_to_i
     good = good[:33] + text + good[33:]                        # after IHDR: 20,000 small chunks
     bad = _flip(good, 33 + 15 * 10_000 + 9, 0x02)              # a bit in the 10,001st chunk's text
     r = formats.repair(bad, "png")
-    assert r.verified and formats.apply(bad, r.edits) == good
+    assert r.content_verified and formats.apply(bad, r.edits) == good
     assert len(r.parts) == 2 and r.parts[0].name == "20,002 chunks besides image data"  # with IHDR, IEND
     spent = formats.repair(bad, "png", budget_s=-1.0)          # no time left: found, named, not searched
     assert spent.status == "damaged" and spent.edits == [] and "budget" in spent.parts[-1].note
@@ -124,7 +125,7 @@ def test_zip_entries_over_one_local_header_are_repaired_once_and_the_repair_is_w
     good = d[:cd_at] + d[cd_at:-22] * 2 + bytes(eocd)
     bad = _flip(good, 100, 0x10)
     r = formats.repair(bad, "zip")
-    assert r.verified and r.edits == [(100, 0x10)] and formats.apply(bad, r.edits) == good
+    assert r.content_verified and r.edits == [(100, 0x10)] and formats.apply(bad, r.edits) == good
     assert [p.compared > 0 for p in r.parts] == [True, False]  # one search, its chance counted once
 
 
@@ -136,7 +137,7 @@ def test_a_damaged_end_record_count_or_size_is_restored_not_called_verified_as_i
     bad = _flip(good, len(good) - 22 + field, 0x01)
     r = formats.repair(bad, "zip")
     out = formats.apply(bad, r.edits)
-    assert r.verified and out == good
+    assert r.content_verified and out == good
     assert zipfile.ZipFile(io.BytesIO(out)).read("b.txt") == TEXT[6000:]
 
 
@@ -153,7 +154,7 @@ def test_a_repair_whose_output_fails_its_checks_is_not_taken(monkeypatch):
         return parts
     monkeypatch.setattr(png, "repair", wrong)
     r = formats.repair(bad, "png")
-    assert r.status == "damaged" and not r.verified and "applied together" in r.parts[-1].note
+    assert r.status == "damaged" and not r.content_verified and "applied together" in r.parts[-1].note
 
 
 def test_a_damaged_stored_checksum_field_is_the_repair():
@@ -186,7 +187,7 @@ def test_zip_name_copies_that_differ_are_probable_where_the_archive_does_not_say
     at = good.index(b"widgets", cd)
     bad = _flip(good, at + 2, 0x04)  # 'd' -> '`' in the central copy of the last name
     r = formats.repair(bad, "zip")
-    assert r.status == "probable" and not r.verified  # no checksum covers names
+    assert r.status == "probable" and not r.content_verified  # no checksum covers names
     assert formats.apply(bad, r.edits) == good
     # a word no other name holds: shorter surroundings still tell the copies apart ('lMo', 'rl' against ',Mo', 'r,')
     names = ["org/example/WorldMap.class", "org/example/TableModel.class", "org/example/UrlModelSource.class"]
@@ -227,7 +228,7 @@ def test_zip_name_is_verified_where_the_archive_names_the_entry(copy):
         at = good.index(word) if copy == "local" else good.index(word, cd)
         bad = _flip(good, at + 1, xor)
         r = formats.repair(bad, "zip")
-        assert r.status == "restored" and r.verified and formats.apply(bad, r.edits) == good, (word, r.to_dict())
+        assert r.status == "restored" and r.content_verified and formats.apply(bad, r.edits) == good, (word, r.to_dict())
         assert [p.checks[-1] for p in r.parts if p.edits] == [how]
 
 
@@ -239,7 +240,7 @@ def test_zip_central_record_structure_restored(field, xor):  # extra and comment
     second = good.index(b"PK\x01\x02", first + 4)
     bad = _flip(good, second + field, xor)
     r = formats.repair(bad, "zip")
-    assert r.status == "restored" and r.verified and formats.apply(bad, r.edits) == good
+    assert r.status == "restored" and r.content_verified and formats.apply(bad, r.edits) == good
     assert r.parts[0].name == "central directory"
 
 
@@ -251,7 +252,7 @@ def test_heavy_damage_is_never_claimed():
         for _ in range(40):
             bad[rng.randrange(40, len(bad) - 40)] = rng.randrange(256)
         r = formats.repair(bytes(bad), fmt, budget_s=2)
-        assert r.status == "damaged" and not r.verified and r.edits == [] or formats.apply(bytes(bad), r.edits) == good
+        assert r.status == "damaged" and not r.content_verified and r.edits == [] or formats.apply(bytes(bad), r.edits) == good
         bad_part = [p for p in r.parts if p.status != "intact"][0]
         assert bad_part.first_bad is not None or bad_part.status == "unsupported"
 
@@ -277,7 +278,8 @@ def test_cli_repairs_a_gzip_and_never_touches_the_input(tmp_path, untrained):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out").read_bytes() == good and src.read_bytes() == before
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["format"]["status"] == "restored" and rep["format"]["verified"] is True
+    assert rep["format"]["status"] == "restored" and rep["format"]["content_verified"] is True
+    assert rep["format"]["verified"] is False and "MTIME" in rep["format"]["unchecked_fields"]
     assert [c["reason"] for c in rep["changes"]] == ["verified"] and rep["totals"]["format_restored"] == 1
 
 
@@ -392,7 +394,7 @@ def test_zip_header_fields_are_restored_from_the_layout_and_the_other_copies(des
     base = central if where == "central" else info.header_offset
     bad = _flip(good, base + offset, xor)
     r = formats.repair(bad, "zip", 5)
-    assert r.status == "restored" and r.verified, r.to_dict()
+    assert r.status == "restored" and r.content_verified, r.to_dict()
     assert formats.apply(bad, r.edits) == good
 
 
@@ -402,7 +404,7 @@ def test_a_name_damaged_into_another_entrys_name_is_never_verified():
     central = [m for m in range(len(good)) if good[m:m + 4] == b"PK\x01\x02"][1]
     bad = _flip(good, central + 46 + 8, 0x01)  # the central copy of 'file1' now reads 'file0'
     r = formats.repair(bad, "zip", 5)
-    assert not r.verified
+    assert not r.content_verified
     assert r.status == "damaged" or formats.apply(bad, r.edits) == good
 
 
@@ -425,7 +427,7 @@ def test_an_empty_entry_whose_crc_is_damaged_is_not_intact():
     for at in (14, good.index(b"PK\x01\x02") + 16):  # the folder's CRC in its local header and central record
         bad[at] ^= 0x10
     r = formats.repair(bytes(bad), "zip", 5)
-    assert r.status == "damaged" and not r.verified and r.edits == []
+    assert r.status == "damaged" and not r.content_verified and r.edits == []
 
 
 def test_random_damage_to_zip_headers_never_gives_a_false_verified_name_or_content():
@@ -447,7 +449,7 @@ def test_random_damage_to_zip_headers_never_gives_a_false_verified_name_or_conte
         for _ in range(rng.choice([1, 2, 3, 8])):
             bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
         r = formats.repair(bytes(bad), "zip", 0.3)
-        if r.verified and r.status != "intact":
+        if r.content_verified and r.status != "intact":
             assert listing(formats.apply(bytes(bad), r.edits)) == listing(good), t
 
 
@@ -460,11 +462,11 @@ def test_a_member_whose_magic_took_a_bit_flip_is_repaired_not_called_trailing_da
     data = bytearray(first + second)
     data[len(first)] ^= 0x04  # 0x1f -> 0x1b
     r = formats.repair(bytes(data), "gzip", 10.0)
-    assert r.status == "restored" and r.verified
+    assert r.status == "restored" and r.content_verified
     assert formats.apply(bytes(data), r.edits) == first + second
     # data after the last member that no check covers: never verified
     r = formats.repair(first + b"some trailing bytes that are not a member", "gzip", 10.0)
-    assert r.status == "intact" and not r.verified
+    assert r.status == "intact" and not r.content_verified
 
 
 def test_zip_header_flags_that_disagree_are_never_verified():
@@ -480,5 +482,60 @@ def test_zip_header_flags_that_disagree_are_never_verified():
     assert data[:4] == b"PK\x03\x04"
     data[7] ^= 0x08  # local header flags, high byte: bit 11
     r = formats.repair(bytes(data), "zip", 10.0)
-    assert not r.verified and r.status == "probable"
+    assert not r.content_verified and r.status == "probable"
     assert formats.apply(bytes(data), r.edits) == buf.getvalue()
+
+
+def _log_archives() -> tuple[bytes, bytes]:
+    data = b"".join(b"line %d of the log says %s\n" % (i, b"ok" if i % 3 else b"fail") for i in range(200))
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/log.txt", data)
+        z.writestr("b.txt", data[:300])
+        z.comment = b"backup"
+    return gzip.compress(data, mtime=1700000000) + gzip.compress(data[:500], mtime=1700000000), b.getvalue()
+
+
+def test_verified_means_no_byte_outside_every_check():
+    """A bit flipped in a field no checksum covers (gzip's MTIME, a zip's attributes or comment) is
+    invisible: such files are *content* verified, never verified, and the report names the bytes.
+    Every header and trailer bit of two members, and every central-directory and local-header bit of
+    a zip: no output called verified differs from the original."""
+    gz, zz = _log_archives()
+    second = gz.index(b"\x1f\x8b\x08", 10)
+    cd = struct.unpack_from("<I", zz, len(zz) - 6 - 6)[0]
+    cases = [(gz, "gzip", p) for p in [*range(12), *range(second - 8, second + 12), *range(len(gz) - 8, len(gz))]]
+    cases += [(zz, "zip", p) for p in [*range(39), *range(cd, len(zz))]]
+    for good, fmt, p in cases:
+        bad = _flip(good, p, 1)
+        r = formats.repair(bad, fmt, budget_s=0.3)
+        assert not r.verified or formats.apply(bad, r.edits) == good, (fmt, p, r.to_dict())
+    r = formats.repair(_flip(gz, 6, 0x10), "gzip")  # MTIME
+    d = r.to_dict()
+    assert r.status == "intact" and r.content_verified and not r.verified
+    assert [4, 4, "MTIME"] in d["parts"][0]["unchecked"] and d["unchecked_bytes"] == 14
+    d = formats.repair(zz, "zip").to_dict()
+    assert d["content_verified"] and not d["verified"] and [len(zz) - 6, 6, "archive comment"] in d["unchecked"]
+    assert {"external attributes", "version made by"} <= set(d["unchecked_fields"])
+
+
+def test_a_gzip_header_crc_covers_the_header():
+    """With FHCRC every header byte is checked: intact is verified; a flipped MTIME bit is damage."""
+    text = b"abc" * 50
+    head = b"\x1f\x8b\x08\x02" + struct.pack("<I", 1700000000) + b"\x00\x03"
+    body = zlib.compressobj(6, zlib.DEFLATED, -15)
+    good = head + struct.pack("<H", zlib.crc32(head) & 0xFFFF) + body.compress(text) + body.flush() + \
+        struct.pack("<II", zlib.crc32(text), len(text))
+    assert gzip.decompress(good) == text
+    r = formats.repair(good, "gzip")
+    assert r.status == "intact" and r.verified and r.metadata == []
+    r = formats.repair(_flip(good, 5, 0x04), "gzip")
+    assert r.status == "damaged" and not r.content_verified and r.edits == []
+    assert "CRC-16" in r.parts[0].note and r.parts[0].first_bad == 0
+
+
+def test_data_after_a_png_is_no_part_of_a_verified_png():
+    good = BUILD["png"](TEXT)
+    r = formats.repair(good + b"appended", "png")
+    assert r.status == "intact" and not r.content_verified and r.parts[-1].status == "unchecked"
+    assert formats.repair(good, "png").verified

@@ -98,7 +98,7 @@ def test_in_step_flips_are_found_and_most_verified():
         assert r.status in ("restored", "probable")
         assert gzip.decompress(formats.apply(bytes(bad), r.edits)) == TEXT
         assert (r.status == "restored") == (r.parts[0].compared * 2.0 ** -32 <= formats.VERIFIED)
-        verified += r.verified
+        verified += r.content_verified
     assert verified >= 2
 
 
@@ -232,7 +232,7 @@ def test_a_zlib_candidate_that_ends_with_another_length_is_judged_without_error(
     bad[rng.randrange(16, len(data) - 16)] ^= 1 << rng.randrange(8)  # as grid.damage(..., "bit") draws it
     r = formats.repair(bytes(bad), "zlib", 1.0)
     assert r.status in ("restored", "probable", "damaged")
-    assert not r.verified or formats.apply(bytes(bad), r.edits) == data
+    assert not r.content_verified or formats.apply(bytes(bad), r.edits) == data
 
 
 def test_an_edit_of_several_bits_gives_way_to_a_one_bit_twin_with_the_same_output():

@@ -141,8 +141,15 @@ def draw_repair(s: dict, console: Console) -> None:
         console.print(f"{t['copied']:,} unknown bytes in {runs:,} runs filled from copies found elsewhere "
                       "(32 bytes matching on each side; sources in the report)")
     if t.get("format_files"):
-        console.print(f"checksummed files: {t['format_files']:,} checked, {t['format_restored']:,} restored and "
-                      f"verified, {t['format_probable']:,} probable, {t['format_damaged']:,} still damaged")
+        console.print(f"checksummed files: {t['format_files']:,} checked, {t['format_restored']:,} restored "
+                      f"(content verified), {t['format_probable']:,} probable, {t['format_damaged']:,} still damaged")
+        meta = [f["format"] for f in s["files"] if f.get("format") and f["format"]["unchecked_bytes"]]
+        if meta:  # damage there would be invisible: say so rather than call the whole file verified
+            fields = sorted({x for fm in meta for x in fm["unchecked_fields"]})
+            console.print(escape(f"  {sum(fm['unchecked_bytes'] for fm in meta):,} bytes of metadata in "
+                                 f"{len(meta):,} file{'s' * (len(meta) != 1)} lie outside every checksum "
+                                 f"({', '.join(fields[:6])}{', …' * (len(fields) > 6)}): taken as read, "
+                                 "not verified"))
     for f in s["files"]:
         fm = f.get("format")
         if fm and fm["status"] != "intact":

@@ -5,8 +5,9 @@ size of every gzip member and zip entry, a CRC-32 over every PNG chunk, Adler-32
 every zlib stream. Damage is located (the failing chunk, member or entry; where inflate fails or
 the output stops looking right), candidate edits are tried nearest the evidence first (deflate/,
 crc.py), and an edit is accepted only when every check passes. The chance that a wrong candidate
-passes is about (candidates compared) / 2^(checksum bits); a repair is *verified* when that chance
-is at most 1e-6, *probable* otherwise. Without such a candidate the file stays as it was and the
+passes is about (candidates compared) / 2^(checksum bits); a repair's content is *verified* when that
+chance is at most 1e-6, *probable* otherwise; the file is *verified* only when no byte of it lies
+outside every check as well (result.py: gzip and zip headers hold metadata nothing covers). Without such a candidate the file stays as it was and the
 result says which part is damaged and where its first bad byte lies.
 
 `detect(data)` names the format by content (not by file name); `repair(data, ...)` returns a
@@ -39,12 +40,14 @@ def detect(data: bytes) -> str | None:
 def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | None = None,
            tick: Callable[[int], None] | None = None) -> FormatResult:
     """Check `data` as `fmt` and search for a verified repair of what fails, within `budget_s`."""
-    from fragfix.formats import containers, png, zipfmt
+    from fragfix.formats import containers, png, zipdir, zipfmt
     t0 = time.perf_counter()
     deadline = t0 + budget_s
     run = {"png": png.repair, "gzip": containers.repair_gzip, "zlib": containers.repair_zlib,
            "zip": zipfmt.repair_zip}[fmt]
     result = FormatResult(fmt, run(data, deadline, scorer, tick))
+    if fmt == "zip" and (end := zipdir.find_end(data)) is not None:
+        result.unchecked = zipdir.end_metadata(data, end)
     if result.status in ("restored", "probable"):
         # the proof is the output's own: the edits together must leave a file every check passes
         # (each part checked its edits alone; two parts that disagree about a byte would not)

@@ -113,6 +113,27 @@ def gzip_body(d: bytes, pos: int) -> int | None:
 MAGIC = b"\x1f\x8b\x08"  # ID1, ID2 and CM (deflate) of every member header (RFC 1952, 2.3.1)
 
 
+def gzip_metadata(d: bytes, pos: int, body: int) -> list[tuple[int, int, str]] | None:
+    """The member header's bytes that no check covers: (offset, length, field). Without FHCRC that is
+    MTIME, XFL, OS, the FTEXT bit of FLG and the extra field, name and comment (their lengths and
+    terminators are structure: damage there breaks the parse). With FHCRC (the low 16 bits of the
+    header's CRC-32, RFC 1952 2.3.1) nothing is unchecked when it matches; None when it fails."""
+    flg = d[pos + 3]
+    if flg & 2:
+        return [] if zlib.crc32(d[pos:body - 2]) & 0xFFFF == struct.unpack_from("<H", d, body - 2)[0] else None
+    out, p = [(pos + 3, 1, "FLG.FTEXT"), (pos + 4, 4, "MTIME"), (pos + 8, 1, "XFL"), (pos + 9, 1, "OS")], pos + 10
+    if flg & 4:
+        n = struct.unpack_from("<H", d, p)[0]
+        out.append((p + 2, n, "FEXTRA"))
+        p += 2 + n
+    for bit, name in ((8, "FNAME"), (16, "FCOMMENT")):
+        if flg & bit:
+            end = d.index(0, p)
+            out.append((p, end - p, name))
+            p = end + 1
+    return [u for u in out if u[1]]
+
+
 def repair_gzip(d: bytes, deadline, scorer, tick) -> list[Part]:
     parts, pos, i = [], 0, 0
     while pos < len(d):
@@ -149,6 +170,14 @@ def repair_gzip(d: bytes, deadline, scorer, tick) -> list[Part]:
         part, end = deflate_part(d, body, len(d), f"member {i}", "crc32", verify, deadline, scorer, tick,
                                  lambda e: _le32(d, e) if e + 4 <= len(d) else 0, fix_fields,
                                  size_at=lambda e: _le32(d, e + 4) if e + 8 <= len(d) else None)
+        meta = gzip_metadata(d, pos, body)
+        if meta is None:  # the header's own CRC-16 fails: its damage is seen, not placed
+            part.checks.append("header crc16")
+            if part.status in ("intact", "restored"):  # (a content repair is not written under a failing header)
+                part.status, part.first_bad, part.edits = "damaged", pos, []
+            part.note = (part.note + "; " if part.note else "") + "the member header's CRC-16 (FHCRC) fails"
+        else:
+            part.unchecked = meta
         if header_edits:  # the restored magic is part of this member's repair, proven by its CRC or not at all
             if part.status in ("intact", "restored"):
                 part.status, part.compared = "restored", max(part.compared, 1)

@@ -60,7 +60,8 @@ def repair(d: bytes, deadline, scorer, tick) -> list[Part]:
     while pos + 12 <= len(d):
         length = _be32(d, pos)
         end = pos + 12 + length
-        if end > len(d) or not (_starts_chunk(d, end) or _chunk_ok(d, pos, length)):
+        last = length == 0 and d[pos + 4:pos + 8] == b"IEND" and end <= len(d)  # whatever follows it
+        if end > len(d) or not (last or _starts_chunk(d, end) or _chunk_ok(d, pos, length)):
             fix = _fix_length(d, pos)
             if fix is None:
                 parts.append(Part(f"chunk at {pos}", "damaged", checks=["structure"], first_bad=pos,
@@ -73,6 +74,9 @@ def repair(d: bytes, deadline, scorer, tick) -> list[Part]:
         pos += 12 + length
         if d[pos - 8 - length:pos - 4 - length] == b"IEND":
             break
+    if pos < len(d) and any(d[pos:]):  # after IEND (or a last chunk cut short): no check covers it
+        parts.append(Part("data after the last chunk", "unchecked", checks=[], first_bad=pos,
+                          note=f"{len(d) - pos} bytes not in any chunk"))
     idat = [c for c in chunks if d[c[0] + 4:c[0] + 8] == b"IDAT"]
     intact = 0  # chunks whose CRC passes are one part: a file of 500,000 chunks is not 500,000 rows
     for p, n in chunks:

@@ -1,5 +1,10 @@
 """What a format check finds: one Part per member, entry or chunk, the FormatResult over a file, and
-what "verified" means (every byte under a check that passes; a wrong repair's chance <= VERIFIED)."""
+what its claims mean. *Content verified*: every member's, entry's or chunk's data and every field a
+checksum or a second copy covers pass their checks, and a wrong repair's chance is <= VERIFIED.
+*Verified*: that, and no byte of the file is outside every check. Formats keep metadata that nothing
+covers (gzip's MTIME, XFL, OS and names without FHCRC; a zip's attributes, extras and comments, held
+once): damage there is invisible, so such a file is content verified at most, and `unchecked` names
+those bytes (offset, length, field)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -19,6 +24,7 @@ class Part:
     first_bad: int | None = None
     edits: list[tuple[int, int]] = field(default_factory=list)  # (offset, xor)
     note: str = ""
+    unchecked: list[tuple[int, int, str]] = field(default_factory=list)  # metadata no check covers
 
     @property
     def false_pass(self) -> float:
@@ -30,6 +36,7 @@ class FormatResult:
     format: str
     parts: list[Part] = field(default_factory=list)
     seconds: float = 0.0
+    unchecked: list[tuple[int, int, str]] = field(default_factory=list)  # the file's own (a zip's end record)
 
     @property
     def edits(self) -> list[tuple[int, int]]:
@@ -51,10 +58,20 @@ class FormatResult:
         return "intact"
 
     @property
-    def verified(self) -> bool:
+    def content_verified(self) -> bool:
         """Every check passes on the output, any repair is all but certainly the original, and every
-        byte is covered by a check (data after the last member is not)."""
+        member's, entry's or chunk's bytes are covered by a check (data after the last member is not)."""
         return self.status in ("intact", "restored") and all(p.status != "unchecked" for p in self.parts)
+
+    @property
+    def metadata(self) -> list[tuple[int, int, str]]:
+        """Every byte range no check covers: (offset, length, field), in file order."""
+        return sorted(self.unchecked + [u for p in self.parts for u in p.unchecked])
+
+    @property
+    def verified(self) -> bool:
+        """Content verified, and not one byte of the file outside every check."""
+        return self.content_verified and not any(n for _, n, _ in self.metadata)
 
     def to_dict(self) -> dict:
         parts = []
@@ -63,8 +80,14 @@ class FormatResult:
             d["checks"] = list(p.checks)
             d["edits"] = len(p.edits)
             d["false_pass"] = p.false_pass
+            d["unchecked"] = [list(u) for u in p.unchecked]
             parts.append(d)
+        meta = self.metadata
         return {"format": self.format, "status": self.status, "verified": self.verified,
+                "content_verified": self.content_verified,
+                "unchecked_bytes": sum(n for _, n, _ in meta),
+                "unchecked_fields": sorted({f for _, n, f in meta if n}),
+                "unchecked": [list(u) for u in self.unchecked],
                 "checks": sorted({c for p in self.parts for c in p.checks}),
                 "candidates": sum(p.candidates for p in self.parts),
                 "compared": sum(p.compared for p in self.parts),

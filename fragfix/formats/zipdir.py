@@ -90,6 +90,30 @@ def _resync(b, prev: int, at: int, last: bool) -> list[tuple[int, int]] | None:
     return None
 
 
+def record_metadata(d: bytes, at: int, lo: int) -> list[tuple[int, int, str]]:
+    """The bytes of one entry that no check covers, held once (APPNOTE 4.3.7, 4.3.12): the central
+    record's version made by, attributes, extra field and comment, and the local header's extra
+    field. Fields both copies hold (version needed, flags, method, time, date, CRC, sizes, name)
+    are each other's check; a disk number must be 0 in an archive whole in one file (the structure
+    covers it while it is)."""
+    nlen, xlen, clen, disk = struct.unpack_from("<HHHH", d, at + 28)
+    out = [(at + 4, 2, "version made by"), (at + 36, 2, "internal attributes"), (at + 38, 4, "external attributes"),
+           (at + 46 + nlen, xlen, "central extra field"), (at + 46 + nlen + xlen, clen, "file comment")]
+    if disk:
+        out.append((at + 34, 2, "disk number start"))
+    if lo + 30 <= len(d):
+        lx = struct.unpack_from("<H", d, lo + 28)[0]
+        out.append((lo + 30 + struct.unpack_from("<H", d, lo + 26)[0], lx, "local extra field"))
+    return [u for u in out if u[1]]
+
+
+def end_metadata(d: bytes, at: int) -> list[tuple[int, int, str]]:
+    """The end record's bytes no check covers: its comment (and disk numbers that are not 0)."""
+    disks, clen = struct.unpack_from("<I", d, at + 4)[0], struct.unpack_from("<H", d, at + 20)[0]
+    out = [(at + 22, min(clen, len(d) - at - 22), "archive comment")]
+    return [u for u in out if u[1]] + ([(at + 4, 4, "end record disk numbers")] if disks else [])
+
+
 def extra_ok(x: bytes) -> bool:
     """Whether `x` is a whole number of extra fields (id, size, data)."""
     i = 0

@@ -21,7 +21,7 @@ from fragfix.formats import crc
 
 from fragfix.formats.result import Part, apply, choose
 from fragfix.formats.containers import deflate_part
-from fragfix.formats.zipdir import LFH, M32, extra_ok, find_end, read_directory, set_field
+from fragfix.formats.zipdir import LFH, M32, extra_ok, find_end, read_directory, record_metadata, set_field
 from fragfix.formats.zipnames import diff_edits, name_part, names_said, unchecked_fields
 
 def looks_like_zip(d: bytes) -> bool:
@@ -51,6 +51,8 @@ def repair_zip(d: bytes, deadline, scorer, tick) -> list[Part]:
         r["taken"], r["headers"], r["searched"] = taken, headers, searched
     conflicts: list = []  # entries whose two name copies differ: decided once every entry is known
     parts = [_entry(d, r, deadline, scorer, tick, names, conflicts) for r in recs]
+    for part, r in zip(parts, recs):
+        part.unchecked = record_metadata(d, r["at"], r["local"])
     if conflicts:
         said = names_said(apply(d, sorted(e for p in parts for e in p.edits)), recs, parts, deadline)
         for part, r, at, local, edits in conflicts:
