@@ -28,8 +28,14 @@ def run(trained, heldout, **kw):
     return cfg, evaluate(cfg)
 
 
-def test_rows_baseline_and_repair(trained, heldout):
-    cfg, res = run(trained, heldout)
+@pytest.fixture(scope="module")
+def first(trained, heldout):
+    """One default evaluation, shared by the tests that read it (each run is seconds)."""
+    return run(trained, heldout)
+
+
+def test_rows_baseline_and_repair(first):
+    cfg, res = first
     rows = res["rows"]
     assert len(rows) == 2 * 2 * 2  # kinds x levels x (baseline + model)
     assert all(set(r) == FIELDS for r in rows)
@@ -45,14 +51,14 @@ def test_rows_baseline_and_repair(trained, heldout):
     assert res["settings"]["fragments"] == len(clean) == 150
 
 
-def test_same_seed_same_numbers(trained, heldout):
+def test_same_seed_same_numbers(trained, heldout, first):
     strip = lambda res: [{k: v for k, v in r.items() if k != "mb_per_s"} for r in res["rows"]]
-    assert strip(run(trained, heldout)[1]) == strip(run(trained, heldout)[1])
+    assert strip(first[1]) == strip(run(trained, heldout)[1])
 
 
-def test_evaluate_and_repair_agree(tmp_path, trained, heldout):
+def test_evaluate_and_repair_agree(tmp_path, trained, first):
     """Repairing evaluate's damaged fragments with `fragfix repair` gives the error rate evaluate reported."""
-    cfg, res = run(trained, heldout)
+    cfg, res = first
     [(_, clean)], _ = load_fragments(cfg)
     noisy = NoiseGenerator(NoiseSpec("byte", 0.05), seed=noise_seed(0, "byte", 0.05))(clean).fragments
     (tmp_path / "damaged.bin").write_bytes(bytes(noisy.reshape(-1).numpy()))

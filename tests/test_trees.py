@@ -10,7 +10,7 @@ import pytest
 
 from fragfix.formats.deflate import instep, trees
 from fragfix.formats.deflate.symbols import parse
-from test_instep import TEXT as _TEXT, _raw
+from test_instep import LONG as _TEXT, _raw
 
 TEXT = _TEXT * 2  # words from a seeded vocabulary (test_instep.py), long enough for several blocks at 4x
 
