@@ -92,6 +92,29 @@ def test_bit_flips_stand_out_among_the_files_own_novelty():
     assert 5e-5 < lcb <= rate <= 60 / n
 
 
+def test_surprises_crowded_at_record_offsets_are_the_files_own():
+    """300 odd bytes in 200,000: spread over every offset they are damage; crowded into offsets 0-3
+    of 24-byte records (a hash table's hash values, found in gdbm files that were being "repaired")
+    they are the file's own, and no evidence. Each third of the odd bytes at the same offsets is no
+    damage either; the even spread is counted whole."""
+    n, e = 200_000, ord("e")
+    row = np.full(256, 1e-7)
+    row[e] = 1.0 - 255e-7
+    sample, sample_obs = np.tile(row, (2048, 1)), np.full(2048, e)
+    pi = np.array([1.0, 0.0, 0.0])
+    pos = np.arange(n)
+    rng = np.random.default_rng(0)
+    even = np.sort(rng.choice(n, 300, replace=False))
+    crowded = np.sort(rng.choice(n // 24, 300, replace=False) * 24 + rng.integers(0, 4, 300))
+    assert channel.spread(even) > 250 and channel.spread(crowded) < 60
+    for odd, evidence in ((even, True), (crowded, False)):
+        p_obs = np.full(n, row[e])
+        p_obs[odd] = 1e-7
+        lcb, _ = channel.tail_rate(p_obs, sample, sample_obs, pi, pos=pos)
+        assert (lcb > channel.EPS_MIN) == evidence, odd[:8]
+        assert channel.tail_rate(p_obs, sample, sample_obs, pi)[0] > channel.EPS_MIN  # without offsets: both
+
+
 def test_the_posterior_weighs_the_prior_odds_of_damage():
     p = np.full((1, 256), 1e-6)
     p[0, ord("e")] = 1 - 255e-6

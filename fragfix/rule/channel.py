@@ -98,8 +98,32 @@ def explained(p: np.ndarray, obs: np.ndarray, pi: np.ndarray) -> np.ndarray:
     return kind_terms(p, obs) @ pi > EXPLAIN_ODDS * p[np.arange(len(obs)), obs]
 
 
+# Damage lands anywhere: at every record offset alike. A file's own novelty has places: the hash or
+# key bytes of each fixed-size record (a gdbm bucket's 24-byte elements, a table's id column), so its
+# surprises crowd into some offsets modulo the record size. Counted per offset class modulo each
+# stride, uniform damage fills every class about equally (Poisson around the median class); a class
+# holding far more than that (beyond median + 3 sqrt(median) + 1) counts only up to it.
+STRIDES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+PER_CLASS = 6  # a stride is read only where its classes would hold this many surprises each
+
+
+def spread(pos: np.ndarray) -> int:
+    """How many of the surprising bytes at `pos` (file offsets) are spread over every offset class
+    modulo each stride: all of them for uniform damage (a class beyond the clip is a 1-in-700 event),
+    the crowded classes clipped where the file's own structure puts them (the least over the strides)."""
+    n = best = len(pos)
+    for k in STRIDES:
+        if n < k * PER_CLASS:
+            break
+        c = np.bincount(pos % k, minlength=k)
+        med = float(np.median(c))
+        best = min(best, int(np.minimum(c, med + 3.0 * np.sqrt(med) + 1.0).sum()))
+    return best
+
+
 def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi: np.ndarray,
-              z: float = Z, slack: float = NULL_SLACK, why: np.ndarray | None = None) -> tuple[float, float]:
+              z: float = Z, slack: float = NULL_SLACK, why: np.ndarray | None = None,
+              pos: np.ndarray | None = None) -> tuple[float, float]:
     """The damage rate, robust to the file's own novelty: at each surprise level t, the bytes with
     P(o) < t, less what a calibrated predictor expects on clean data (the tail mass below t,
     averaged over a sample of positions), divided by the share of damaged bytes that would land
@@ -109,7 +133,8 @@ def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi:
     bool beside p_obs: see EXPLAINED_SLACK), and the stronger of the two stands. Returns (the lower
     confidence bound at the best level: the evidence that there is damage at all; the estimate
     itself at the best level: the rate to decide with). p_obs (N,) P(o) at every known byte, sample
-    (S, 256) P at S sampled positions, sample_obs (S,)."""
+    (S, 256) P at S sampled positions, sample_obs (S,); pos (N,) their offsets: only surprises spread
+    over every record offset count (`spread`)."""
     n = len(p_obs)
     if n == 0 or len(sample) == 0:
         return EPS_MIN, EPS_MIN
@@ -123,7 +148,8 @@ def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi:
     for hit, mask, s, levels in views:
         for t, more in levels:
             low = (sample < t) & mask
-            count = float(((p_obs < t) & hit).sum())
+            below = (p_obs < t) & hit
+            count = float(below.sum() if pos is None else spread(pos[below]))
             null = s * (more if s > 1 else 1.0) * n * float((sample * low).sum(1).mean())
             f_sub = float(((low.sum(1) - low[rows, sample_obs]) / 255.0).mean())
             f_bit = float(((low & ONE_BIT[sample_obs]).sum(1) / 8.0).mean())

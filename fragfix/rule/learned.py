@@ -172,7 +172,7 @@ def _rate(fm: FileModel, q: np.ndarray, p_o: np.ndarray, pi: np.ndarray, z: floa
     for i in range(0, len(odd), DENSE_CHUNK):
         j = odd[i:i + DENSE_CHUNK]
         why[j] = channel.explained(fm.dense(q[j]), fm.w.buf[q[j]].astype(np.int64), pi)
-    return channel.tail_rate(p_o, fm.dense(at), fm.w.buf[at].astype(np.int64), pi, z, slack, why)
+    return channel.tail_rate(p_o, fm.dense(at), fm.w.buf[at].astype(np.int64), pi, z, slack, why, q)
 
 
 def fill_runs(fm: FileModel, open_: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
