@@ -281,6 +281,7 @@ def test_cli_repairs_a_gzip_and_never_touches_the_input(tmp_path, untrained):
     assert rep["format"]["status"] == "restored" and rep["format"]["content_verified"] is True
     assert rep["format"]["verified"] is False and "MTIME" in rep["format"]["unchecked_fields"]
     assert [c["reason"] for c in rep["changes"]] == ["verified"] and rep["totals"]["format_restored"] == 1
+    assert rep["totals"]["fragments_touched"] == 1  # (was 0: "changed 1 bytes in 0 fragments")
 
 
 def test_cli_leaves_unverifiable_damage_untouched_and_says_where(tmp_path, untrained):

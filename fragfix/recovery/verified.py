@@ -111,6 +111,7 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool
                 keep_times(f, st)
     from fragfix.files.report import empty_totals
     totals = {**empty_totals(), "size": size, "fragments": -(-size // 512), "changed": len(edits),
+              "fragments_touched": len({p // 512 for p, _ in edits}),
               "suspected": len(edits), "format_files": 1,
               "format_restored": int(bool(edits)) if result.status == "restored" else 0,
               "format_probable": int(result.status == "probable"),
