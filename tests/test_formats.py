@@ -540,3 +540,37 @@ def test_data_after_a_png_is_no_part_of_a_verified_png():
     r = formats.repair(good + b"appended", "png")
     assert r.status == "intact" and not r.content_verified and r.parts[-1].status == "unchecked"
     assert formats.repair(good, "png").verified
+
+
+@pytest.mark.parametrize("fmt", sorted(BUILD))
+def test_text_mode_transfer_is_undone_and_verified(fmt):
+    """Every LF written as CR LF (FTP's ASCII mode): the CR before each LF removed, proven by every
+    check of the file; the unconverted file is no candidate for it."""
+    good = BUILD[fmt](TEXT)
+    assert good.count(b"\n") > 3
+    conv = good.replace(b"\n", b"\r\n")
+    assert formats.detect(conv) == fmt
+    r = formats.repair(conv, fmt, budget_s=5)
+    assert r.status == "restored" and r.content_verified and r.output(conv) == good
+    assert r.parts[0].name == "line ends" and len(r.removed) == good.count(b"\n") == r.to_dict()["removed"]
+    assert all(conv[p:p + 2] == b"\r\n" for p in r.removed)
+    bad = bytearray(conv)  # converted and damaged besides: the undo alone passes no check, nothing is claimed
+    bad[len(bad) // 2] ^= 0x40
+    r = formats.repair(bytes(bad), fmt, budget_s=1)
+    assert r.removed == [] and r.status != "restored"
+    assert formats.repair(good, fmt).removed == []
+
+
+def test_cli_undoes_a_text_mode_transfer_and_reports_each_removed_byte(tmp_path, untrained):
+    good = BUILD["gzip"](TEXT)
+    src = tmp_path / "logs.gz"
+    src.write_bytes(good.replace(b"\n", b"\r\n"))
+    before = src.read_bytes()
+    res = runner.invoke(app, ["repair", str(src), "-m", str(untrained), "-o", str(tmp_path / "out.gz"),
+                              "--report", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out.gz").read_bytes() == good and src.read_bytes() == before
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert [(c["offset"], c["old"], c["new"], c["reason"]) for c in rep["changes"]] == \
+        [(p, 13, None, "removed") for p in range(len(before) - 1) if before[p:p + 2] == b"\r\n"]
+    assert rep["totals"]["changed"] == good.count(b"\n") and "CR bytes removed" in res.output

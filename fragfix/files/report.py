@@ -58,6 +58,7 @@ class ReportWriter:
         parts = []
         for o, a, b, c, u in zip(offsets.tolist(), old.tolist(), new.tolist(), conf.tolist(), unknown.tolist()):
             cs = "null" if math.isnan(c) else f"{c:.4f}"
+            b = "null" if b < 0 else b  # a byte taken out (text-mode damage: an inserted CR)
             parts.append(f'{{"offset": {o}, "old": {a}, "new": {b}, "confidence": {cs}, '
                          f'"reason": "{reason or ("unknown" if u else "suspected")}"}}')
         self._w(("" if self._first_change else ",") + "\n" + ",\n".join(parts))

@@ -25,8 +25,8 @@ FORMATS = ("gzip", "zlib", "zip", "png")
 
 def detect(data: bytes) -> str | None:
     """The checksummed format this data is, by content; None for anything else."""
-    from fragfix.formats import containers, png, zipfmt
-    if png.looks_like(data):
+    from fragfix.formats import containers, png, textmode, zipfmt
+    if png.looks_like(data) or data.startswith(textmode.SIG_CONVERTED):
         return "png"
     if containers.looks_like_gzip(data):
         return "gzip"
@@ -40,11 +40,16 @@ def detect(data: bytes) -> str | None:
 def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | None = None,
            tick: Callable[[int], None] | None = None) -> FormatResult:
     """Check `data` as `fmt` and search for a verified repair of what fails, within `budget_s`."""
-    from fragfix.formats import containers, png, zipdir, zipfmt
+    from fragfix.formats import containers, png, textmode, zipdir, zipfmt
     t0 = time.perf_counter()
     deadline = t0 + budget_s
     run = {"png": png.repair, "gzip": containers.repair_gzip, "zlib": containers.repair_zlib,
            "zip": zipfmt.repair_zip}[fmt]
+    if textmode.converted(data):  # first: a search over a converted file would spend the budget for nothing
+        found = _text_mode(data, fmt, run, t0)
+        if found is not None:
+            found.seconds = time.perf_counter() - t0
+            return found
     result = FormatResult(fmt, run(data, deadline, scorer, tick))
     if fmt == "zip" and (end := zipdir.find_end(data)) is not None:
         result.unchecked = zipdir.end_metadata(data, end)
@@ -58,4 +63,29 @@ def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | Non
                                      note="the repairs found, applied together, do not pass every check; "
                                           "none taken"))
     result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _text_mode(data: bytes, fmt: str, run, t0: float) -> FormatResult | None:
+    """The file with the CR before every LF removed, when it fails its checks as it is and passes
+    every one so (textmode.py); None otherwise. Checked, not searched (no time given to a search)."""
+    import numpy as np
+    from fragfix.formats import textmode
+    if FormatResult(fmt, run(data, t0, None, None)).status == "intact":
+        return None
+    undone, at = textmode.undo(data)
+    result = FormatResult(fmt, run(undone, t0, None, None))
+    if result.status != "intact":
+        return None
+    # offsets the parts name are in the undone file; each output offset j was the input's j plus the
+    # CRs removed before it
+    checks = sorted({c for p in result.parts for c in p.checks})
+    shift = np.arange(len(undone)) + np.searchsorted(at - np.arange(len(at)), np.arange(len(undone)), side="right")
+    for p in result.parts:  # what the parts name is in the undone file: name it in the input
+        p.unchecked = [(int(shift[o]) if o < len(shift) else o, n, f) for o, n, f in p.unchecked]
+    result.unchecked = [(int(shift[o]) if o < len(shift) else o, n, f) for o, n, f in result.unchecked]
+    result.parts.insert(0, Part("line ends", "restored", checks=checks, compared=1, first_bad=int(at[0]),
+                                note=f"text-mode transfer: every LF had become CR LF; {len(at):,} CR bytes "
+                                     "removed, every check passes"))
+    result.removed = at.tolist()
     return result

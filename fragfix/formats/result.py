@@ -37,6 +37,7 @@ class FormatResult:
     parts: list[Part] = field(default_factory=list)
     seconds: float = 0.0
     unchecked: list[tuple[int, int, str]] = field(default_factory=list)  # the file's own (a zip's end record)
+    removed: list[int] = field(default_factory=list)  # bytes a repair takes out (textmode.py: inserted CRs)
 
     @property
     def edits(self) -> list[tuple[int, int]]:
@@ -47,6 +48,11 @@ class FormatResult:
     @property
     def false_pass(self) -> float:
         return sum(p.false_pass for p in self.parts)
+
+    def output(self, data: bytes) -> bytes:
+        """The repaired file: `data` with the edits applied and the removed bytes taken out."""
+        out = apply(data, self.edits)
+        return _without(out, self.removed) if self.removed else out
 
     @property
     def status(self) -> str:
@@ -87,7 +93,7 @@ class FormatResult:
                 "content_verified": self.content_verified,
                 "unchecked_bytes": sum(n for _, n, _ in meta),
                 "unchecked_fields": sorted({f for _, n, f in meta if n}),
-                "unchecked": [list(u) for u in self.unchecked],
+                "unchecked": [list(u) for u in self.unchecked], "removed": len(self.removed),
                 "checks": sorted({c for p in self.parts for c in p.checks}),
                 "candidates": sum(p.candidates for p in self.parts),
                 "compared": sum(p.compared for p in self.parts),
@@ -119,3 +125,11 @@ def apply(data: bytes, edits: list[tuple[int, int]]) -> bytes:
     out = bytearray(data)
     xor_into(out, edits)
     return bytes(out)
+
+
+def _without(data: bytes, at: list[int]) -> bytes:
+    """`data` less the bytes at offsets `at`."""
+    import numpy as np
+    keep = np.ones(len(data), bool)
+    keep[np.asarray(at, np.int64)] = False
+    return np.frombuffer(data, np.uint8)[keep].tobytes()

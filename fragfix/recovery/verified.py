@@ -88,20 +88,25 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool
     result = formats.repair(data, fmt, budget_s, scorer, tick)
     take = result.status == "restored" or (result.status == "probable" and accept_probable)
     edits = result.edits if take else []
-    out = formats.apply(data, edits)
+    removed = np.array(result.removed if take else [], np.int64)  # (text-mode damage: inserted CRs)
+    out = result.output(data) if take else data
     info = result.to_dict()
-    info["written"] = "repaired" if edits else "unchanged"
+    info["written"] = "repaired" if edits or len(removed) else "unchanged"
     if result.status == "damaged" and fmt in ("gzip", "zlib", "zip"):
         info["salvage"] = salvage_hint(data, fmt)
     report.begin_file({"input": str(job.src), "size": size,
                        "output": None if job.dst is None else str(job.dst), "format": info})
+    sure = "verified" if result.status == "restored" else "probable"
     if edits:
         at = np.array([p for p, _ in edits], dtype=np.int64)
         old = np.frombuffer(data, np.uint8)[at]
-        new = np.frombuffer(out, np.uint8)[at]
+        new = np.frombuffer(formats.apply(data, edits), np.uint8)[at]
         conf = np.full(len(at), 1.0 - result.false_pass)
-        report.changes(at, old, new, conf, np.zeros(len(at), bool),
-                       reason="verified" if result.status == "restored" else "probable")
+        report.changes(at, old, new, conf, np.zeros(len(at), bool), reason=sure)
+    if len(removed):  # offsets in the input; "new": null, the byte is gone
+        report.changes(removed, np.frombuffer(data, np.uint8)[removed], np.full(len(removed), -1),
+                       np.full(len(removed), 1.0 - result.false_pass), np.zeros(len(removed), bool),
+                       reason="removed")
     dropped = bool(preserve and edits and st.st_mode & SETID and job.dst is not None)
     if job.dst is not None:
         with atomic_write(job.dst, force=force, mode=kept_mode(st, bool(edits)) if preserve else None,
@@ -110,10 +115,10 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool
             if preserve:
                 keep_times(f, st)
     from fragfix.files.report import empty_totals
-    totals = {**empty_totals(), "size": size, "fragments": -(-size // 512), "changed": len(edits),
-              "fragments_touched": len({p // 512 for p, _ in edits}),
-              "suspected": len(edits), "format_files": 1,
-              "format_restored": int(bool(edits)) if result.status == "restored" else 0,
+    totals = {**empty_totals(), "size": size, "fragments": -(-size // 512), "changed": len(edits) + len(removed),
+              "fragments_touched": len({p // 512 for p, _ in edits} | set((removed // 512).tolist())),
+              "suspected": len(edits) + len(removed), "format_files": 1,
+              "format_restored": int(bool(edits) or bool(len(removed))) if result.status == "restored" else 0,
               "format_probable": int(result.status == "probable"),
               "format_damaged": int(result.status == "damaged")}
     report.end_file(totals, {"seconds": round(time.perf_counter() - t0, 3)})
@@ -121,8 +126,8 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool
            "format": info, "dropped_setid": dropped}
     if blocks:
         m = BlockMap(size)
-        m.add("verified" if result.status == "restored" else "probable", np.array([p for p, _ in edits], np.int64))
-        if not edits:  # still damaged (or a probable repair not taken): where each check first fails
+        m.add(sure, np.r_[np.array([p for p, _ in edits], np.int64), removed])
+        if not edits and not len(removed):  # still damaged (or a probable repair not taken): where each check first fails
             m.add("checksum_fails", np.array([p.first_bad for p in result.parts
                                               if p.status != "intact" and p.first_bad is not None], np.int64))
         out["blocks"] = m.to_dict()
