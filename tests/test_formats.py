@@ -574,3 +574,37 @@ def test_cli_undoes_a_text_mode_transfer_and_reports_each_removed_byte(tmp_path,
     assert [(c["offset"], c["old"], c["new"], c["reason"]) for c in rep["changes"]] == \
         [(p, 13, None, "removed") for p in range(len(before) - 1) if before[p:p + 2] == b"\r\n"]
     assert rep["totals"]["changed"] == good.count(b"\n") and "CR bytes removed" in res.output
+
+
+def _pdf(contents: list[bytes]) -> bytes:
+    """A small PDF whose objects hold FlateDecode streams: the first with a direct /Length, the
+    others with an indirect one ("N 0 R", the length in an object after the stream)."""
+    out, offsets = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), []
+    for i, c in enumerate(contents):
+        z = zlib.compress(c, 6)
+        offsets.append(len(out))
+        length = b"%d" % len(z) if i == 0 else b"%d 0 R" % (100 + i)
+        out += b"%d 0 obj\n<< /Filter /FlateDecode /Length %s >>\nstream\n" % (i + 1, length) + z + b"\nendstream\nendobj\n"
+        if i:
+            out += b"%d 0 obj\n%d\nendobj\n" % (100 + i, len(z))
+    out += b"xref\n0 %d\n" % (len(offsets) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    return bytes(out + b"trailer\n<< /Size %d >>\nstartxref\n%d\n%%%%EOF\n" % (len(offsets) + 1, len(out)))
+
+
+def test_pdf_flate_streams_are_found_checked_and_restored_at_the_same_length():
+    from fragfix.formats import pdf
+    good = _pdf([TEXT[:4000], TEXT[4000:9000], b"BT /F1 12 Tf 72 712 Td (Hello) Tj ET\n" * 40])
+    assert formats.detect(good) == "pdf"
+    found = pdf.streams(good)
+    assert len(found) == 3 and all(zlib.decompress(good[s:e]) for s, e in found)
+    assert [zlib.decompress(good[s:e]) for s, e in found][1] == TEXT[4000:9000]  # "11 0 R" is no length of 1
+    r = formats.repair(good, "pdf")
+    assert r.status == "intact" and not r.content_verified and r.parts[-1].status == "unchecked"
+    s, e = found[1]
+    for pos, xor in ((s + (e - s) // 2, 0x08), (s + 40, 0x5A)):
+        bad = _flip(good, pos, xor)
+        r = formats.repair(bad, "pdf", budget_s=20)
+        assert r.status in ("restored", "probable") and r.parts[1].name == f"stream at {s}", r.to_dict()
+        assert len(r.output(bad)) == len(good) and formats.apply(bad, r.edits) == good
+    bad = _flip(good, 30, 0x01)  # outside every stream: no check sees it, nothing is claimed
+    assert formats.repair(bad, "pdf").status == "intact" and formats.repair(bad, "pdf").edits == []

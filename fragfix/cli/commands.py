@@ -164,7 +164,8 @@ def repair(
     map_out: Optional[Path] = typer.Option(None, rich_help_panel=MAPS,
                                            help="Write the guessed byte ranges as a ddrescue mapfile."),
     formats: bool = typer.Option(D.formats, "--formats/--no-formats", rich_help_panel=FORMATS_PANEL, help=(
-        "Repair gzip, zlib, zip and PNG files by search, accepted only when their own checksums pass.")),
+        "Repair gzip, zlib, zip and PNG files and the zlib streams of PDFs by search, accepted only when "
+        "their own checksums pass.")),
     format_budget: float = typer.Option(D.format_budget, rich_help_panel=FORMATS_PANEL,
                                         help="Seconds of search per checksummed file."),
     accept_probable: bool = typer.Option(D.accept_probable, rich_help_panel=FORMATS_PANEL, help=(

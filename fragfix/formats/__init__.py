@@ -1,4 +1,4 @@
-"""Verified repair of checksummed formats: gzip, zlib, zip and PNG, proven by their own checks.
+"""Verified repair of checksummed formats: gzip, zlib, zip, PNG and PDF streams, proven by their own checks.
 
 A byte model cannot predict compressed bits, but these formats carry their own proof: CRC-32 and
 size of every gzip member and zip entry, a CRC-32 over every PNG chunk, Adler-32 at the end of
@@ -20,14 +20,16 @@ from typing import Callable
 
 from fragfix.formats.result import VERIFIED, FormatResult, Part, apply, choose  # noqa: F401  (the package's API)
 
-FORMATS = ("gzip", "zlib", "zip", "png")
+FORMATS = ("gzip", "zlib", "zip", "png", "pdf")
 
 
 def detect(data: bytes) -> str | None:
     """The checksummed format this data is, by content; None for anything else."""
-    from fragfix.formats import containers, png, textmode, zipfmt
+    from fragfix.formats import containers, pdf, png, textmode, zipfmt
     if png.looks_like(data) or data.startswith(textmode.SIG_CONVERTED):
         return "png"
+    if pdf.looks_like(data):
+        return "pdf"
     if containers.looks_like_gzip(data):
         return "gzip"
     if zipfmt.looks_like_zip(data):
@@ -40,11 +42,11 @@ def detect(data: bytes) -> str | None:
 def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | None = None,
            tick: Callable[[int], None] | None = None) -> FormatResult:
     """Check `data` as `fmt` and search for a verified repair of what fails, within `budget_s`."""
-    from fragfix.formats import containers, png, textmode, zipdir, zipfmt
+    from fragfix.formats import containers, pdf, png, textmode, zipdir, zipfmt
     t0 = time.perf_counter()
     deadline = t0 + budget_s
     run = {"png": png.repair, "gzip": containers.repair_gzip, "zlib": containers.repair_zlib,
-           "zip": zipfmt.repair_zip}[fmt]
+           "zip": zipfmt.repair_zip, "pdf": pdf.repair}[fmt]
     if textmode.converted(data):  # first: a search over a converted file would spend the budget for nothing
         found = _text_mode(data, fmt, run, t0)
         if found is not None:
