@@ -205,7 +205,13 @@ def looks_like_zlib(d: bytes) -> bool:
 
 
 def repair_zlib(d: bytes, deadline, scorer, tick) -> list[Part]:
-    end_at = len(d) - 4
+    return [zlib_part(d, 0, len(d), "stream", deadline, scorer, tick)]
+
+
+def zlib_part(d: bytes, start: int, stop: int, name: str, deadline, scorer, tick) -> Part:
+    """The zlib stream from `start` to `stop` (a zlib file, a PDF stream): header, deflate data, and
+    the Adler-32 in its last 4 bytes, where the deflate data must end."""
+    end_at = stop - 4
 
     def verify(end, n, c):
         return struct.unpack_from(">I", d, end)[0] == c if end == end_at else None
@@ -213,7 +219,7 @@ def repair_zlib(d: bytes, deadline, scorer, tick) -> list[Part]:
     def fix_fields(end, n, c):
         return _one_byte(struct.unpack_from(">I", d, end)[0] ^ c, end, big_endian=True) if end == end_at else None
 
-    part, _ = deflate_part(d, 2, len(d), "stream", "adler32", verify, deadline, scorer, tick,
+    part, _ = deflate_part(d, start + 2, stop, name, "adler32", verify, deadline, scorer, tick,
                            lambda e: struct.unpack_from(">I", d, e)[0] if e + 4 <= len(d) else 0, fix_fields,
                            expect_end=end_at)
-    return [part]
+    return part

@@ -12,9 +12,8 @@ covered by no check: a PDF is at most restored, never verified, and the report s
 from __future__ import annotations
 
 import re
-import struct
 
-from fragfix.formats.containers import _one_byte, deflate_part
+from fragfix.formats.containers import zlib_part
 from fragfix.formats.result import Part
 
 STREAM = re.compile(rb"stream(\r\n|\n)")
@@ -55,7 +54,7 @@ def streams(d: bytes) -> list[tuple[int, int]]:
 def repair(d: bytes, deadline, scorer, tick) -> list[Part]:
     parts, intact, covered = [], 0, 0
     for s, e in streams(d):
-        part = _stream(d, s, e, deadline, scorer, tick)
+        part = zlib_part(d, s, e, f"stream at {s}", deadline, scorer, tick)
         covered += e - s
         if part.status == "intact":
             intact += 1
@@ -66,19 +65,3 @@ def repair(d: bytes, deadline, scorer, tick) -> list[Part]:
     parts.append(Part("objects outside the streams", "unchecked", checks=[],
                       note=f"{len(d) - covered:,} bytes no checksum covers (a PDF has none of its own)"))
     return parts
-
-
-def _stream(d: bytes, s: int, e: int, deadline, scorer, tick) -> Part:
-    """One stream as a zlib file from `s` to `e`: header, deflate data, Adler-32 in its last 4 bytes."""
-    end_at = e - 4
-
-    def verify(end, n, c):
-        return struct.unpack_from(">I", d, end)[0] == c if end == end_at else None
-
-    def fix_fields(end, n, c):
-        return _one_byte(struct.unpack_from(">I", d, end)[0] ^ c, end, big_endian=True) if end == end_at else None
-
-    part, _ = deflate_part(d, s + 2, e, f"stream at {s}", "adler32", verify, deadline, scorer, tick,
-                           lambda x: struct.unpack_from(">I", d, x)[0] if x + 4 <= len(d) else 0, fix_fields,
-                           expect_end=end_at)
-    return part
