@@ -608,3 +608,16 @@ def test_pdf_flate_streams_are_found_checked_and_restored_at_the_same_length():
         assert len(r.output(bad)) == len(good) and formats.apply(bad, r.edits) == good
     bad = _flip(good, 30, 0x01)  # outside every stream: no check sees it, nothing is claimed
     assert formats.repair(bad, "pdf").status == "intact" and formats.repair(bad, "pdf").edits == []
+
+
+def test_adler32_counts_for_less_on_short_streams():
+    """Adler-32's sums do not wrap over short data: a restored short zlib stream's chance of a wrong
+    pass is counted with fewer bits than 32 (so fewer candidates may be compared before it is only
+    probable); over 100 KB it is a full 32-bit check."""
+    from fragfix.formats.containers import adler_bits
+    assert 27 < adler_bits(100) < 28 and 29 < adler_bits(1000) < 30 and adler_bits(100_000) == 32
+    good = zlib.compress(TEXT[:600], 9)
+    bad = _flip(good, len(good) // 2, 0x10)
+    r = formats.repair(bad, "zlib", budget_s=20)
+    assert r.status in ("restored", "probable") and r.parts[0].bits == adler_bits(600)
+    assert r.false_pass == pytest.approx(r.parts[0].compared * 2.0 ** -adler_bits(600))
