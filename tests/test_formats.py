@@ -621,3 +621,14 @@ def test_adler32_counts_for_less_on_short_streams():
     r = formats.repair(bad, "zlib", budget_s=20)
     assert r.status in ("restored", "probable") and r.parts[0].bits == adler_bits(600)
     assert r.false_pass == pytest.approx(r.parts[0].compared * 2.0 ** -adler_bits(600))
+
+
+def test_pdf_streams_past_the_budget_are_checked_not_searched():
+    z = bytearray(zlib.compress(b"BT (hi there) Tj ET\n" * 3))
+    z[6] ^= 0x20
+    good = zlib.compress(b"BT (fine) Tj ET\n")
+    body = b"".join(b"%d 0 obj\n<< /Filter /FlateDecode /Length %d >>\nstream\n" % (i, len(c)) + c +
+                    b"\nendstream\nendobj\n" for i, c in enumerate([bytes(z)] * 300 + [good] * 5))
+    r = formats.repair(b"%PDF-1.4\n" + body + b"%%EOF\n", "pdf", budget_s=-1)
+    assert r.parts[0].name == "5 FlateDecode streams" and r.status == "damaged" and len(r.parts) == 302
+    assert all("not searched" in p.note and p.compared == 0 for p in r.parts[1:-1])

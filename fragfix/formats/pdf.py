@@ -12,6 +12,8 @@ covered by no check: a PDF is at most restored, never verified, and the report s
 from __future__ import annotations
 
 import re
+import time
+import zlib
 
 from fragfix.formats.containers import zlib_part
 from fragfix.formats.result import Part
@@ -51,15 +53,29 @@ def streams(d: bytes) -> list[tuple[int, int]]:
     return out
 
 
+def _passes(d: bytes, s: int, e: int) -> bool:
+    """Whether d[s:e] is one whole zlib stream whose Adler-32 matches (output read 1 MB at a time)."""
+    z = zlib.decompressobj()
+    try:
+        z.decompress(d[s:e], 1 << 20)
+        while z.unconsumed_tail and not z.eof:
+            z.decompress(z.unconsumed_tail, 1 << 20)
+    except zlib.error:
+        return False
+    return z.eof and not z.unused_data and not z.unconsumed_tail
+
+
 def repair(d: bytes, deadline, scorer, tick) -> list[Part]:
     parts, intact, covered = [], 0, 0
     for s, e in streams(d):
-        part = zlib_part(d, s, e, f"stream at {s}", deadline, scorer, tick)
         covered += e - s
-        if part.status == "intact":
+        if _passes(d, s, e):  # zlib's own check first (C speed): a PDF of 100,000 streams takes a second
             intact += 1
+        elif time.perf_counter() > deadline:  # checked, not searched: 20,000 failing streams were 9 s past it
+            parts.append(Part(f"stream at {s}", "damaged", checks=["inflate", "adler32"], first_bad=s,
+                              note="its check fails; not searched: the format budget is spent"))
         else:
-            parts.append(part)
+            parts.append(zlib_part(d, s, e, f"stream at {s}", deadline, scorer, tick))
     if intact:  # intact streams are one part: a PDF of 10,000 streams is not 10,000 rows
         parts.insert(0, Part(f"{intact:,} FlateDecode stream{'s' * (intact != 1)}", checks=["inflate", "adler32"]))
     parts.append(Part("objects outside the streams", "unchecked", checks=[],
