@@ -7,8 +7,9 @@ the output stops looking right), candidate edits are tried nearest the evidence 
 crc.py), and an edit is accepted only when every check passes. The chance that a wrong candidate
 passes is about (candidates compared) / 2^(checksum bits); a repair's content is *verified* when that
 chance is at most 1e-6, *probable* otherwise; the file is *verified* only when no byte of it lies
-outside every check as well (result.py: gzip and zip headers hold metadata nothing covers). Without such a candidate the file stays as it was and the
-result says which part is damaged and where its first bad byte lies.
+outside every check as well (result.py: gzip and zip headers hold metadata nothing covers). Without
+such a candidate the file stays as it was and the result says which part is damaged and where its
+first bad byte lies.
 
 `detect(data)` names the format by content (not by file name); `repair(data, ...)` returns a
 `FormatResult`. Nothing here knows files, the CLI or the model: the model comes in as a scorer.
@@ -79,13 +80,11 @@ def _text_mode(data: bytes, fmt: str, run, t0: float) -> FormatResult | None:
     result = FormatResult(fmt, run(undone, t0, None, None))
     if result.status != "intact":
         return None
-    # offsets the parts name are in the undone file; each output offset j was the input's j plus the
-    # CRs removed before it
     checks = sorted({c for p in result.parts for c in p.checks})
-    shift = np.arange(len(undone)) + np.searchsorted(at - np.arange(len(at)), np.arange(len(undone)), side="right")
+    kept = np.delete(np.arange(len(data)), at)  # output offset -> input offset
     for p in result.parts:  # what the parts name is in the undone file: name it in the input
-        p.unchecked = [(int(shift[o]) if o < len(shift) else o, n, f) for o, n, f in p.unchecked]
-    result.unchecked = [(int(shift[o]) if o < len(shift) else o, n, f) for o, n, f in result.unchecked]
+        p.unchecked = [(int(kept[o]) if o < len(kept) else o, n, f) for o, n, f in p.unchecked]
+    result.unchecked = [(int(kept[o]) if o < len(kept) else o, n, f) for o, n, f in result.unchecked]
     result.parts.insert(0, Part("line ends", "restored", checks=checks, compared=1, first_bad=int(at[0]),
                                 note=f"text-mode transfer: every LF had become CR LF; {len(at):,} CR bytes "
                                      "removed, every check passes"))

@@ -4,8 +4,8 @@ A PDF carries no checksum of its own, but its page contents, fonts, images and (
 object and cross-reference streams are mostly FlateDecode streams: each a zlib stream (RFC 1950)
 ending in the Adler-32 of what it holds. Each is found between `stream` and `endstream` where its
 dictionary names /FlateDecode as the first filter, ends where its direct /Length says (else just
-before the end-of-line that precedes `endstream`), and goes through the same search as a zlib file
-(containers.deflate_part). Repairs change bytes, never lengths, so every offset in the
+before the end-of-line that precedes `endstream`), is checked by zlib, and where it fails goes
+through the same search as a zlib file (containers.zlib_part). Repairs change bytes, never lengths, so every offset in the
 cross-reference table stays valid. Everything outside the streams (objects, the xref table) is
 covered by no check: a PDF is at most restored, never verified, and the report says so.
 """
