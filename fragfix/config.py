@@ -187,10 +187,23 @@ def noise_level(s: str) -> float:
 
 
 def available_cores() -> int:
+    """The cores this process may run on (its affinity: a container's or taskset's share): the most
+    threads or workers an option may ask for."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def default_cores() -> int:
+    """The cores an automatic setting (0) uses: those available, at most OMP_NUM_THREADS where it is
+    set (the usual way to keep numerical programs to a share of a shared machine)."""
+    cores = available_cores()
+    try:
+        limit = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        return cores
+    return max(1, min(cores, limit))
 
 
 def check_seed(seed: int) -> int:

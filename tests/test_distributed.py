@@ -65,3 +65,26 @@ def test_cuda_train_and_repair_match_cpu_in_kind(tmp_path):
                                 "-m", str(tmp_path / "ck" / "autoencoder_best.safetensors")])
         assert r.exit_code == 0, r.output
         assert (tmp_path / f"o_{dev}").stat().st_size == 100_000
+
+
+def test_automatic_threads_keep_to_omp_num_threads(monkeypatch):
+    """0 (automatic) uses the cores available, at most OMP_NUM_THREADS: two programs sharing a machine
+    each set to its share do not spin against each other; an explicit count is still checked
+    against the cores themselves."""
+    from fragfix.config import available_cores, check_count, default_cores
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_cores() == available_cores()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_cores() == 1 and check_count(available_cores(), "--threads") == available_cores()
+    before = torch.get_num_threads()
+    try:
+        from fragfix.model.runtime import set_threads
+        set_threads(0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for junk in ("", "x", "two"):
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert default_cores() == available_cores()
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")
+    assert default_cores() == 1

@@ -282,3 +282,30 @@ def test_an_interrupt_while_the_pool_starts_is_an_interrupt(tmp_path):
         "        print('interrupted')\n")
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert p.stdout == "interrupted\n" and "Traceback" not in p.stderr, p.stderr
+
+
+def test_an_interrupt_while_a_worker_is_spawned_leaves_no_worker_traceback(tmp_path):
+    """SIGINT landing after a worker process is launched but before the parent wrote its start-up
+    data: the child read a closed pipe and its bootstrap printed "EOFError: Ran out of input"
+    (test_safety's interrupt test, under load). Interrupts wait until the workers have their data."""
+    import subprocess
+    import sys
+    script = tmp_path / "race.py"
+    script.write_text(
+        "import signal, multiprocessing.util as mu\n"
+        "from fragfix.rule import pool\n"
+        "launch = mu.spawnv_passfds\n"
+        "def late(*a):\n"
+        "    pid = launch(*a)\n"
+        "    if 'spawn_main' in str(a):\n"  # a worker, not multiprocessing's resource tracker
+        "        signal.raise_signal(signal.SIGINT)\n"
+        "    return pid\n"
+        "mu.spawnv_passfds = late\n"
+        "if __name__ == '__main__':\n"
+        "    try:\n"
+        "        with pool.stretch_pool(2):\n"
+        "            pool.run(abs, [(-1,), (-2,)])\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted')\n")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert p.stdout == "interrupted\n" and "Traceback" not in p.stderr, p.stderr

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from fragfix.model.checkpoints import load_model, load_resume
 from fragfix.cli.commands import app
+from fragfix.config import available_cores
 
 from conftest import make_corpus, text_bytes
 
@@ -169,7 +170,8 @@ def test_file_size_limit_is_a_clean_io_error(tmp_path, src, model):
 def test_interrupted_repair_leaves_no_partial_output(tmp_path, model, sig):
     big = tmp_path / "big.bin"
     big.write_bytes(text_bytes(4_000_000, 5) * 10)  # 40 MB: long enough to interrupt mid-write
-    p = _cli("repair", big, "-o", tmp_path / "out.bin", "-m", model, "--report", tmp_path / "r.json", "-b", "64")
+    threads = ["--threads", "2"] if available_cores() >= 2 else []  # the pool's workers too, whatever OMP_NUM_THREADS says
+    p = _cli("repair", big, "-o", tmp_path / "out.bin", "-m", model, "--report", tmp_path / "r.json", "-b", "64", *threads)
     deadline = time.time() + 60
     while time.time() < deadline and not [q for q in tmp_path.iterdir() if "fragfix-tmp" in q.name]:
         time.sleep(0.05)  # wait until output is being written

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from fragfix.config import available_cores, check_count  # noqa: F401  (re-exported)
+from fragfix.config import available_cores, check_count, default_cores  # noqa: F401  (re-exported)
 from fragfix.errors import InvalidInput
 
 
@@ -64,10 +64,10 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def set_threads(threads: int | None, world_size: int = 1) -> None:
-    """Default: the cores this process may use, shared out among local processes (torchrun)."""
+    """Default: the cores this process may use (default_cores), shared out among local processes (torchrun)."""
     threads = check_count(threads or 0, "--threads")
     if threads == 0:
-        threads = max(1, available_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
+        threads = max(1, default_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
     torch.set_num_threads(threads)
 
 

@@ -24,7 +24,7 @@ from fragfix.recovery.copies import fills_for
 from fragfix.model.autoencoder import FRAGMENT_SIZE
 from fragfix.rule.decide import Decision, RepairConfig, decide
 from fragfix.training.fragments import cut
-from fragfix.config import Runtime, available_cores
+from fragfix.config import Runtime, default_cores
 from fragfix.model.inference import Scorer, cpu_trunk, load_scorer
 from fragfix.errors import InvalidInput, IOFailure
 from fragfix.rule.learned import LEARN_ROWS
@@ -248,7 +248,7 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     if scorer.cpu:
         cpu_trunk(scorer.model, scorer.bf16)  # weights prepared now, so the speed shown is the repair's alone
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
-    workers = runtime.threads or available_cores()
+    workers = runtime.threads or default_cores()
     if cfg.rule == "learned" and window % LEARN_ROWS == 0:  # stretches keep their places: same bytes out
         window = max(window, LEARN_ROWS * workers)  # one stretch per worker in every window
     # references: (path, mapfile path or None); the mapfile must describe the reference's size

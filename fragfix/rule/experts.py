@@ -11,10 +11,11 @@ filemodel.py). Numpy only; every key is vectorised over positions.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from fragfix.config import default_cores
 
 WORD_MAX = 12       # letters/digits each side that make a word context
 MAX_STRIDE = 512    # record strides looked for
@@ -25,13 +26,10 @@ THREADS = 0  # threads one predictor builds with (0: _cores(); pool workers set 
 
 
 def _cores() -> int:
-    """CPU cores this process may use (its affinity: a container's or taskset's share), at most 8."""
+    """CPU cores this process may use (config.default_cores), at most 8."""
     if THREADS:
         return THREADS
-    try:
-        return max(1, min(len(os.sched_getaffinity(0)), 8))
-    except AttributeError:  # no affinity on this platform
-        return max(1, min(os.cpu_count() or 1, 8))
+    return min(default_cores(), 8)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

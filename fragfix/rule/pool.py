@@ -39,8 +39,8 @@ def stretch_pool(workers: int) -> Iterator[int]:
     work here) for the enclosed run; yields how many stretches run at once. Processes start at the
     first batch of two or more stretches, so a run over small files never pays for them."""
     global _active
-    from fragfix.config import available_cores
-    n = workers or available_cores()
+    from fragfix.config import default_cores
+    n = workers or default_cores()
     if n < 2 or _active is not None or not _spawn_safe():  # one core, a pool already open, or no way to spawn
         yield 1 if _active is None else _active._max_workers
         return
@@ -77,11 +77,36 @@ def run(fn: Callable, jobs: list[tuple]) -> list:
     if _active is None or len(jobs) < 2:
         return [fn(*job) for job in jobs]
     try:
-        return list(_active.map(fn, *zip(*jobs)))
+        with _signals_held():  # the first map spawns the workers
+            results = _active.map(fn, *zip(*jobs))
+        return list(results)
     except BrokenProcessPool:
         _active.shutdown(wait=False, cancel_futures=True)
         _active = None
         return [fn(*job) for job in jobs]
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held while jobs are submitted (which spawns the workers) and delivered
+    after: an interrupt between a worker's launch and the parent's write of its start-up data left
+    the worker reading a closed pipe, and its bootstrap (before _init) printed a traceback."""
+    import threading
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = [signal.getsignal(s) for s in sigs]
+    if threading.current_thread() is not threading.main_thread() or None in old:
+        yield  # handlers can only be set from the main thread, and one set outside Python cannot be put back
+        return
+    got: list[int] = []
+    for s in sigs:
+        signal.signal(s, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in zip(sigs, old):
+            signal.signal(s, h)
+        if got:
+            signal.raise_signal(got[0])  # the handler in place now decides what it means
 
 
 def _spawn_safe() -> bool:
