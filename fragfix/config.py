@@ -64,6 +64,19 @@ class ModelConfig:
         return d
 
 
+@dataclass(frozen=True)
+class DamageEvidence:
+    """What the model gate's damage estimate (rule/damage.py) counts as a clear error, and as the file's own."""
+    clear_p: float = 1e-3    # the model's probability of the observed byte at most this …
+    own: int = 2             # … and fewer than this many other places with the same neighbours: a clear error
+    own_share: float = 0.02  # the file's own: at least `own` places, and this share of its context's places
+    rare: float = 0.005      # a clear error's byte value is also rare in the window (tabs in a tabbed file are not)
+    own_pairs: int = 4       # the file's own: at least this many pairs, and …
+    pair_share: float = 0.05  # … this common after its left or before its right neighbour
+    span: int = 32           # fragments on each side pooled for the local rate (65 fragments: ~33 KB)
+    z: float = 2.0           # the gate opens on the rate's lower confidence bound (hits - z sqrt(hits))
+
+
 @dataclass
 class RepairConfig:
     rule: str = "learned"     # learned: the per-file predictor and the channel (learned.py); model: the gate below
@@ -92,6 +105,8 @@ class RepairConfig:
     clean_rate: float = 5e-4  # clear errors per byte that clean data shows anyway: at or below, nothing changes
     ref_rate: float = 1.5e-3  # the rate at which the floors are as set (between: scaled linearly)
     max_scale: float = 3.0    # the most the floors open where damage is dense
+    evidence: DamageEvidence = field(default_factory=DamageEvidence)  # what counts as damage evidence
+    text_share: float = 0.85  # fragments with at least this share of printable bytes take the text pair
 
     def __post_init__(self):
         for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
@@ -119,7 +134,7 @@ class RepairConfig:
             raise InvalidInput(f"max-scale must be within [1, 100], got {self.max_scale}")
         if self.rule not in ("learned", "model"):
             raise InvalidInput(f"rule must be learned or model, got {self.rule!r}")
-        for name in ("certainty", "screen"):
+        for name in ("certainty", "screen", "text_share"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
                 raise InvalidInput(f"{name} must be within [0, 1], got {v}")
@@ -134,7 +149,8 @@ class RepairConfig:
                 "context_weight": self.context_weight, "window_fragments": self.window_fragments,
                 "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy,
                 "only_unknown": self.only_unknown, "damage_gate": self.damage_gate, "clean_rate": self.clean_rate,
-                "ref_rate": self.ref_rate, "max_scale": self.max_scale}
+                "ref_rate": self.ref_rate, "max_scale": self.max_scale, "text_share": self.text_share,
+                "damage_evidence": asdict(self.evidence)}
 
 
 @dataclass
@@ -234,7 +250,11 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
-    schedule: str = "cosine"            # "cosine" decays to 5% of lr over the run; "constant"
+    schedule: str = "cosine"            # "cosine" decays to final_lr x lr over the run; "constant"
+    final_lr: float = 0.05              # where the cosine ends, as a share of lr
+    warmup: int = 100                   # steps of linear warm-up (at most a twentieth of the run)
+    grad_clip: float = 1.0              # gradients are scaled to at most this norm (a bad batch cannot blow up the weights)
+    clean_share: float = 0.125          # share of undamaged positions the categorical loss looks at each step
     weight_decay: float = 0.01
     noise: str = DEFAULT_NOISE          # kinds with level ranges; one is drawn per fragment
     unknown_share: float = 0.5          # share of zeroed runs given to the model as UNKNOWN
@@ -260,6 +280,9 @@ class TrainConfig:
             raise InvalidInput("learning rate must be a positive number")
         if not 0 <= self.unknown_share <= 1:
             raise InvalidInput("unknown share must be within [0, 1]")
+        if not (0 <= self.final_lr <= 1 and self.warmup >= 0 and self.grad_clip > 0 and 0 < self.clean_share <= 1):
+            raise InvalidInput("need final-lr and clean-share within [0, 1] (clean-share above 0), warm-up >= 0, "
+                               "grad-clip > 0")
         if self.schedule not in ("cosine", "constant"):
             raise InvalidInput("schedule must be cosine or constant")
         if self.max_file_fragments < 0:

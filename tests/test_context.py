@@ -141,3 +141,28 @@ def test_a_gap_whose_right_context_ends_at_the_window_edge_is_filled(tail):
     top_p = np.full((3, 1), 1e-3)
     rows, vals, _ = fill_gaps(np.where(known, s, 0).astype(np.uint8), known, q, top_b, top_p)
     assert rows.tolist() == [0, 1, 2] and bytes(vals) == bytes(s[a:a + 3])
+
+
+def test_floors_open_where_damage_is_dense_without_the_one_bit_factor():
+    """The damage gate opens the floors up to max_scale where the data shows dense damage: a byte the
+    model gives 0.03 (above model_floor 0.02, within 3x) is corrected there even with
+    one_bit_factor 1, and not where the gate is off (the filter before the head once cut at
+    model_floor * one_bit_factor, so the floors never opened)."""
+    model = FragmentAutoencoder(ModelConfig(channels=(8, 8, 16, 16), embed_dim=4, mid_layers=1)).eval()
+    p = torch.full((256,), (1 - 0.8 - 0.03) / 254)  # every other byte a clear error (p <= 1e-3)
+    p[ord("a")], p[ord("A")] = 0.8, 0.03
+    with torch.no_grad():
+        model.logits.weight.zero_()
+        model.logits.bias.copy_(p.log())
+        model.detector.bias.fill_(5.0)
+    rng = np.random.default_rng(0)
+    frags = torch.full((64, 512), ord("a"), dtype=torch.uint8)
+    flat = frags.view(-1)
+    hit = rng.choice(np.arange(1, flat.numel() - 1), 1500, replace=False)  # ~4.6% damage: the scale tops out
+    flat[hit] = torch.from_numpy(rng.choice([v for v in range(256) if v not in b"aA"], len(hit)).astype(np.uint8))
+    far = int(np.setdiff1d(np.arange(100, 30000), np.concatenate([hit - 4, hit, hit + 4]))[7])
+    flat[far] = ord("A")
+    kw = dict(rule="model", context_orders=(), one_bit_factor=1.0, floor=0.02, model_floor=0.02)
+    dense = decide(model, frags, None, RepairConfig(**kw))
+    assert dense.changed.view(-1)[far] and dense.fragments.view(-1)[far] == ord("a")
+    assert not decide(model, frags, None, RepairConfig(damage_gate=False, **kw)).changed.view(-1)[far]

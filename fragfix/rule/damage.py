@@ -8,16 +8,16 @@ model's belief alone. Two things the data shows, both from the window under repa
 
 - **its own habits.** A byte that sits between the same neighbours elsewhere in the window is the
   file's own (tabs after a newline, a digit after '#define X '); random damage seldom repeats the
-  same byte in the same place. `own` marks a suspect as the file's own when at least OWN other
-  places hold the same (left, byte, right) triple (and OWN_SHARE of those with its neighbours), when
-  the byte is this common after its left or before its right neighbour (PAIR_SHARE), or when it is
+  same byte in the same place. `own` marks a suspect as the file's own when at least `own` other
+  places hold the same (left, byte, right) triple (and `own_share` of those with its neighbours), when
+  the byte is this common after its left or before its right neighbour (`pair_share`), or when it is
   part of a well-formed multi-byte UTF-8 sequence (text in another script). Own bytes never change.
 - **its damage rate.** `clear` marks suspects that nothing vouches for: the model finds them
-  implausible (p <= CLEAR_P), no other place holds the same triple, and the byte value is rare in
-  the window (RARE). Their local density (+- SPAN fragments) estimates the damage rate: a clean
+  implausible (p <= `clear_p`), no other place holds the same triple, and the byte value is rare in
+  the window (`rare`). Their local density (+- `span` fragments) estimates the damage rate: a clean
   file shows a few such oddities per 100 KB, damaged data about 0.8 per damaged byte (substitutions
   that land on a common byte are not clear). The gate uses its lower confidence bound (count minus
-  Z standard deviations): a few oddities bunched together in a clean file are not damage. `scale`
+  `z` standard deviations): a few oddities bunched together in a clean file are not damage. `scale`
   turns the rate into the factor on the gate's floors: 0 at or below the clean background (nothing
   changes), 1 at the reference rate, at most `max_scale` where damage is dense. In Bayesian terms,
   the prior odds of damage enter the decision instead of staying fixed at whatever the training
@@ -29,14 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fragfix.config import FRAGMENT_SIZE as FRAGMENT
-CLEAR_P = 1e-3   # the model's probability of the observed byte at most this …
-OWN = 2          # … and fewer than this many other places with the same neighbours: a clear error
-OWN_SHARE = 0.02  # the file's own: at least OWN places, and this share of its context's places
-RARE = 0.005    # a clear error's byte value is also rare in the window (tabs in a tabbed file are not)
-OWN_PAIRS, PAIR_SHARE = 4, 0.05  # the file's own: this common after its left or before its right neighbour
-SPAN = 32        # fragments on each side pooled for the local rate (65 fragments: ~33 KB)
-Z = 2.0          # the gate opens on the rate's lower confidence bound (hits - Z sqrt(hits))
+from fragfix.config import FRAGMENT_SIZE as FRAGMENT, DamageEvidence  # thresholds: in the repair config, so reports record them
 
 
 def support(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +54,7 @@ def support(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.ndarr
     return (np.where(inner, c - own, 0).astype(np.float64), np.where(inner, pair - own, 0).astype(np.float64))
 
 
-def local_counts(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN,
+def local_counts(rows: np.ndarray, known_rows: np.ndarray, span: int = DamageEvidence.span,
                  pieces: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(B,) clear errors and (B,) known bytes within +-span fragments of each fragment: `rows` are
     the fragments of the clear errors, `known_rows` (B,) the known bytes per fragment. `pieces` (B,)
@@ -82,7 +75,7 @@ def local_counts(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN,
     return hits[hi] - hits[lo], np.maximum(known[hi] - known[lo], 1.0)
 
 
-def local_rate(rows: np.ndarray, known_rows: np.ndarray, span: int = SPAN,
+def local_rate(rows: np.ndarray, known_rows: np.ndarray, span: int = DamageEvidence.span,
                pieces: np.ndarray | None = None, z: float = 0.0) -> np.ndarray:
     """(B,) clear errors per known byte around each fragment (see local_counts); z > 0: the lower
     confidence bound hits - z * sqrt(hits) instead of the count (Poisson), so a handful of
@@ -116,7 +109,8 @@ def utf8_multibyte(buf: np.ndarray) -> np.ndarray:
     return mark
 
 
-def one_sided(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def one_sided(buf: np.ndarray, known: np.ndarray, q: np.ndarray,
+              own_pairs: int = DamageEvidence.own_pairs) -> tuple[np.ndarray, np.ndarray]:
     """(Q,) shares of the observed byte after its left neighbour and before its right one, over the
     window's known pairs (its own pair left out)."""
     a = buf.astype(np.int64)
@@ -128,19 +122,20 @@ def one_sided(buf: np.ndarray, known: np.ndarray, q: np.ndarray) -> tuple[np.nda
     c_l, c_r = pairs[left, o] - 1, pairs[o, right] - 1
     s_l = np.where(q > 0, c_l / np.maximum(after[left] - 1, 1), 0.0)
     s_r = np.where(q < len(a) - 1, c_r / np.maximum(before[right] - 1, 1), 0.0)
-    return np.where(c_l >= OWN_PAIRS, s_l, 0.0), np.where(c_r >= OWN_PAIRS, s_r, 0.0)
+    return np.where(c_l >= own_pairs, s_l, 0.0), np.where(c_r >= own_pairs, s_r, 0.0)
 
 
 def estimate(buf: np.ndarray, known: np.ndarray, q: np.ndarray, p_model_obs: np.ndarray,
-             n_rows: int, pieces: np.ndarray | None = None, z: float = Z) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             n_rows: int, pieces: np.ndarray | None = None, bound: bool = True,
+             ev: DamageEvidence = DamageEvidence()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For the suspects q: (own (Q,) bool: the file's own byte, clear (Q,) bool: a clear error,
-    local damage rate per fragment (B,), its lower bound at `z` when z > 0)."""
+    local damage rate per fragment (B,): its lower bound at `ev.z` where `bound`, else the count)."""
     sup, total = support(buf, known, q)
-    s_l, s_r = one_sided(buf, known, q)
-    own = (sup >= OWN) & (sup >= OWN_SHARE * total) | utf8_multibyte(buf)[q] | (np.maximum(s_l, s_r) >= PAIR_SHARE)
+    s_l, s_r = one_sided(buf, known, q, ev.own_pairs)
+    own = (sup >= ev.own) & (sup >= ev.own_share * total) | utf8_multibyte(buf)[q] | (np.maximum(s_l, s_r) >= ev.pair_share)
     counts = np.bincount(buf[known], minlength=256)
-    rare = counts[buf[q]] <= RARE * max(int(known.sum()), 1)
-    clear = known[q] & (p_model_obs <= CLEAR_P) & (sup < OWN) & rare & ~own
+    rare = counts[buf[q]] <= ev.rare * max(int(known.sum()), 1)
+    clear = known[q] & (p_model_obs <= ev.clear_p) & (sup < ev.own) & rare & ~own
     known_rows = known[:n_rows * FRAGMENT].reshape(n_rows, FRAGMENT).sum(1)
-    rate = local_rate(q[clear] // FRAGMENT, known_rows, SPAN, pieces, z)
+    rate = local_rate(q[clear] // FRAGMENT, known_rows, ev.span, pieces, ev.z if bound else 0.0)
     return own, clear, rate

@@ -27,6 +27,7 @@ reported as unknown (NaN / null).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +41,16 @@ from fragfix.errors import InvalidInput
 from fragfix.model.inference import Scorer, as_scorer
 from fragfix.rule.decision import Decision  # noqa: F401  (what decide() returns)
 from fragfix.rule.learned import decide_learned
+
+
+class Suspects(NamedTuple):
+    """The model's view of every suspect position of a window, flat numpy arrays of equal length."""
+    q: np.ndarray      # (S,) flat index into the window (row * 512 + column)
+    top_b: np.ndarray  # (S, TOP) the model's likeliest bytes
+    top_p: np.ndarray  # (S, TOP) their probabilities
+    p_obs: np.ndarray  # (S,) the model's probability of the byte as read
+    thr: np.ndarray    # (S,) the row's threshold (text or binary pair, row_gates)
+    floor: np.ndarray  # (S,) the row's floor
 
 
 def byte_entropy(frags: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,7 +109,7 @@ def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths, pieces=None) -> D
     clear = torch.zeros(b, dtype=torch.int64)
     suspects = _score(scorer, frags, unknown, hidden, valid, cfg, out)
     if suspects is not None:
-        at, best, p_best, clear_at = _gate(frags, hidden, cfg, None if pieces is None else pieces.numpy(), *suspects)
+        at, best, p_best, clear_at = _gate(frags, hidden, cfg, None if pieces is None else pieces.numpy(), suspects)
         out.view(-1)[at] = torch.from_numpy(best)
         conf.view(-1)[at] = torch.from_numpy(p_best)
         clear = torch.from_numpy(np.bincount(clear_at // n, minlength=b))
@@ -107,10 +118,9 @@ def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths, pieces=None) -> D
     return Decision(out, out != frags, conf, clear)
 
 
-def _score(scorer: Scorer, frags, unknown, hidden, valid, cfg, out) -> tuple | None:
-    """The model over the window in mini-batches of rows: for every suspect position (flat index q),
-    the model's TOP bytes and probabilities, its probability of the observed byte, and the row's
-    threshold and floor, as numpy arrays; None when nothing is suspect. (The sigmoid head has no
+def _score(scorer: Scorer, frags, unknown, hidden, valid, cfg, out) -> Suspects | None:
+    """The model over the window in mini-batches of rows: its view of every suspect position
+    (Suspects); None when nothing is suspect. (The sigmoid head has no
     suspects: its rows are decided here and written into `out`.)"""
     b, n = frags.shape
     batch = scorer.batch
@@ -139,15 +149,16 @@ def _score(scorer: Scorer, frags, unknown, hidden, valid, cfg, out) -> tuple | N
         found.append(((i + rr) * n + pos[keep], top_b[keep], top_p[keep], p_obs[keep], thr[rr], floor[rr]))
     if not found or not sum(len(f[0]) for f in found):
         return None
-    return tuple(torch.cat(t).numpy() for t in zip(*found))
+    return Suspects(*(torch.cat(t).numpy() for t in zip(*found)))
 
 
-def _gate(frags, hidden, cfg, pieces, q, top_b, top_p, p_obs, thr, floor) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+def _gate(frags, hidden, cfg, pieces, s: Suspects) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """The window-wide decision at the suspects: the model's distribution sharpened by the window's
     context counts (unknown runs filled from the same gap elsewhere), then the gate. Returns the
     flat positions to change, their new bytes (uint8) and confidences (float32), and the flat
     positions of the clear errors (the damage evidence, whether or not the gate was on)."""
     buf, known = frags.reshape(-1).numpy(), ~hidden.reshape(-1).numpy()
+    q, top_b, top_p, p_obs = s.q, s.top_b, s.top_p, s.p_obs
     if cfg.context_orders:
         best, p_best, p_o = posterior(buf, known, q, top_b, top_p, p_obs, cfg.context_orders, cfg.context_weight)
         if (~known[q]).any():  # whole unknown runs: strings that fill the same gap elsewhere
@@ -159,11 +170,11 @@ def _gate(frags, hidden, cfg, pieces, q, top_b, top_p, p_obs, thr, floor) -> tup
     one_bit = np.isin(best.astype(np.uint8) ^ obs, ONE_BIT)
     boost = np.where(one_bit, cfg.one_bit_factor, 1.0)
     # --clean-rate 0 asks for isolated errors too: then any clear error counts, no confidence bound
-    own, clear, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0], pieces, damage.Z if cfg.clean_rate else 0.0)
+    own, clear, rate = damage.estimate(buf, known, q, p_obs, frags.shape[0], pieces, bool(cfg.clean_rate), cfg.evidence)
     if cfg.damage_gate:  # the data's own damage rate scales the floors; its own habits are kept
         boost = boost * damage.scale(rate, cfg.clean_rate, cfg.ref_rate, cfg.max_scale)[q // frags.shape[1]]
         boost[own] = 0.0
-    gate = (p_best >= thr) & (p_o <= floor * boost) & (p_obs <= cfg.model_floor * boost) & (boost > 0)
+    gate = (p_best >= s.thr) & (p_o <= s.floor * boost) & (p_obs <= cfg.model_floor * boost) & (boost > 0)
     take = ~known[q] | (best != obs) & (cfg.aggressive | gate)
     return torch.from_numpy(q[take]), best[take].astype(np.uint8), p_best[take].astype(np.float32), q[clear]
 
@@ -177,8 +188,8 @@ def damage_rate(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, cfg: 
     suspects = _score(scorer, frags, none, none, None, cfg, frags.clone())
     if suspects is None:
         return np.zeros(frags.shape[0])
-    q, p_obs = suspects[0], suspects[3]
-    return damage.estimate(frags.reshape(-1).numpy(), np.ones(frags.numel(), bool), q, p_obs, frags.shape[0], z=0)[2]
+    return damage.estimate(frags.reshape(-1).numpy(), np.ones(frags.numel(), bool), suspects.q, suspects.p_obs,
+                           frags.shape[0], bound=False, ev=cfg.evidence)[2]
 
 
 PRINTABLE = torch.zeros(256, dtype=torch.bool)
@@ -194,7 +205,7 @@ def row_gates(frags: torch.Tensor, valid: torch.Tensor | None, cfg: RepairConfig
         share = (printable & valid).sum(1) / valid.sum(1).clamp(min=1)
     else:
         share = printable.float().mean(1)
-    text = share >= 0.85
+    text = share >= cfg.text_share
     return (torch.where(text, cfg.threshold, cfg.binary_threshold).double(),
             torch.where(text, cfg.floor, cfg.binary_floor).double())
 
@@ -228,8 +239,8 @@ def _suspects(scorer: Scorer, frags, unknown, cfg, valid=None):
         padded = tuple(torch.cat([t, t.new_zeros(-k % 512)]) for t in at)
         p = scorer.head_at(h, padded)[:k]  # (k, 256)
         p_obs = p.gather(1, obs[lo:lo + k].unsqueeze(1)).squeeze(1)
-        if not cfg.aggressive:  # the gate needs p_obs <= model_floor: drop the rest before the costly part
-            keep = unk[at] | (p_obs <= cfg.model_floor * cfg.one_bit_factor)
+        if not cfg.aggressive:  # the gate needs p_obs <= model_floor * boost: drop the rest before the costly part
+            keep = unk[at] | (p_obs <= cfg.model_floor * _widest_boost(cfg))
             at, p, p_obs = (at[0][keep], at[1][keep]), p[keep], p_obs[keep]
         top_p, top_b = p.topk(TOP, 1)
         parts.append((at[0].cpu(), at[1].cpu(), top_b.to(torch.uint8).cpu(), top_p.cpu(), p_obs.cpu()))
@@ -237,6 +248,12 @@ def _suspects(scorer: Scorer, frags, unknown, cfg, valid=None):
         return (torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0, TOP, dtype=torch.uint8),
                                                           torch.zeros(0, TOP), torch.zeros(0))
     return tuple(torch.cat(t) for t in zip(*parts))
+
+
+def _widest_boost(cfg: RepairConfig) -> float:
+    """The most `_gate` can multiply the floors by: the one-bit factor, and where the damage gate is
+    on, the most it opens them where damage is dense."""
+    return cfg.one_bit_factor * (cfg.max_scale if cfg.damage_gate else 1.0)
 
 
 def _sigmoid(scorer: Scorer, frags, unknown, cfg):

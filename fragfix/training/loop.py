@@ -27,7 +27,6 @@ from fragfix.files.jobs import check_apart
 from fragfix.training.noise import NoiseGenerator, parse_noise
 from fragfix.model.runtime import autocast, set_threads, use_bf16
 
-CLEAN_SHARE = 0.125  # share of undamaged positions the categorical loss looks at each step
 
 
 @dataclass
@@ -71,7 +70,7 @@ class Finished:
 
 
 def loss_fn(model, clean: torch.Tensor, noise: NoiseGenerator, unknown_gen: torch.Generator,
-            unknown_share: float) -> torch.Tensor:
+            unknown_share: float, clean_share: float = 0.125) -> torch.Tensor:
     """Corrupt clean (B, 512) uint8 fragments and score the reconstruction against them."""
     noisy = noise(clean)
     core = model.module if hasattr(model, "module") else model
@@ -85,7 +84,7 @@ def loss_fn(model, clean: torch.Tensor, noise: NoiseGenerator, unknown_gen: torc
     unknown = noisy.erased & as_unknown
     damaged = noisy.mask | unknown
     # the 256-way head is the costliest layer: score every damaged position and a sample of clean ones
-    sampled = damaged | (torch.rand(clean.shape, generator=unknown_gen) < CLEAN_SHARE)
+    sampled = damaged | (torch.rand(clean.shape, generator=unknown_gen) < clean_share)
     at = sampled.nonzero(as_tuple=True)
     x = encode_input(noisy.fragments, unknown, "categorical").to(dev)
     logits, det = model(x, detector=True, at=tuple(t.to(dev) for t in at))  # (K, 256), (B, 512)
@@ -218,10 +217,10 @@ def _epoch(cfg: TrainConfig, ctx, model, wrapped, opt, loader, epoch: int, steps
             break
         set_lr(opt, cfg, (epoch - 1) * steps + i, cfg.epochs * steps)
         with autocast(ctx.device, bf16):
-            loss = loss_fn(wrapped, batch, noise, gen, cfg.unknown_share)
+            loss = loss_fn(wrapped, batch, noise, gen, cfg.unknown_share, cfg.clean_share)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         seen += batch.shape[0] * ctx.world_size
         total += loss.item()
@@ -231,12 +230,12 @@ def _epoch(cfg: TrainConfig, ctx, model, wrapped, opt, loader, epoch: int, steps
 
 
 def set_lr(opt, cfg: TrainConfig, step: int, total: int) -> None:
-    """Short linear warm-up, then cosine decay to 5% (a function of the step, so resume matches)."""
-    warm = min(100, max(1, total // 20))
+    """Short linear warm-up, then cosine decay to final_lr (a function of the step, so resume matches)."""
+    warm = min(cfg.warmup, max(1, total // 20))
     if step < warm:
         f = (step + 1) / warm
     elif cfg.schedule == "cosine":
-        f = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        f = cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
     else:
         f = 1.0
     for g in opt.param_groups:
@@ -252,7 +251,7 @@ def validate(model, batches, cfg: TrainConfig, device, bf16: bool, ctx) -> float
     total, n = 0.0, 0
     for batch in batches:
         with autocast(device, bf16):
-            total += loss_fn(model, batch, noise, gen, cfg.unknown_share).item() * batch.shape[0]
+            total += loss_fn(model, batch, noise, gen, cfg.unknown_share, cfg.clean_share).item() * batch.shape[0]
         n += batch.shape[0]
     model.train()
     return ctx.mean(total / max(n, 1), weight=n)
