@@ -17,7 +17,8 @@ import zlib
 
 from fragfix.formats.result import Part, apply
 from fragfix.formats.deflate.search import Search
-from fragfix.formats.deflate.trace import KEEP, inflated
+from fragfix.formats.deflate.stream import Stream
+from fragfix.formats.deflate.trace import KEEP, inflated, trace
 
 M = 0xFFFFFFFF
 ALIKE_REACH = 8  # bytes either side of an accepted edit whose single bits may give the very same output
@@ -39,11 +40,10 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
                  stored_at, fix_fields, expect_len=None, expect_end=None, size_at=None) -> tuple[Part, int | None]:
     """Check and, if need be, repair one deflate stream; returns the part and where the stream ends."""
     part = Part(name, checks=["inflate", kind] + (["size"] if size_at or expect_len is not None else []))
-    s = Search(buf, start, stop, kind, verify, expect_len, scorer, deadline, expect_end)
-    s.stored_at = stored_at
+    s = Search(Stream(buf, start, stop, kind, verify, expect_len, expect_end, stored_at), scorer, deadline)
     tr = s.tr
     if expect_len is None and size_at is not None and tr.end is not None:
-        s.expect_len = size_at(tr.end)
+        s.expect_length(size_at(tr.end))
     if s.intact():
         return part, tr.end
     if tr.error is None and tr.end is not None and (expect_end is None or tr.end == expect_end):
@@ -52,12 +52,12 @@ def deflate_part(buf, start: int, stop: int, name: str, kind: str, verify, deadl
             part.status, part.edits, part.compared, part.first_bad = "restored", edits, 1, edits[0][0]
             part.note = "a stored checksum or size field was damaged"
             return part, tr.end
-    o = s.run(tick=tick)  # in step, the search reads the stored checksum through s.stored_at
+    o = s.run(tick=tick)  # in step, the search reads the stored checksum through its Stream.stored_at
     part.candidates, part.compared = o.tried, o.compared
     if o.edits:
         o.edits = fewest_bits(buf, start, o.edits, max(deadline, time.perf_counter() + 0.5))
         part.status, part.edits, part.first_bad = "restored", o.edits, o.edits[0][0]
-        return part, Search(apply(buf, o.edits), start, stop, kind, verify, None, None, deadline).tr.end
+        return part, trace(apply(buf, o.edits), start, stop, kind).end
     part.status, part.first_bad = "damaged", o.first_bad
     where = f"inflate failed near offset {tr.error}" if tr.error is not None else (
         "the checksum fails" if o.case == "in-step" else "the stream ends in the wrong place")

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -175,13 +177,23 @@ def check(buf, start: int, edits, kind: str) -> tuple[int, int, int] | None:
     return end, len(o), zlib.crc32(o) if kind == "crc32" else zlib.adler32(o)
 
 
+@dataclass
+class State:
+    """What the algebra knows of an in-step stream, filled once by `algebra` (this module owns it; a
+    Search keeps it): the stream read symbol by symbol, the plausibility gain of a changed output,
+    and the candidates found: (edits, order, passing ranks, both tiers merged)."""
+    parse: Parse | None = None
+    gain: Callable | None = None
+    found: tuple | None = None
+
+
 def algebra(search, lo: int, hi: int | None) -> bool:
     """For a `deflate.Search` in step: every literal and distance bit flip checked at once by the
     algebra above, in order of plausibility; the first whose decoded stream passes is taken, and
     its rank is what was compared. Ranks lo..hi now (the most plausible go before the decoded
     search, the rest after it); none passing: all of them count as compared."""
-    tr, o = search.tr, search.o
-    if search.algebra is None:
+    tr, o, st = search.tr, search.o, search.instep
+    if st.found is None:
         # reading and solving cost ~10 us per output byte: not past MAX_OUT, nor past the budget
         if len(tr.out) > MAX_OUT or time.perf_counter() + 1e-5 * len(tr.out) > search.deadline:
             return False
@@ -193,16 +205,15 @@ def algebra(search, lo: int, hi: int | None) -> bool:
             return False
         values = getattr(search.scorer, "values", None)
         model = (lambda pos, vals: values(tr.out, pos, vals)) if values else None
-        search.parse, search.gain = P, context_gain(tr.out, model)
+        st.parse, st.gain = P, context_gain(tr.out, model)
         until = time.perf_counter() + min(TREES_S, TREES_SHARE * (search.deadline - time.perf_counter()))
         if search.window is None:
-            search.algebra = both_tiers(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until,
-                                        search.deadline)
+            st.found = both_tiers(P, tr.out, search.kind, tr.sum, tr.stored, st.gain, until, search.deadline)
         else:  # a second error's search: single bits only (each first tried adds all it compares)
-            search.algebra = solve(P, tr.out, search.kind, tr.sum, tr.stored, search.gain, until=until,
-                                   deadline=search.deadline) + (False,)
-        o.tried += len(search.algebra[0])
-    edits, order, ranks, merged = search.algebra
+            st.found = solve(P, tr.out, search.kind, tr.sum, tr.stored, st.gain, until=until,
+                             deadline=search.deadline) + (False,)
+        o.tried += len(st.found[0])
+    edits, order, ranks, merged = st.found
     if search.window is not None:  # a second error's search: only candidates near the first
         lo_, hi_ = search.window
         near = np.array([lo_ <= e[0] < hi_ for e in edits] or [False])
@@ -214,7 +225,7 @@ def algebra(search, lo: int, hi: int | None) -> bool:
         return True
     if hi is None and search.window is None and not merged and time.perf_counter() < search.deadline:
         # last: one wrong byte in a distance's code or extra bits (found, but after every bit: probable)
-        edits, order, ranks = solve(search.parse, tr.out, search.kind, tr.sum, tr.stored, search.gain, tier=1,
+        edits, order, ranks = solve(st.parse, tr.out, search.kind, tr.sum, tr.stored, st.gain, tier=1,
                                     until=time.perf_counter() + 0.1, deadline=search.deadline)
         o.tried += len(edits)
         return _take(search, edits, order, ranks, 0, None)
@@ -224,9 +235,9 @@ def algebra(search, lo: int, hi: int | None) -> bool:
 def both_tiers(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain, until: float,
                deadline: float = math.inf):
     """Single bits and wrong bytes in a distance's code or extra bits in one order (outputs up to MERGE_OUT):
-    a byte's gain counts BYTE_PRIOR bits less, and log2(how many more byte candidates) less again.
-    Dev in-step, true fix within 4,295: bytes 11 -> 28 of 48, bits 48 -> 46 of 60. Returns (edits,
-    order, passing ranks, merged)."""
+    a byte's gain counts BYTE_PRIOR bits less, and log2(how many more byte candidates) less again
+    (one order for both finds far more wrong bytes early, for a few bits later: CHANGELOG). Returns
+    (edits, order, passing ranks, merged)."""
     e0, o0, r0, k0 = solve(P, out, kind, damaged_sum, stored, gain, until=until, keys=True, deadline=deadline)
     if len(out) > MERGE_OUT or k0 is None:
         return e0, o0, r0, False

@@ -13,37 +13,31 @@ import heapq
 import time
 import zlib
 
-from fragfix.formats.deflate.trace import STEP
-from fragfix.formats.result import apply
 
 FIRSTS, PAIR_SPAN = 16, 512  # the first edits tried, and how far from them the second may lie
 NEAR_FAIL = 64     # input bytes before where inflate failed: a first of two errors that gets past it is likely here
 
 
+class Firsts:
+    """The FIRSTS single flipped bits that got furthest (ties: the first found), each a first of two
+    errors to try; owned by this module, kept by a Search."""
+
+    def __init__(self):
+        self.heap: list = []  # (how far it got, -candidates tried before it, edits)
+
+    def keep(self, reach: float, tried: int, edits) -> None:
+        heapq.heappush(self.heap, (reach, -tried, list(edits)))
+        if len(self.heap) > FIRSTS:
+            heapq.heappop(self.heap)
+
+    def best_first(self) -> list:
+        return sorted(self.heap, reverse=True)
+
+
 def keep_first(search, reach: float, edits) -> None:
-    """Keep the FIRSTS single flipped bits that got furthest (ties: the first found)."""
+    """Keep a single flipped bit that got as far as `reach`."""
     if len(edits) == 1 and not edits[0][1] & (edits[0][1] - 1):
-        heapq.heappush(search.firsts, (reach, -search.o.tried, list(edits)))
-        if len(search.firsts) > FIRSTS:
-            heapq.heappop(search.firsts)
-
-
-def fail_at(search) -> int:
-    """The input byte at which inflate fails on the damaged stream (decoded once, a byte at a time
-    through the piece where the trace saw it fail)."""
-    if search.fail is None:
-        tr = search.tr
-        search.fail = tr.error + STEP - 1
-        at = search._state_at(tr.error)
-        if at is not None:
-            d = at[0].copy()
-            for q in range(tr.error, min(tr.error + STEP, search.stop)):
-                try:
-                    d.decompress(bytes(search.buf[q:q + 1]))
-                except zlib.error:
-                    search.fail = q
-                    break
-    return search.fail
+        search.firsts.keep(reach, search.o.tried, edits)
 
 
 def ended(search, edits, shaped: bool) -> None:
@@ -61,7 +55,7 @@ def failed_later(search, edits, first: int, pos: int, limit: int) -> None:
     """A single edit that got past where the damaged stream failed, to fail at `pos`: near that
     failure (where a first error shows) it goes before any that ran on to a wrong end from further
     back; the further it got, the better."""
-    near = search.tr.error is not None and first >= fail_at(search) - NEAR_FAIL
+    near = search.tr.error is not None and first >= search.fail_at() - NEAR_FAIL
     stop = search.stop
     keep_first(search, stop + 1 + 0.5 * (pos - limit) / (stop - limit + 1) if near else pos, edits)
 
@@ -85,19 +79,12 @@ def two_bits(search, tick) -> bool:
     """A second error near the first: each of the FIRSTS single edits that decoded furthest past
     the failure (to the end, best) is applied in turn, and one more flipped bit is searched
     within PAIR_SPAN bytes of it."""
-    firsts = sorted(search.firsts, reverse=True)
+    firsts = search.firsts.best_first()
     for i, (_, _, base) in enumerate(firsts):
         now = time.perf_counter()
         if now > search.deadline:
             return False
-        patched = apply(search.buf, base)
-        share = (search.deadline - now) / (len(firsts) - i)
-        # no model in the second search: it would read the whole output again for one small window
-        sub = type(search)(patched, search.start, search.stop, search.kind, search.verify, search.expect_len,
-                           None, now + share, search.expect_end)
-        sub.stored_at = search.stored_at
-        p0 = base[0][0]
-        sub.window = (max(search.start, p0 - PAIR_SPAN), min(search.stop, p0 + PAIR_SPAN + 1))
+        sub = search.narrowed(base, PAIR_SPAN, now + (search.deadline - now) / (len(firsts) - i))
         inner = sub.run(two_bits=False, tick=tick)
         search.o.tried += inner.tried
         search.o.compared += inner.compared

@@ -24,13 +24,15 @@ from __future__ import annotations
 import bisect
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
 from fragfix.formats.deflate import instep, pairs, trees
+from fragfix.formats.deflate.stream import Outcome, Scorer, Stream
 from fragfix.formats.deflate.trace import STEP, _sum, trace
+from fragfix.formats.result import apply
 
 WINDOW = 32768     # deflate's window: differences further back can no longer be copied
 MAX_DRIFT = 1 << 17  # an in-step candidate still differing this far past its edit is out of step
@@ -44,45 +46,64 @@ REACH = 96         # located out of step: the first positions whose single bits 
 EAGER, EAGER_BITS = 4, 8.0  # per batch, compare at once the 4 most plausible that remove >= 8 bits of surprise
 MEND_BITS, MEND_SHARE = 1000.0, 0.2  # in step, decoded: one that mends the broken Huffman tree goes first,
 # one that breaks a tree that followed last (asking the trees: at most a fifth of the time left)
-# (end of stream, output length, checksum) -> None where the structure fails (end, size), else checksum ok
-Verify = Callable[[int, int, int], "bool | None"]
-Scorer = Callable[[bytes], np.ndarray]    # data -> how implausible each byte is (higher: less)
-
-
-@dataclass
-class Outcome:
-    edits: list[tuple[int, int]] | None   # (absolute offset, xor) that made every check pass
-    tried: int = 0       # candidates decoded
-    compared: int = 0    # candidates that reached the checksum comparison
-    case: str = ""       # error, wrong-end, in-step, intact
-    first_bad: int | None = None  # best estimate of the damage's position
-
-
 class Search:
-    def __init__(self, buf, start: int, stop: int, kind: str, verify: Verify, expect_len: int | None,
-                 scorer: Scorer | None, deadline: float, expect_end: int | None = None):
-        self.buf, self.start, self.stop, self.kind = buf, start, stop, kind
-        self.expect_end = expect_end
-        self.verify, self.expect_len, self.scorer, self.deadline = verify, expect_len, scorer, deadline
-        self.ck = _sum(kind)
-        self.tr = trace(buf, start, stop, kind)
+    """The state of one stream's search, owned here: pairs.py and instep.py read it, and write only
+    into the records they own (`firsts`, `instep`)."""
+
+    def __init__(self, stream: Stream, scorer: Scorer | None, deadline: float,
+                 window: tuple[int, int] | None = None):
+        self.stream = stream
+        self.buf, self.start, self.stop, self.kind = stream.buf, stream.start, stream.stop, stream.kind
+        self.verify, self.expect_len, self.expect_end = stream.verify, stream.expect_len, stream.expect_end
+        self.scorer, self.deadline = scorer, deadline
+        self.window = window  # a second error's search: the input positions its candidates may lie at
+        self.ck = _sum(self.kind)
+        self.tr = trace(self.buf, self.start, self.stop, self.kind)
         self.snap_keys = sorted(self.tr.snaps)
         self.o = Outcome(None)
-        self.firsts: list = []  # (how far it decoded, edit): single edits that got past the failure
-        self.window: tuple[int, int] | None = None  # a second error's search: input positions allowed
-        self.stored_at: Callable[[int], int] | None = None  # the checksum stored after a stream ending here
+        self.firsts = pairs.Firsts()  # single edits that got past the failure: firsts of two errors
+        self.instep = instep.State()  # in step: the stream read symbol by symbol and the algebra's candidates
         self.held: list | None = None  # in-step candidates waiting to be compared
         self.counts = None
         self.seen: set = set()  # (end, length, checksum) of every output compared
         self.current: list = []  # the candidate being tested
         self.at: tuple | None = None  # (position, decoder, output length, checksum) shared by its candidates
-        self.algebra: tuple | None = None  # in step: instep.solve's candidates, order and passing ranks
-        self.fail: int | None = None  # the byte where inflate fails on the damaged stream (pairs.fail_at)
+        self.fail: int | None = None  # the byte where inflate fails on the damaged stream (fail_at)
         self.bound: tuple | None = None  # out of step: where the first oddities lie, (input, output)
         self.reach_at: set = set()
         self.reach_until = 0.0  # out of step, located: single bits are judged as a first of two errors until then
-        self.parse = None  # in step: the stream read symbol by symbol (instep.algebra sets it)
         self.mend = None  # in step, one block's tree broken: (positions, values) -> whether they mend it (trees.py)
+
+    def expect_length(self, n: int | None) -> None:
+        """The output size the container stores for this stream, once its end is known (zip's
+        data descriptor follows the stream)."""
+        self.stream = replace(self.stream, expect_len=n)
+        self.expect_len = n
+
+    def narrowed(self, edits, span: int, deadline: float) -> Search:
+        """A second error's search: this stream with `edits` applied, its candidates within `span`
+        bytes of the first edit, and no model (it would read the whole output again for one
+        small window)."""
+        p0 = edits[0][0]
+        window = (max(self.start, p0 - span), min(self.stop, p0 + span + 1))
+        return Search(replace(self.stream, buf=apply(self.buf, edits)), None, deadline, window)
+
+    def fail_at(self) -> int:
+        """The input byte at which inflate fails on the damaged stream (decoded once, a byte at a
+        time through the piece where the trace saw it fail)."""
+        if self.fail is None:
+            tr = self.tr
+            self.fail = tr.error + STEP - 1
+            at = self._state_at(tr.error)
+            if at is not None:
+                d = at[0].copy()
+                for q in range(tr.error, min(tr.error + STEP, self.stop)):
+                    try:
+                        d.decompress(bytes(self.buf[q:q + 1]))
+                    except zlib.error:
+                        self.fail = q
+                        break
+        return self.fail
 
     # ---- one candidate -------------------------------------------------------------------------
     def _chunk(self, pos: int, size: int, edits) -> bytes:
@@ -173,7 +194,7 @@ class Search:
         tr, d, pos = self.tr, d0.copy(), first
         # up to the byte where the damaged stream failed, then FINE bytes a call: a first of two errors
         # gets past it, if only to fail at the second a few bytes on
-        limit = max(last + 1, pairs.fail_at(self) + 1 if tr.error is not None else first + STEP)
+        limit = max(last + 1, self.fail_at() + 1 if tr.error is not None else first + STEP)
         # a stream that ended with the wrong size after resynchronising: the true candidate is back
         # in step with it within SYNC pieces, its output shorter or longer by exactly the size's error
         sync = None
@@ -273,14 +294,14 @@ class Search:
             o.case = "too large to search"
             return o
         o.case = "error" if tr.error is not None else "in-step" if in_step else "wrong-end"
-        if in_step and tr.stored is None and self.stored_at is not None:
-            tr.stored = self.stored_at(tr.end)
+        if in_step and tr.stored is None and self.stream.stored_at is not None:
+            tr.stored = self.stream.stored_at(tr.end)
             tr.syndrome = tr.sum ^ tr.stored if self.kind == "crc32" else None
         if in_step and tr.stored is not None and instep.algebra(self, 0, ALGEBRA_FIRST):
             return o
-        if in_step and self.parse is not None:
+        if in_step and self.instep.parse is not None:
             until = time.perf_counter() + MEND_SHARE * max(self.deadline - time.perf_counter(), 0)
-            self.mend = trees.mender(self.parse, np.frombuffer(tr.out, np.uint8).astype(np.int64), until)
+            self.mend = trees.mender(self.instep.parse, np.frombuffer(tr.out, np.uint8).astype(np.int64), until)
         if in_step and self.window is not None:  # a second error in step: the algebra's, or none
             instep.algebra(self, ALGEBRA_FIRST, None)
             return o
@@ -342,6 +363,6 @@ class Search:
             if check():
                 o.edits, o.first_bad = edits, edits[0][0]
                 return o
-        if self.algebra is not None:  # the algebra's less plausible candidates come last
+        if self.instep.found is not None:  # the algebra's less plausible candidates come last
             instep.algebra(self, ALGEBRA_FIRST, None)
         return o
