@@ -1,10 +1,14 @@
 """Shared fixtures: small structured corpora the tests generate, and a tiny trained model."""
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several test processes (pytest -n): one core's worth each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # or their thread pools spin against each other (set before torch)
 
 WORDS = ("the quick brown fox jumps over lazy dog data file byte repair model sector disk "
          "archive rotted bits fragment value table index record header").split()
