@@ -11,7 +11,7 @@ from fragfix.rule.decide import repair_bytes
 from fragfix.rule.experts import EXPERTS
 from fragfix.rule.filemodel import FileModel
 from fragfix.rule.learned import decide_learned
-from fragfix.training.fragments import cut
+from fragfix.model.autoencoder import cut
 
 from conftest import text_bytes
 

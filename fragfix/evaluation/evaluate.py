@@ -6,7 +6,10 @@ fragments are taken evenly spaced, and each kind x level draws its noise from it
 """
 from __future__ import annotations
 
+import lzma
 import math
+import shutil
+import subprocess
 import time
 import zlib
 from typing import Callable
@@ -17,8 +20,11 @@ import torch.nn.functional as F
 
 from fragfix.model.autoencoder import encode_input
 from fragfix.config import EvalConfig, Runtime  # noqa: F401  (EvalConfig re-exported)
-from fragfix.rule.decide import decide_windows
-from fragfix.model.inference import load_scorer
+from fragfix.model.bundled import resolve_model_path
+from fragfix.model.inference import as_scorer, load_scorer
+from fragfix.rule.decide import decide, decide_windows
+from fragfix.rule.filemodel import FileModel
+from fragfix.training.sample import HOLD_OUT_GROUPS, installation_sample, kind_name, kind_of, python_sample, stdlib_root
 from fragfix.errors import InvalidInput
 from fragfix.training.fragments import FragmentDataset, list_files
 from fragfix.training.noise import NoiseGenerator, NoiseSpec
@@ -36,7 +42,6 @@ def evenly(ds: FragmentDataset, n: int) -> torch.Tensor:
 def load_fragments(cfg: EvalConfig) -> tuple[list[tuple[str, torch.Tensor]], str]:
     """[(data name, (n, 512) uint8 clean fragments)], and a description of where they came from.
     A folder is scored per kind of file in it (extension), each kind repaired in its own window."""
-    from fragfix.training.sample import HOLD_OUT_GROUPS, installation_sample, kind_name, kind_of, python_sample, stdlib_root
     if cfg.data:
         files = list_files(cfg.data)
         kinds: dict[str, list] = {}
@@ -111,8 +116,6 @@ def _decide_cells(scorer, frags: list[torch.Tensor], unknown: list, cfg) -> list
     rule every cell (and every window of a cell) is a piece of its own, and each piece learns on its
     own, so cells go to decide() together, BATCH_ROWS at a time, and their stretches run side by side
     on the pool's workers; the model rule pools context counts over a window, so its cells go alone."""
-    from fragfix.rule.decide import decide
-    from fragfix.model.inference import as_scorer
     if cfg.rule != "learned" or (scorer is not None and as_scorer(scorer).head == "sigmoid"):
         return [decide_windows(scorer, f, u, cfg) for f, u in zip(frags, unknown)]
     out, batch = [], []
@@ -140,7 +143,6 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     """Run the grid; returns {"settings", "rows", "samples"} (rows: one per data x model x kind x level;
     the default sample is scored as three groups, held-out text, held-out binaries and kinds never
     trained on, and a folder per kind of file, each group repaired in its own window)."""
-    from fragfix.model.bundled import resolve_model_path
     rt = cfg.runtime
     paths = [resolve_model_path(m) for m in (cfg.models or [None])]
     models = [(str(p), load_scorer(p, rt.device, rt.precision, rt.batch_fragments)[0]) for p in paths]
@@ -189,10 +191,6 @@ def predictor_bits(clean: torch.Tensor) -> dict:
     """What the per-file predictor knows of a group's clean bytes: its bits/byte (two-sided and
     leave-one-out: each byte from all the others, so below what any compressor can reach) beside
     `xz -9e` and `zstd -19` of the same bytes (zstd: None where its command is not installed)."""
-    import lzma
-    import shutil
-    import subprocess
-    from fragfix.rule.filemodel import FileModel
     data = clean.reshape(-1).numpy()
     if len(data) == 0:
         return {"bits_per_byte": None, "xz_bits": None, "zstd_bits": None}

@@ -18,6 +18,7 @@ import zipfile
 import zlib
 from typing import Callable
 
+from fragfix.training.sample import python_sample
 from fragfix.formats import repair
 
 from fragfix.formats.result import apply
@@ -65,7 +66,6 @@ def zip_of(name: str, data: bytes) -> bytes:
 
 def held_out_samples(n: int, seed: int) -> dict[str, list[bytes]]:
     """n files of each format made from held-out Python stdlib text (never trained on), 2-200 KB."""
-    from fragfix.training.sample import python_sample
     _, held = python_sample(("text",))
     rng = random.Random(seed)
     texts = [p for p in held if 8_000 <= p.stat().st_size <= 300_000]

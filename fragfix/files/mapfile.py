@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fragfix import __version__
 from fragfix.errors import InvalidInput, MapfileError
 
 BLOCK_STATUS = set("?*/-+")
@@ -126,7 +127,6 @@ def format_mapfile(ranges: list[tuple[int, int]], size: int, comment: str = "") 
 def format_blocks(blocks: list[tuple[int, int, str]], size: int, comment: str = "") -> str:
     """A ddrescue mapfile for `size` bytes: each [start, end) of `blocks` (sorted, apart) with its
     status character, the rest '+'."""
-    from fragfix import __version__
     lines = [f"# Mapfile. Created by fragfix {__version__}"]
     if comment:
         lines.append(f"# {comment}")

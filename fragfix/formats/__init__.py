@@ -19,6 +19,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import numpy as np
+
+from fragfix.formats import containers, pdf, png, textmode, zipdir, zipfmt
 from fragfix.formats.result import VERIFIED, FormatResult, Part, apply, choose  # noqa: F401  (the package's API)
 
 FORMATS = ("gzip", "zlib", "zip", "png", "pdf")
@@ -26,7 +29,6 @@ FORMATS = ("gzip", "zlib", "zip", "png", "pdf")
 
 def detect(data: bytes) -> str | None:
     """The checksummed format this data is, by content; None for anything else."""
-    from fragfix.formats import containers, pdf, png, textmode, zipfmt
     if png.looks_like(data) or data.startswith(textmode.SIG_CONVERTED):
         return "png"
     if pdf.looks_like(data):
@@ -43,7 +45,6 @@ def detect(data: bytes) -> str | None:
 def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | None = None,
            tick: Callable[[int], None] | None = None) -> FormatResult:
     """Check `data` as `fmt` and search for a verified repair of what fails, within `budget_s`."""
-    from fragfix.formats import containers, pdf, png, textmode, zipdir, zipfmt
     t0 = time.perf_counter()
     deadline = t0 + budget_s
     run = {"png": png.repair, "gzip": containers.repair_gzip, "zlib": containers.repair_zlib,
@@ -72,8 +73,6 @@ def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | Non
 def _text_mode(data: bytes, fmt: str, run, t0: float) -> FormatResult | None:
     """The file with the CR before every LF removed, when it fails its checks as it is and passes
     every one so (textmode.py); None otherwise. Checked, not searched (no time given to a search)."""
-    import numpy as np
-    from fragfix.formats import textmode
     if FormatResult(fmt, run(data, t0, None, None)).status == "intact":
         return None
     undone, at = textmode.undo(data)

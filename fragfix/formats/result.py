@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+import numpy as np
+
 VERIFIED = 1e-6  # the largest false-pass chance still called verified
 
 
@@ -129,7 +131,6 @@ def apply(data: bytes, edits: list[tuple[int, int]]) -> bytes:
 
 def _without(data: bytes, at: list[int]) -> bytes:
     """`data` less the bytes at offsets `at`."""
-    import numpy as np
     keep = np.ones(len(data), bool)
     keep[np.asarray(at, np.int64)] = False
     return np.frombuffer(data, np.uint8)[keep].tobytes()

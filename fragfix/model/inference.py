@@ -13,10 +13,13 @@ when the weights change (parameter versions), so training never sees stale weigh
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fragfix.model.autoencoder import FragmentAutoencoder, trunk
+from fragfix.model.autoencoder import FragmentAutoencoder, encode_input, trunk
+from fragfix.model.checkpoints import load_model
+from fragfix.model.runtime import auto_batch, autocast, resolve_device, use_bf16
 
 CL = torch.channels_last
 
@@ -82,7 +85,6 @@ class Scorer:
     module under autocast."""
 
     def __init__(self, model: FragmentAutoencoder, precision: str = "fp32", batch: int = 0):
-        from fragfix.model.runtime import auto_batch, use_bf16
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.bf16 = use_bf16(self.device, precision)
@@ -91,7 +93,6 @@ class Scorer:
         self.cpu = self.device.type == "cpu" and self.head == "categorical"
 
     def _autocast(self):
-        from fragfix.model.runtime import autocast
         return autocast(self.device, self.bf16 and self.device.type != "cpu")
 
     @torch.no_grad()
@@ -121,7 +122,6 @@ class Scorer:
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Sigmoid head: (b, 1, 512) in [0, 1] -> (b, 512) float32 in [0, 1], on the CPU."""
-        from fragfix.model.runtime import autocast
         with autocast(self.device, self.bf16):
             return self.model(x).float().squeeze(1).cpu()
 
@@ -134,8 +134,6 @@ def as_scorer(model) -> Scorer:
 def load_scorer(path, device: str = "auto", precision: str = "auto", batch: int = 0) -> tuple[Scorer, dict]:
     """The one way repair and evaluate load a model: device resolved, weights checked and loaded,
     precision and batch size settled; also the checkpoint's info (path, sha256 …)."""
-    from fragfix.model.checkpoints import load_model
-    from fragfix.model.runtime import resolve_device
     model, info = load_model(path, resolve_device(device))
     return Scorer(model, precision, batch), info
 
@@ -152,7 +150,6 @@ def _fragment_logp(model: FragmentAutoencoder, data: bytes, bf16: bool, rows: in
     pad = torch.arange(k * 512) >= n  # the last fragment's tail: shown to the model as unknown
     frags, unknown = buf.view(k, 512), pad.view(k, 512)
     tr = cpu_trunk(model, bf16)
-    from fragfix.model.autoencoder import encode_input
     for i in range(0, k, rows):
         if only is not None and not only[i:i + rows].any():
             continue
@@ -165,7 +162,6 @@ def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, r
     """Bits of surprise, -log2 p(observed byte), for every byte of `data` from the model's view of
     the 512-byte fragment around it (CPU, categorical head): how implausible the model finds it.
     Returns a float64 numpy array of len(data)."""
-    import numpy as np
     k = -(-len(data) // 512)
     out = torch.empty(k, 512)
     for i, frags, logp in _fragment_logp(model, data, bf16, rows):
@@ -177,7 +173,6 @@ def byte_surprise(model: FragmentAutoencoder, data: bytes, bf16: bool = False, r
 def byte_values(model: FragmentAutoencoder, data: bytes, pos, values, bf16: bool = False, rows: int = 64):
     """Bits of surprise the model gives `values` at positions `pos` of `data` (numpy int arrays of
     equal length), each judged in the fragment as it is: what a candidate byte would cost."""
-    import numpy as np
     pos, values = np.asarray(pos, np.int64), np.asarray(values, np.int64)
     out = np.zeros(len(pos))
     frag = pos // 512

@@ -21,9 +21,9 @@ import torch
 from fragfix.files.atomic import SETID, Batch, atomic_write, keep_times, kept_mode
 from fragfix.recovery.blockmap import BlockMap
 from fragfix.recovery.copies import fills_for
-from fragfix.model.autoencoder import FRAGMENT_SIZE
+from fragfix.model.autoencoder import FRAGMENT_SIZE, cut
+from fragfix.model.runtime import release_memory
 from fragfix.rule.decide import Decision, RepairConfig, decide
-from fragfix.training.fragments import cut
 from fragfix.config import Runtime, default_cores
 from fragfix.model.inference import Scorer, cpu_trunk, load_scorer
 from fragfix.errors import InvalidInput, IOFailure
@@ -240,7 +240,6 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     if plot is not None and draw is None:
         raise ValueError("a plot path needs a draw function")
     blocks = plot is not None
-    from fragfix.model.runtime import release_memory
     if any(j.mapfile for j in jobs) and not cfg.correct_good:  # a mapfile is the truth about good bytes
         cfg = replace(cfg, only_unknown=True)
     runtime = runtime or Runtime()

@@ -19,6 +19,9 @@ from fragfix.files.atomic import SETID, atomic_write, keep_times, kept_mode
 from fragfix.recovery.blockmap import BlockMap
 from fragfix.errors import IOFailure
 from fragfix.files.jobs import Job, open_input, read_upto
+from fragfix.files.report import empty_totals
+from fragfix.model.inference import byte_surprise, byte_values
+from fragfix.recovery.salvage import EXACT, SalvageConfig, losses_of, salvage_data
 
 MAX_BYTES = 256 << 20   # larger checksummed files take the streaming path (left alone by the entropy gate)
 HEAD, TAIL = 4096, 65557  # enough to recognise every format: magic at the start, zip's directory at the end
@@ -49,13 +52,11 @@ class ModelScorer:
         self.scorer, self.limit = scorer, limit
 
     def __call__(self, data: bytes) -> np.ndarray:
-        from fragfix.model.inference import byte_surprise
         if len(data) > self.limit:
             return np.zeros(len(data))
         return byte_surprise(self.scorer.model, data, self.scorer.bf16)
 
     def values(self, data: bytes, pos: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        from fragfix.model.inference import byte_values
         if len(data) > self.limit:
             return np.zeros(len(pos))
         return byte_values(self.scorer.model, data, pos, vals, self.scorer.bf16)
@@ -69,7 +70,6 @@ def model_scorer(scorer, limit: int = 1 << 20) -> ModelScorer | None:
 def salvage_hint(data: bytes, fmt: str) -> dict:
     """What `fragfix salvage` would get out of a file verified repair cannot restore: content bytes
     exact (decoded from input runs of 512 zeros do not mark lost) and in all, without guessing."""
-    from fragfix.recovery.salvage import EXACT, SalvageConfig, losses_of, salvage_data
     outs = salvage_data(data, fmt, losses_of(data, None, 512), SalvageConfig(fill=False))
     return {"exact": int(sum((st == EXACT).sum() for _, st in outs)), "content": int(sum(len(st) for _, st in outs))}
 
@@ -114,7 +114,6 @@ def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool
             f.write(out)
             if preserve:
                 keep_times(f, st)
-    from fragfix.files.report import empty_totals
     totals = {**empty_totals(), "size": size, "fragments": -(-size // 512), "changed": len(edits) + len(removed),
               "fragments_touched": len({p // 512 for p, _ in edits} | set((removed // 512).tolist())),
               "suspected": len(edits) + len(removed), "format_files": 1,

@@ -32,11 +32,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from fragfix.model.autoencoder import FragmentAutoencoder, encode_input
+from fragfix.model.autoencoder import FragmentAutoencoder, cut, encode_input
 from fragfix.rule import damage
 from fragfix.rule.context import fill_gaps, posterior
 from fragfix.config import RepairConfig  # noqa: F401  (re-exported)
-from fragfix.training.fragments import cut
 from fragfix.errors import InvalidInput
 from fragfix.model.inference import Scorer, as_scorer
 from fragfix.rule.decision import Decision  # noqa: F401  (what decide() returns)

@@ -45,7 +45,7 @@ def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengt
     """(B, 512) uint8 fragments, (B, 512) bool unknown, (B,) true lengths, (B,) piece of each row
     (runs of rows: one file each), (B,) bool rows worth repairing (None: all) -> decide.Decision.
     Each piece learns on its own: a file repairs to the same bytes alone or batched with others."""
-    import torch
+    import torch  # here, not at the top: pool workers import this module for its stretches, without torch
 
     b, n = frags.shape
     unknown = torch.zeros((b, n), dtype=torch.bool) if unknown is None else unknown

@@ -19,17 +19,20 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Callable, Iterator
+
+from fragfix.config import default_cores
+from fragfix.rule import experts
 
 _active: ProcessPoolExecutor | None = None
 
 
 def _init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
-    from fragfix.rule import experts
     experts.THREADS = 1
 
 
@@ -39,7 +42,6 @@ def stretch_pool(workers: int) -> Iterator[int]:
     work here) for the enclosed run; yields how many stretches run at once. Processes start at the
     first batch of two or more stretches, so a run over small files never pays for them."""
     global _active
-    from fragfix.config import default_cores
     n = workers or default_cores()
     if n < 2 or _active is not None or not _spawn_safe():  # one core, a pool already open, or no way to spawn
         yield 1 if _active is None else _active._max_workers
@@ -91,7 +93,6 @@ def _signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM held while jobs are submitted (which spawns the workers) and delivered
     after: an interrupt between a worker's launch and the parent's write of its start-up data left
     the worker reading a closed pipe, and its bootstrap (before _init) printed a traceback."""
-    import threading
     sigs = (signal.SIGINT, signal.SIGTERM)
     old = [signal.getsignal(s) for s in sigs]
     if threading.current_thread() is not threading.main_thread() or None in old:

@@ -144,27 +144,6 @@ class FragmentDataset(torch.utils.data.Dataset):
                 "within_file": getattr(self, "within_file", False)}
 
 
-def cut(pieces: Sequence[tuple[bytes, np.ndarray | None]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                       list[int]]:
-    """Pieces of bytes (each with an optional bool unknown mask) packed into fragments, each piece
-    starting a fragment of its own: (k, 512) uint8 bytes, (k, 512) bool unknown, (k,) true lengths
-    (a piece's last fragment is zero-padded), and how many fragments each piece took."""
-    counts = [-(-len(data) // FRAGMENT_SIZE) for data, _ in pieces]
-    k = sum(counts)
-    frags = torch.zeros(k, FRAGMENT_SIZE, dtype=torch.uint8)
-    unknown = torch.zeros(k, FRAGMENT_SIZE, dtype=torch.bool)
-    lengths = torch.full((k,), FRAGMENT_SIZE)
-    row = 0
-    for (data, unk), c in zip(pieces, counts):
-        n = len(data)
-        frags[row:row + c].view(-1)[:n] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        if unk is not None:
-            unknown[row:row + c].view(-1)[:n] = torch.as_tensor(unk)
-        lengths[row + c - 1] = n - (c - 1) * FRAGMENT_SIZE
-        row += c
-    return frags, unknown, lengths, counts
-
-
 def split_files(files: Sequence[Path], val_fraction: float, seed: int,
                 partial: str = "pad", cap: int = 0) -> tuple[FragmentDataset, FragmentDataset]:
     """Split by file, deterministically from the seed, so no file's fragments land on both sides.

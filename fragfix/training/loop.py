@@ -26,6 +26,7 @@ from fragfix.training.fragments import FragmentDataset, list_files, split_files
 from fragfix.files.jobs import check_apart
 from fragfix.training.noise import NoiseGenerator, parse_noise
 from fragfix.model.runtime import autocast, set_threads, use_bf16
+from fragfix.training import distributed as dist_util
 
 
 
@@ -100,7 +101,6 @@ def loss_fn(model, clean: torch.Tensor, noise: NoiseGenerator, unknown_gen: torc
 def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
     """Train as the config says, yielding progress: Started, a Step per optimizer step (rank 0),
     an Epoch per epoch (checkpoints written), then Finished. The CLI draws them (render.py)."""
-    from fragfix.training import distributed as dist_util
     ctx = dist_util.setup(cfg.device)
     set_threads(cfg.threads, ctx.world_size)
     torch.manual_seed(cfg.seed)
@@ -115,7 +115,6 @@ def train(cfg: TrainConfig) -> Iterator[Started | Step | Epoch | Finished]:
 
 
 def _run(cfg: TrainConfig, ctx, train_set, val_set) -> Iterator[Started | Step | Epoch | Finished]:
-    from fragfix.training import distributed as dist_util
     bf16 = use_bf16(ctx.device, cfg.precision)
     best_path, last_path, resume_path = cfg.paths()
     model, opt, state = _start(cfg, ctx.device, resume_path)

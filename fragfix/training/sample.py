@@ -9,8 +9,12 @@ the bundled model trains on, with the same held-out stdlib files and whole kinds
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import sysconfig
+from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 TEXT = {".py", ".txt", ".decTest", ".xml", ".json", ".toml", ".pem", ".c", ".h", ".html", ".css", ".csv",
@@ -83,8 +87,6 @@ def kind_name(path: Path) -> str:
 def _looks_compressed(path: Path) -> bool:
     """High byte entropy over the first 4 KB: compressed, encrypted or packed data, which carries no
     structure the model can learn (and repair leaves alone anyway)."""
-    import math
-    from collections import Counter
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
@@ -97,8 +99,6 @@ def _looks_compressed(path: Path) -> bool:
 def core_distributions() -> list[tuple[str, str]]:
     """(name, version) of fragfix's runtime dependencies, recursively, without extras: pinned wheels
     ship the same files everywhere, so training on them is reproducible."""
-    import re
-    from importlib import metadata
     seen: dict[str, str] = {}
     todo = ["fragfix"]
     while todo:
@@ -136,7 +136,6 @@ def installation_sample(hold_group: int | None = 0, min_size: int = 512) -> dict
     distributions' files (`core_distributions`). Returns {"train", "held" (one file in ten by a
     hash of its path), "held_kinds" (every file of the hold-out group's kinds), "kinds" (trained
     kinds), "group", "distributions"}; each list sorted."""
-    from importlib import metadata
     files: dict[str, Path] = {}
     root = stdlib_root()
     train, val = python_sample(("text", "binary", "other"), min_size, root)

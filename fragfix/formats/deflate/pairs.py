@@ -13,6 +13,8 @@ import heapq
 import time
 import zlib
 
+from fragfix.formats.deflate.locate import oddity_bound
+
 
 FIRSTS, PAIR_SPAN = 16, 512  # the first edits tried, and how far from them the second may lie
 NEAR_FAIL = 64     # input bytes before where inflate failed: a first of two errors that gets past it is likely here
@@ -63,7 +65,6 @@ def failed_later(search, edits, first: int, pos: int, limit: int) -> None:
 def judge_first(search, edits) -> None:
     """A stream that ended wrong: a single flipped bit after which the first oddities lie further on
     than before (the output is right up to a second error) is kept as a first of two."""
-    from fragfix.formats.deflate.locate import oddity_bound
     b = bytearray(search.buf[search.start:search.stop])
     b[edits[0][0] - search.start] ^= edits[0][1]
     try:

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from fragfix.formats.deflate import instep, pairs, trees
+from fragfix.formats.deflate.locate import context_counts, gain, oddity_bound, plan, ranked_positions
 from fragfix.formats.deflate.stream import Outcome, Scorer, Stream
 from fragfix.formats.deflate.trace import STEP, _sum, trace
 from fragfix.formats.result import apply
@@ -232,7 +233,6 @@ class Search:
     def _hold(self, a: int, b: int, base: int, outs: list[bytes], check) -> bool:
         if self.held is None:
             return check()
-        from fragfix.formats.deflate.locate import gain
         lo, hi = max(base, a - 2), min(b, a + 64) + 3
         whole = b"".join(outs)
         cand = whole[lo - base:hi - base]
@@ -249,7 +249,6 @@ class Search:
         """Hold an out-of-step candidate that passes the structural checks until its turn (as `_hold`),
         judged where its output (from output position `base` on) first differs from the damaged one:
         WINDOW_GAIN bytes from there on each side."""
-        from fragfix.formats.deflate.locate import gain
         dmg = memoryview(self.tr.out)[base:]
         m = min(len(dmg), len(tail))
         diff = np.flatnonzero(np.frombuffer(dmg[:m], np.uint8) != np.frombuffer(tail[:m], np.uint8))
@@ -284,7 +283,6 @@ class Search:
                 and (self.expect_end is None or tr.end == self.expect_end))
 
     def run(self, two_bits: bool = True, tick: Callable[[int], None] | None = None) -> Outcome:
-        from fragfix.formats.deflate.locate import oddity_bound, plan, ranked_positions
         tr, o = self.tr, self.o
         if self.intact():
             o.case, o.edits = "intact", []
@@ -320,7 +318,7 @@ class Search:
             self.reach_at = set(order[:REACH]) if len(tr.out) <= 1 << 20 else set()
             self.reach_until = time.perf_counter() + 0.3 * max(self.deadline - time.perf_counter(), 0)
         phases = plan(order, o.case, two_bits, bound is not None)
-        from fragfix.formats.deflate.locate import context_counts  # candidates that pass the structure: compared in batches, most plausible first
+        # candidates that pass the structure: compared in batches, most plausible first
         self.counts = context_counts(tr.out)
         deferred: list = []
         for phase in phases:
@@ -342,9 +340,9 @@ class Search:
                 if self.held is not None and (late or pause or (j + 1) % BATCH == 0 or j + 1 == len(positions)):
                     # each batch compares only its few most plausible; the rest wait for the phase's end
                     self.held.sort(key=lambda h: -h[0])
-                    for n_, (gain, check, edits) in enumerate(self.held):
-                        if n_ >= EAGER or gain < EAGER_BITS:
-                            deferred.append((gain, check, edits))
+                    for n_, (g, check, edits) in enumerate(self.held):
+                        if n_ >= EAGER or g < EAGER_BITS:
+                            deferred.append((g, check, edits))
                         elif check():
                             o.edits, o.first_bad = edits, edits[0][0]
                             return o
@@ -359,7 +357,7 @@ class Search:
             if time.perf_counter() > self.deadline:
                 break
         # last, every candidate that waited, most plausible first (comparing is cheap: no decoding)
-        for gain, check, edits in sorted(deferred, key=lambda h: -h[0]):
+        for _, check, edits in sorted(deferred, key=lambda h: -h[0]):
             if check():
                 o.edits, o.first_bad = edits, edits[0][0]
                 return o
