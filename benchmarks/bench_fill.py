@@ -19,7 +19,7 @@ from bench_unseen import find, trained_kinds
 from fragfix.model.bundled import resolve_model_path
 from fragfix.model.checkpoints import load_model
 from fragfix.config import RepairConfig
-from fragfix.training.fragments import cut
+from fragfix.model.autoencoder import cut
 from fragfix.rule.learned import decide_learned
 
 CASES = ((512, 8), (8, 200))  # (run length, runs per kind)
