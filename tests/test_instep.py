@@ -127,7 +127,7 @@ def test_a_stream_that_resynchronises_with_the_wrong_size_is_restored():
         if got is not None and got[0] == len(good) - 8 and got[1] != len(TEXT):
             break
     else:
-        pytest.skip("no resynchronising flip found")
+        pytest.fail("no resynchronising flip in 4,000 (there are many): instep.check is broken")
     bad = bytearray(good)
     bad[p] ^= x
     r = formats.repair(bytes(bad), "gzip", budget_s=20)
@@ -197,7 +197,7 @@ def test_a_wrong_byte_that_desynchronises_a_gzip_is_restored_and_verified_quickl
         if got is not None and got[0] == len(good) - 8 and got[1] != len(TEXT):
             break
     else:
-        pytest.skip("no desynchronising byte found")
+        pytest.fail("no desynchronising byte in 400 (there are many): instep.check is broken")
     r = formats.repair(bytes(bad), "gzip", budget_s=20)
     assert r.status == "restored" and formats.apply(bytes(bad), r.edits) == good
     assert r.parts[0].compared < 1000  # located: few candidates compared, so the claim is strong
