@@ -77,6 +77,17 @@ class DamageEvidence:
     z: float = 2.0           # the gate opens on the rate's lower confidence bound (hits - z sqrt(hits))
 
 
+@dataclass(frozen=True)
+class CopyConfig:
+    """How unknown runs are matched to copies of their content elsewhere (recovery/copies.py)."""
+    anchor: int = 32           # known bytes required on each side of a run, in the run's file and at the copy
+    max_anchor: int = 256      # … grown in steps of `anchor` up to this where the bytes beside the run are uniform
+    max_run: int = 64 << 10    # longer unknown runs are not looked for (a copy that long rarely survives intact)
+    min_distinct: int = 6      # an anchor of fewer distinct bytes (zeros, spaces, padding) matches everywhere
+    max_hits: int = 64         # places per run compared at most
+    padded_confidence: float = 0.8  # reported for copies matched by padding on one side
+
+
 @dataclass
 class RepairConfig:
     rule: str = "learned"     # learned: the per-file predictor and the channel (learned.py); model: the gate below
@@ -107,6 +118,7 @@ class RepairConfig:
     max_scale: float = 3.0    # the most the floors open where damage is dense
     evidence: DamageEvidence = field(default_factory=DamageEvidence)  # what counts as damage evidence
     text_share: float = 0.85  # fragments with at least this share of printable bytes take the text pair
+    copy_search: CopyConfig = field(default_factory=CopyConfig)  # unknown runs filled from copies of their content
 
     def __post_init__(self):
         for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
@@ -150,7 +162,7 @@ class RepairConfig:
                 "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy,
                 "only_unknown": self.only_unknown, "damage_gate": self.damage_gate, "clean_rate": self.clean_rate,
                 "ref_rate": self.ref_rate, "max_scale": self.max_scale, "text_share": self.text_share,
-                "damage_evidence": asdict(self.evidence)}
+                "damage_evidence": asdict(self.evidence), "copy_search": asdict(self.copy_search)}
 
 
 @dataclass

@@ -46,6 +46,9 @@ def test_length_preserved_and_unchanged_bytes_copied(tmp_path, untrained, size):
     assert len(out) == size
     report = json.loads(rep.read_text())
     assert report["aggressive"] is True and report["context_orders"] == [2, 3, 4] and report["one_bit_factor"] == 3.0
+    # every threshold the decision used is in the report: the configs' and the learned rule's own
+    assert report["damage_evidence"]["clear_p"] == 1e-3 and report["copy_search"]["anchor"] == 32
+    assert report["text_share"] == 0.85 and report["rule_constants"]["channel"]["null_slack"] == 30.0
     changed = {c["offset"]: c for c in report["changes"]}
     assert report["totals"]["changed"] == len(changed) == wrong(data, out)
     for i in np.flatnonzero(np.frombuffer(data, np.uint8) != np.frombuffer(out, np.uint8))[:1000]:

@@ -84,6 +84,8 @@ def test_cli_train_then_info(tmp_path, corpus):
     assert r.exit_code == 0
     d = json.loads(r.stdout)
     assert d["model"]["head"] == "sigmoid" and d["data"]["train"]["files"] >= 1 and d["epoch"] >= 1
+    tc = d["train_config"]  # the schedule and the loss's settings are recorded with the weights
+    assert (tc["warmup"], tc["final_lr"], tc["grad_clip"], tc["clean_share"]) == (100, 0.05, 1.0, 0.125)
     r = runner.invoke(app, ["info", str(ck / "autoencoder_last.safetensors")])
     assert r.exit_code == 0 and "sigmoid" in r.stdout
 

@@ -24,6 +24,7 @@ from fragfix.model.bundled import resolve_model_path
 from fragfix.model.inference import as_scorer, load_scorer
 from fragfix.rule.decide import decide, decide_windows
 from fragfix.rule.filemodel import FileModel
+from fragfix.rule.learned import rule_constants
 from fragfix.training.sample import HOLD_OUT_GROUPS, installation_sample, kind_name, kind_of, python_sample, stdlib_root
 from fragfix.errors import InvalidInput
 from fragfix.training.fragments import FragmentDataset, list_files
@@ -182,7 +183,9 @@ def evaluate(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
     predictor = {name: predictor_bits(clean) for name, clean in groups}
     settings = {"data": described, "models": [p for p, _ in models], "seed": cfg.seed,
                 "fragments": sum(len(c) for _, c in groups), "groups": [name for name, _ in groups],
-                "kinds": cfg.kinds, "levels": cfg.levels, **cfg.repair.gate(), "zero_as_unknown": cfg.zero_as_unknown,
+                "kinds": cfg.kinds, "levels": cfg.levels, **cfg.repair.gate(),
+                **({"rule_constants": rule_constants()} if cfg.repair.rule == "learned" else {}),
+                "zero_as_unknown": cfg.zero_as_unknown,
                 "precision": "bf16" if models[0][1].bf16 else "fp32", "device": str(models[0][1].device)}
     return {"settings": settings, "rows": rows, "samples": samples, "predictor": predictor}
 

@@ -1,7 +1,7 @@
 """Whole unknown runs filled from the data's own copies, anywhere in the image or in references.
 
 Disks repeat themselves: backups of files, older versions, journal and swap pages. For every
-unknown run (up to MAX_RUN bytes) whose ANCHOR bytes on each side are known and varied enough to
+unknown run (up to `max_run` bytes) whose `anchor` bytes on each side are known and varied enough to
 mean something, look for the same left anchor anywhere in the image (and in every `--reference`),
 with the same right anchor exactly the run's length further on: the bytes between are a copy of
 what the run held, verified on both sides. When the places found disagree, the most common
@@ -10,7 +10,8 @@ zeros is no evidence (another image's unread sector looks just like that) and is
 
 The search is one streaming pass per file: 8-byte keys at every offset, read as eight zero-copy
 uint64 views (one per alignment), hashed into a bit table of the anchors' keys; the few hits are
-checked byte for byte. Memory is one chunk and the table, whatever the size of the image.
+checked byte for byte. Memory is one chunk and the table, whatever the size of the image. The
+thresholds are `config.CopyConfig` (RepairConfig.copy_search), recorded in every report.
 """
 from __future__ import annotations
 
@@ -20,18 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fragfix.config import CopyConfig
 from fragfix.files.jobs import open_input, read_upto
 from fragfix.files.unknown import UnknownMap, runs
 
-ANCHOR = 32            # known bytes required on each side of a run, in the run's file and at the copy
-MAX_ANCHOR = 256       # ... grown in steps of ANCHOR up to this where the bytes beside the run are uniform
-MAX_RUN = 64 << 10     # longer unknown runs are not looked for (a copy that long rarely survives intact)
-MIN_DISTINCT = 6       # an anchor of fewer distinct bytes (zeros, spaces, padding) matches everywhere
 TABLE_BITS = 22
 MULT = np.uint64(0x9E3779B97F4A7C15)
 CHUNK = 4 << 20
-MAX_HITS = 64          # places per run compared at most
-PADDED_CONFIDENCE = 0.8  # reported for copies matched by padding on one side
 
 
 @dataclass
@@ -43,13 +39,10 @@ class Copy:
     offset: int
     agree: int      # places found with this content
     places: int     # places found in all
-    anchors: tuple[int, int] = (ANCHOR, ANCHOR)  # bytes matched before and after the run ((0, 0): same place
-                                                  # in another read of the disk, good per its mapfile)
+    anchors: tuple[int, int]  # bytes matched before and after the run ((0, 0): same place in another
+                              # read of the disk, good per its mapfile)
     padded: bool = False  # one side was a file's padding (zeros): weaker evidence
-
-    @property
-    def confidence(self) -> float:
-        return PADDED_CONFIDENCE if self.padded else 1.0
+    confidence: float = 1.0  # CopyConfig.padded_confidence where padded
 
     def to_dict(self) -> dict:
         return {"start": self.start, "end": self.end, "source": self.source, "source_offset": self.offset,
@@ -79,8 +72,8 @@ class Probe:
         return int.from_bytes(whole[self.key_at:self.key_at + 8], "little")
 
 
-def _varied(b: bytes) -> bool:
-    return len(set(b)) >= MIN_DISTINCT
+def _varied(b: bytes, cc: CopyConfig) -> bool:
+    return len(set(b)) >= cc.min_distinct
 
 
 def same_place(image_size: int, unknown, references: list[tuple[Path, object]]
@@ -106,7 +99,8 @@ def same_place(image_size: int, unknown, references: list[tuple[Path, object]]
     return copies, fills
 
 
-def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) -> tuple[list[Copy], dict[int, bytes]]:
+def find_copies(image: Path, size: int, unknown, references: list[Path] = (), cc: CopyConfig = CopyConfig()
+                ) -> tuple[list[Copy], dict[int, bytes]]:
     """The copies that fill unknown runs of `image` (`unknown`: an unknown.UnknownMap), and their bytes
     by run start. Runs with no copy, or copies that disagree, are left out (the model fills them).
     Only two-sided matches count: measured on an image of real files, a match on 64 bytes of one
@@ -115,7 +109,7 @@ def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) ->
     runs, probes = [], []
     with open_input(image, size) as f:
         for a, b in unknown.ranges:
-            if b - a > MAX_RUN:
+            if b - a > cc.max_run:
                 continue
 
             def side(lo: int, hi: int) -> bytes:  # known bytes [lo, hi) of the image, or b""
@@ -123,21 +117,23 @@ def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) ->
                     return b""
                 f.seek(lo)
                 return read_upto(f, hi - lo, image)
-            # ANCHOR bytes each side, grown (up to MAX_ANCHOR) until they are varied enough to mean
-            # something: beside padding or a run of spaces the anchor reaches past it
+            # `anchor` bytes each side, grown (up to `max_anchor`) until they are varied enough to
+            # mean something: beside padding or a run of spaces the anchor reaches past it
             left = right = b""
-            for n in range(ANCHOR, MAX_ANCHOR + 1, ANCHOR):
-                left = left if _varied(left) else side(a - n, a)
-                right = right if _varied(right) else side(b, b + n)
+            for n in range(cc.anchor, cc.max_anchor + 1, cc.anchor):
+                left = left if _varied(left, cc) else side(a - n, a)
+                right = right if _varied(right, cc) else side(b, b + n)
             # a file's edge: padding on one side (its copy has the same), 64 of its own bytes on the
             # other. Weaker evidence (measured: 2 of 9 such copies were partly wrong, against 2 of 31
             # two-sided ones), so such copies are reported with a lower confidence.
-            pad = bytes(ANCHOR)
-            if side(b, b + ANCHOR) == pad and _varied(side(a - 2 * ANCHOR, a)):
-                left, right = side(a - 2 * ANCHOR, a), pad
-            elif side(a - ANCHOR, a) == pad and _varied(side(b, b + 2 * ANCHOR)):
-                left, right = pad, side(b, b + 2 * ANCHOR)
-            if (_varied(left) or left == pad) and (_varied(right) or right == pad) and (_varied(left) or _varied(right)):
+            k = cc.anchor
+            pad = bytes(k)
+            if side(b, b + k) == pad and _varied(side(a - 2 * k, a), cc):
+                left, right = side(a - 2 * k, a), pad
+            elif side(a - k, a) == pad and _varied(side(b, b + 2 * k), cc):
+                left, right = pad, side(b, b + 2 * k)
+            lv, rv = _varied(left, cc), _varied(right, cc)
+            if (lv or left == pad) and (rv or right == pad) and (lv or rv):
                 probes.append(Probe(len(runs), left, len(left), right, b - a))
                 runs.append((a, b))
     if not runs:
@@ -148,15 +144,15 @@ def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) ->
     by_key: dict[int, list[Probe]] = {}
     for p in probes:
         by_key.setdefault(p.key, []).append(p)
-    reach = 2 * MAX_ANCHOR + max(b - a for a, b in runs)  # bytes a match needs from its start
+    reach = 2 * cc.max_anchor + max(b - a for a, b in runs)  # bytes a match needs from its start
     hits: list[list[tuple[str, Path, int]]] = [[] for _ in runs]  # (source, path, content offset)
     for name, path in [("image", image), *((str(r), r) for r in references)]:
-        _scan(path, name, by_key, table, reach, runs, hits)
+        _scan(path, name, by_key, table, reach, runs, hits, cc.max_hits)
     copies, fills = [], {}
     sides = {p.run: (len(p.anchor), len(p.right)) for p in probes}
-    padded = {p.run: not (_varied(p.anchor) and _varied(p.right)) for p in probes}
+    padded = {p.run: not (_varied(p.anchor, cc) and _varied(p.right, cc)) for p in probes}
     for r, (a, b) in enumerate(runs):
-        places = _contents(hits[r], a, b, image, unknown)
+        places = _contents(hits[r], a, b, image, unknown, cc.max_anchor)
         if not places:
             continue
         counts = Counter(content for _, _, content in places)
@@ -164,12 +160,13 @@ def find_copies(image: Path, size: int, unknown, references: list[Path] = ()) ->
         if rest[0][0] is not None and rest[0][1] * 2 >= n:
             continue  # the copies disagree: no clear majority
         src, off, _ = next(p for p in places if p[2] == best)
-        copies.append(Copy(a, b, src, off, n, len(places), sides[r], padded[r]))
+        copies.append(Copy(a, b, src, off, n, len(places), sides[r], padded[r],
+                           cc.padded_confidence if padded[r] else 1.0))
         fills[a] = best
     return copies, fills
 
 
-def _scan(path: Path, name: str, by_key, table, reach: int, runs, hits) -> None:
+def _scan(path: Path, name: str, by_key, table, reach: int, runs, hits, max_hits: int) -> None:
     """One pass over a file: every place where a probe's anchor sits (and, two-sided, its right
     anchor follows the run's length later). Records where the content would start."""
     size = path.stat().st_size
@@ -187,7 +184,7 @@ def _scan(path: Path, name: str, by_key, table, reach: int, runs, hits) -> None:
                 for i in np.flatnonzero(table[(v * MULT) >> np.uint64(64 - TABLE_BITS)]).tolist():
                     for p in by_key.get(int(v[i]), ()):
                         j = o + 8 * i - p.key_at  # where the anchor would start
-                        if not 0 <= j < n or len(hits[p.run]) >= MAX_HITS or buf[j:j + p.content_at] != p.anchor:
+                        if not 0 <= j < n or len(hits[p.run]) >= max_hits or buf[j:j + p.content_at] != p.anchor:
                             continue
                         end = j + p.content_at + runs[p.run][1] - runs[p.run][0]
                         if buf[end:end + len(p.right)] == p.right:
@@ -195,12 +192,12 @@ def _scan(path: Path, name: str, by_key, table, reach: int, runs, hits) -> None:
             pos += CHUNK
 
 
-def _contents(hits, a: int, b: int, image: Path, unknown) -> list[tuple[str, int, bytes]]:
+def _contents(hits, a: int, b: int, image: Path, unknown, max_anchor: int) -> list[tuple[str, int, bytes]]:
     """The bytes at each place found: not the run itself, not (partly) unknown in the image, and not
     all zeros (what an unread sector holds in another image too: no evidence of content)."""
     out = []
     for name, path, at in hits:
-        if name == "image" and (at == a or unknown.mask(max(at - MAX_ANCHOR, 0), at + (b - a) + MAX_ANCHOR).any()):
+        if name == "image" and (at == a or unknown.mask(max(at - max_anchor, 0), at + (b - a) + max_anchor).any()):
             continue
         with open(path, "rb") as f:
             f.seek(at)
@@ -241,7 +238,7 @@ class Fills:
         return out
 
 
-def fills_for(src: Path, size: int, unknown: UnknownMap, references: tuple) -> Fills:
+def fills_for(src: Path, size: int, unknown: UnknownMap, references: tuple, cc: CopyConfig = CopyConfig()) -> Fills:
     """What copies fill of a file's unknown bytes: second reads of the disk (a reference of its size
     with a mapfile) first, at the same offsets; then copies found by their neighbours anywhere in
     the file and the references, for what is still unknown."""
@@ -250,5 +247,5 @@ def fills_for(src: Path, size: int, unknown: UnknownMap, references: tuple) -> F
     if direct:
         filled = UnknownMap([(c.start, c.end) for c in direct])
         rest = UnknownMap([r for a, b in unknown.ranges for r in runs(~filled.mask(a, b), a)])
-    found, more = find_copies(src, size, rest, [p for p, _ in references]) if rest.ranges else ([], {})
+    found, more = find_copies(src, size, rest, [p for p, _ in references], cc) if rest.ranges else ([], {})
     return Fills(direct + found, {**fills, **more})

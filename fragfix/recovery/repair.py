@@ -27,7 +27,7 @@ from fragfix.rule.decide import Decision, RepairConfig, decide
 from fragfix.config import Runtime, default_cores
 from fragfix.model.inference import Scorer, cpu_trunk, load_scorer
 from fragfix.errors import InvalidInput, IOFailure
-from fragfix.rule.learned import LEARN_ROWS
+from fragfix.rule.learned import LEARN_ROWS, rule_constants
 from fragfix.rule.pool import stretch_pool
 from fragfix.files.jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from fragfix.files.mapfile import format_mapfile, read_mapfile
@@ -48,7 +48,7 @@ class FileRepair:
         self.force, self.preserve = force, preserve
         self.unknown = UnknownMap(read_mapfile(job.mapfile, self.size).bad_ranges() if job.mapfile else [])
         # whole unknown runs whose content survives elsewhere (the image, references): found first
-        self.fills = fills_for(job.src, size, self.unknown, references) if self.unknown.ranges else None
+        self.fills = fills_for(job.src, size, self.unknown, references, cfg.copy_search) if self.unknown.ranges else None
         self.pending_copies: dict[int, tuple] = {}  # piece offset -> (bytes as read, copied mask, unknown mask)
         self.stat = job.src.stat()
         self.stack = outer.enter_context(ExitStack())  # errors unwind through `outer`: temp files vanish
@@ -265,6 +265,8 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     header = {"model": model_meta, **cfg.gate(), "runtime": {"device": str(scorer.device),
               "precision": "bf16" if scorer.bf16 else "fp32", "batch_fragments": scorer.batch}, "zero_runs": cfg.zero_runs,
               "formats": {"on": cfg.formats, "budget_s": cfg.format_budget, "accept_probable": cfg.accept_probable}}
+    if cfg.rule == "learned":
+        header["rule_constants"] = rule_constants()
     if on_start:
         on_start(total_bytes, model_meta)
     t0 = time.perf_counter()

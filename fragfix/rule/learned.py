@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fragfix.rule import channel, pool
+from fragfix.rule import channel, filemodel, pool
 from fragfix.rule.decision import Decision
 from fragfix.rule.experts import Window
 from fragfix.rule.filemodel import FileModel
@@ -248,3 +248,20 @@ def _walk(fm: FileModel, s: np.ndarray, e: np.ndarray, width: int) -> tuple[np.n
     vals = np.concatenate([cbuf[off[c]:off[c] + length[c]] for c in best])
     conf = np.concatenate([prob[c, :length[c]] for c in best])
     return pos, vals, conf
+
+
+def rule_constants() -> dict:
+    """The constants that shape the learned rule's decisions (this module's, the channel's, the
+    predictor's), for reports: with the config's settings they say exactly how a repair decided.
+    They define the algorithm, as a compressor's model parameters do, so they stay beside the
+    code that explains each one; reports record them all the same."""
+    return {"learn_rows": LEARN_ROWS, "max_fill": MAX_FILL, "fill_margin": MARGIN, "beam": BEAM, "beam_max": BEAM_MAX,
+            "right": RIGHT, "rate_sample": RATE_SAMPLE, "kind_sample": KIND_SAMPLE, "kind_p": KIND_P,
+            "channel": {"em_steps": channel.EM_STEPS, "eps_min": channel.EPS_MIN, "eps_max": channel.EPS_MAX,
+                        "prior_kinds": channel.PI0.tolist(), "tails": [list(t) for t in channel.TAILS],
+                        "z": channel.Z, "null_slack": channel.NULL_SLACK, "min_excess": channel.MIN_EXCESS,
+                        "explain_odds": channel.EXPLAIN_ODDS, "explained_slack": channel.EXPLAINED_SLACK,
+                        "explained_tail": channel.EXPLAINED_TAIL, "strides": list(channel.STRIDES),
+                        "per_class": channel.PER_CLASS},
+            "predictor": {"buckets": filemodel.BUCKETS.tolist(), "mix_sample": filemodel.MIX_SAMPLE,
+                          "mix_steps": filemodel.MIX_STEPS, "novelty": filemodel.NOVELTY}}
