@@ -300,11 +300,14 @@ def test_names_reach_the_terminal_escaped(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--dry-run", "-o", "OUT"], "--dry-run writes only the report"),
     (["-o", "OUT", "--plot", "map.jpg"], "ending in .png"),
-    (["-o", "OUT", "--reference", "SRC"], "give the image's --mapfile"),
+    (["-o", "OUT", "--reference", "OTHER"], "give the image's --mapfile"),
     (["-o", "OUT", "--reference", "SRC", "--reference-mapfile", "SRC"], "give the image's --mapfile")])
 def test_options_that_would_be_ignored_are_errors(tmp_path, src, model, args, message):
+    other = tmp_path / "other.bin"  # another plain file: nothing a reference could merge
+    other.write_bytes(src.read_bytes()[::-1])
     before = snapshot(tmp_path)
-    args = [str(tmp_path / "out") if a == "OUT" else str(src) if a == "SRC" else a for a in args]
+    args = [str(tmp_path / "out") if a == "OUT" else str(src) if a == "SRC" else str(other) if a == "OTHER" else a
+            for a in args]
     r = runner.invoke(app, ["repair", str(src), "-m", str(model), *args])
     assert r.exit_code == 2 and message in r.output, r.output
     assert snapshot(tmp_path) == before

@@ -139,8 +139,8 @@ def check_repair_options(dry_run, output, plot, mapfile, reference, reference_ma
     if dry_run and output is not None:
         raise InvalidInput("--dry-run writes only the report; -o names an output it would not write")
     check_plot(plot)
-    if (reference or reference_mapfile) and mapfile is None:
-        raise InvalidInput("--reference and --reference-mapfile fill the unknown bytes a --mapfile names: "
+    if reference_mapfile and mapfile is None:  # (a --reference alone may merge a checksummed file)
+        raise InvalidInput("--reference-mapfile fills the unknown bytes a --mapfile names: "
                            "give the image's --mapfile too")
 
 

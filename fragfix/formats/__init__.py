@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from fragfix.formats import containers, pdf, png, textmode, zipdir, zipfmt
+from fragfix.formats import containers, merge, pdf, png, textmode, zipdir, zipfmt
 from fragfix.formats.result import VERIFIED, FormatResult, Part, apply, choose  # noqa: F401  (the package's API)
 
 FORMATS = ("gzip", "zlib", "zip", "png", "pdf")
@@ -43,8 +43,9 @@ def detect(data: bytes) -> str | None:
 
 
 def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | None = None,
-           tick: Callable[[int], None] | None = None) -> FormatResult:
-    """Check `data` as `fmt` and search for a verified repair of what fails, within `budget_s`."""
+           tick: Callable[[int], None] | None = None, others: tuple[bytes, ...] = ()) -> FormatResult:
+    """Check `data` as `fmt` and search for a verified repair of what fails, within `budget_s`.
+    `others`: other damaged copies of the same file, merged with it first where they differ (merge.py)."""
     t0 = time.perf_counter()
     deadline = t0 + budget_s
     run = {"png": png.repair, "gzip": containers.repair_gzip, "zlib": containers.repair_zlib,
@@ -54,9 +55,12 @@ def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | Non
         if found is not None:
             found.seconds = time.perf_counter() - t0
             return found
-    result = FormatResult(fmt, run(data, deadline, scorer, tick))
-    if fmt == "zip" and (end := zipdir.find_end(data)) is not None:
-        result.unchecked = zipdir.end_metadata(data, end)
+    if others and not _checked(data, fmt, run, t0).content_verified:
+        found = merge.merge(data, list(others), fmt, lambda b: _checked(b, fmt, run, t0), deadline)
+        if found is not None:
+            found.seconds = time.perf_counter() - t0
+            return found
+    result = _checked(data, fmt, run, deadline, scorer, tick)
     if result.status in ("restored", "probable"):
         # the proof is the output's own: the edits together must leave a file every check passes
         # (each part checked its edits alone; two parts that disagree about a byte would not)
@@ -67,6 +71,15 @@ def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | Non
                                      note="the repairs found, applied together, do not pass every check; "
                                           "none taken"))
     result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _checked(data: bytes, fmt: str, run, deadline: float, scorer=None, tick=None) -> FormatResult:
+    """The format's parts for `data`, searched until `deadline` (a past one: checked only), and the
+    bytes a zip's end record keeps outside every check."""
+    result = FormatResult(fmt, run(data, deadline, scorer, tick))
+    if fmt == "zip" and (end := zipdir.find_end(data)) is not None:
+        result.unchecked = zipdir.end_metadata(data, end)
     return result
 
 

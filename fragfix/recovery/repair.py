@@ -261,6 +261,11 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
             raise InvalidInput(f"--reference {r} is the input itself; a reference must be another copy")
     sizes = [check_input(j.src) for j in jobs]  # every input checked before any work
     total_bytes = sum(sizes)
+    merging = cfg.formats and not cfg.zero_runs
+    if references and not any(j.mapfile for j in jobs) and not (merging and any(
+            sniff(j.src, s) for j, s in zip(jobs, sizes))):  # a reference nothing would read is a mistake
+        raise InvalidInput("--reference without --mapfile merges damaged copies of gzip, zlib, zip and PNG files "
+                           "(and PDF); none of the inputs is one: give the image's --mapfile to fill its unknown bytes")
     model_meta = {"path": str(model_path), "head": scorer.head, "sha256": info["sha256"]}
     header = {"model": model_meta, **cfg.gate(), "runtime": {"device": str(scorer.device),
               "precision": "bf16" if scorer.bf16 else "fp32", "batch_fragments": scorer.batch}, "zero_runs": cfg.zero_runs,
@@ -288,7 +293,8 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                 surprise = surprise or model_scorer(scorer)
                 tick = None if on_search is None else (lambda n, name=job.src.name: on_search(name, n))
                 files.append(repair_checksummed(job, size, fmt, report, batch, force, preserve, cfg.format_budget,
-                                                cfg.accept_probable, surprise, tick, blocks=blocks))
+                                                cfg.accept_probable, surprise, tick, blocks=blocks,
+                                                others=[p for p, _ in references]))
                 if on_search is not None:
                     on_search(None, 0)  # the search is over
                 if progress:

@@ -67,6 +67,17 @@ def model_scorer(scorer, limit: int = 1 << 20) -> ModelScorer | None:
     return ModelScorer(scorer, limit) if scorer.cpu else None
 
 
+def _read_whole(path: Path, size: int) -> bytes:
+    try:
+        with open_input(path, size) as f:
+            data = read_upto(f, size + 1, path)
+    except OSError as e:
+        raise IOFailure(f"reading {path} failed: {e.strerror}") from None
+    if len(data) != size:
+        raise IOFailure(f"{path} changed size while being read ({size} -> {len(data)} bytes)")
+    return data
+
+
 def salvage_hint(data: bytes, fmt: str) -> dict:
     """What `fragfix salvage` would get out of a file verified repair cannot restore: content bytes
     exact (decoded from input runs of 512 zeros do not mark lost) and in all, without guessing."""
@@ -75,17 +86,15 @@ def salvage_hint(data: bytes, fmt: str) -> dict:
 
 
 def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool, preserve: bool, budget_s: float,
-                       accept_probable: bool, scorer=None, tick=None, blocks: bool = False) -> dict:
+                       accept_probable: bool, scorer=None, tick=None, blocks: bool = False,
+                       others: list[Path] = ()) -> dict:
+    """One checksummed file: checked, searched (merged first with the `others` of its size: other
+    damaged copies of it, --reference), written if restored, reported."""
     t0 = time.perf_counter()
     st = job.src.stat()
-    try:
-        with open_input(job.src, size) as f:
-            data = read_upto(f, size + 1, job.src)
-    except OSError as e:
-        raise IOFailure(f"reading {job.src} failed: {e.strerror}") from None
-    if len(data) != size:
-        raise IOFailure(f"{job.src} changed size while being read ({size} -> {len(data)} bytes)")
-    result = formats.repair(data, fmt, budget_s, scorer, tick)
+    data = _read_whole(job.src, size)
+    copies = tuple(_read_whole(p, size) for p in others if p.stat().st_size == size)
+    result = formats.repair(data, fmt, budget_s, scorer, tick, others=copies)
     take = result.status == "restored" or (result.status == "probable" and accept_probable)
     edits = result.edits if take else []
     removed = np.array(result.removed if take else [], np.int64)  # (text-mode damage: inserted CRs)
