@@ -88,6 +88,15 @@ def test_three_copies_vote_where_two_agree():
     assert r.status == "restored" and r.output(copies[0]) == good and "from the majority of 3" in r.parts[0].note
 
 
+def test_three_copies_whose_majority_settles_every_byte():
+    """Each copy damaged where the other two are not: no area is left, the majority is the one
+    candidate (found by the fuzz: an empty list of areas once raised IndexError)."""
+    good = _big_gzip()
+    copies = [_sectors(good, [s], seed=s) for s in (10, 40, 70)]
+    r = formats.repair(copies[0], "gzip", 10, others=tuple(copies[1:]))
+    assert r.status == "restored" and r.output(copies[0]) == good and "0 areas" in r.parts[0].note
+
+
 def test_a_sector_lost_in_both_copies_is_never_claimed():
     good = _big_gzip()
     a = _sectors(good, [30, 60], seed=6)

@@ -86,7 +86,9 @@ def merge(data: bytes, others: list[bytes], fmt: str, run: Callable[[bytes], For
     start = base.tobytes()
     found = areas(copies, open_)
     spent = [0]  # comparisons made inside a generator (by_entry)
-    if fmt in ("gzip", "zlib"):
+    if not found:  # the majority settled every byte: one candidate
+        choices, quick = iter([()]), quick_check(fmt)
+    elif fmt in ("gzip", "zlib"):
         choices, quick = streamed(start, found, 31 if fmt == "gzip" else 15, deadline), (lambda b: True)
     elif fmt == "zip":
         choices, quick = by_entry(start, found, spent, deadline), quick_check(fmt)
@@ -118,7 +120,7 @@ def merge(data: bytes, others: list[bytes], fmt: str, run: Callable[[bytes], For
         note = (f"{len(found)} areas where the copies differ with no majority "
                 f"({sum(b - a for a, b, _ in found):,} bytes); {taken} taken from another copy"
                 + (f", {voted:,} bytes from the majority of {len(copies)} copies" if voted else "")
-                + f"; {compared:,} combinations compared")
+                + f"; {compared:,} combination{'s' if compared != 1 else ''} compared")
         merged = Part("copies merged", "restored", checks=sorted({c for p in full.parts for c in p.checks}),
                       candidates=compared, compared=compared, edits=edits,
                       first_bad=edits[0][0] if edits else None, note=note)
