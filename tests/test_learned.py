@@ -248,7 +248,7 @@ def test_a_script_read_from_stdin_repairs_without_workers(tmp_path):
     if available_cores() < 2:
         pytest.skip("one core: no pool")
     src = tmp_path / "in.txt"
-    src.write_bytes(substitute(text_bytes(1_100_000, 6), 0.01, 7))
+    src.write_bytes(substitute(text_bytes(600_000, 6), 0.01, 7))  # two stretches: a batch the pool would take
     code = ("from pathlib import Path; from fragfix.recovery.repair import repair_files; from fragfix.files.jobs import Job; "
             "from fragfix.config import RepairConfig, Runtime; from fragfix.model.bundled import resolve_model_path; "
             f"repair_files([Job(Path({str(src)!r}), Path({str(tmp_path / 'out')!r}))], resolve_model_path(None), "
