@@ -258,29 +258,33 @@ def test_a_script_read_from_stdin_repairs_without_workers(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def _race(tmp_path, patch: str):
+    """A script that patches the interpreter (`patch`: lines run before it starts), opens a pool and
+    runs two jobs: what it printed, and its stderr."""
+    import subprocess
+    import sys
+    script = tmp_path / "race.py"
+    script.write_text(patch + "from fragfix.rule import pool\n"
+                      "if __name__ == '__main__':\n"
+                      "    try:\n"
+                      "        with pool.stretch_pool(2):\n"
+                      "            pool.run(abs, [(-1,), (-2,)])\n"
+                      "    except KeyboardInterrupt:\n"
+                      "        print('interrupted')\n")
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+
+
 def test_an_interrupt_while_the_pool_starts_is_an_interrupt(tmp_path):
     """SIGINT landing inside the executor's start (its manager thread made, not started) once turned
     into "internal error: cannot join thread before it is started" (found by test_safety's interrupt
     test, 1 run in ~50): the pool's shutdown must let the KeyboardInterrupt through."""
-    import subprocess
-    import sys
-    script = tmp_path / "race.py"
-    script.write_text(
-        "import threading, concurrent.futures.process as cfp\n"
-        "from fragfix.rule import pool\n"
-        "start = threading.Thread.start\n"
-        "def boom(self):\n"
-        "    if isinstance(self, cfp._ExecutorManagerThread):\n"
-        "        raise KeyboardInterrupt\n"
-        "    return start(self)\n"
-        "threading.Thread.start = boom\n"
-        "if __name__ == '__main__':\n"
-        "    try:\n"
-        "        with pool.stretch_pool(2):\n"
-        "            pool.run(abs, [(-1,), (-2,)])\n"
-        "    except KeyboardInterrupt:\n"
-        "        print('interrupted')\n")
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    p = _race(tmp_path, "import threading, concurrent.futures.process as cfp\n"
+                        "start = threading.Thread.start\n"
+                        "def boom(self):\n"
+                        "    if isinstance(self, cfp._ExecutorManagerThread):\n"
+                        "        raise KeyboardInterrupt\n"
+                        "    return start(self)\n"
+                        "threading.Thread.start = boom\n")
     assert p.stdout == "interrupted\n" and "Traceback" not in p.stderr, p.stderr
 
 
@@ -288,24 +292,12 @@ def test_an_interrupt_while_a_worker_is_spawned_leaves_no_worker_traceback(tmp_p
     """SIGINT landing after a worker process is launched but before the parent wrote its start-up
     data: the child read a closed pipe and its bootstrap printed "EOFError: Ran out of input"
     (test_safety's interrupt test, under load). Interrupts wait until the workers have their data."""
-    import subprocess
-    import sys
-    script = tmp_path / "race.py"
-    script.write_text(
-        "import signal, multiprocessing.util as mu\n"
-        "from fragfix.rule import pool\n"
-        "launch = mu.spawnv_passfds\n"
-        "def late(*a):\n"
-        "    pid = launch(*a)\n"
-        "    if 'spawn_main' in str(a):\n"  # a worker, not multiprocessing's resource tracker
-        "        signal.raise_signal(signal.SIGINT)\n"
-        "    return pid\n"
-        "mu.spawnv_passfds = late\n"
-        "if __name__ == '__main__':\n"
-        "    try:\n"
-        "        with pool.stretch_pool(2):\n"
-        "            pool.run(abs, [(-1,), (-2,)])\n"
-        "    except KeyboardInterrupt:\n"
-        "        print('interrupted')\n")
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    p = _race(tmp_path, "import signal, multiprocessing.util as mu\n"
+                        "launch = mu.spawnv_passfds\n"
+                        "def late(*a):\n"
+                        "    pid = launch(*a)\n"
+                        "    if 'spawn_main' in str(a):\n"  # a worker, not multiprocessing's resource tracker
+                        "        signal.raise_signal(signal.SIGINT)\n"
+                        "    return pid\n"
+                        "mu.spawnv_passfds = late\n")
     assert p.stdout == "interrupted\n" and "Traceback" not in p.stderr, p.stderr

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from fragfix.formats.merge.areas import MAX_AREAS, MAX_TRIED, areas, combinations, majority
+from fragfix.formats.merge.areas import MAX_AREAS, MAX_TRIED, areas, combinations, majority, put
 from fragfix.formats.merge.entries import by_entry
 from fragfix.formats.merge.stream import streamed
 from fragfix.formats.result import FormatResult, Part
@@ -102,8 +102,8 @@ def merge(data: bytes, others: list[bytes], fmt: str, run: Callable[[bytes], For
     for choice in choices:
         if tried + spent[0] >= MAX_TRIED or time.perf_counter() > deadline:
             return None
-        for (a, b, versions), c in zip(found, choice):
-            buf[a:b] = versions[c]
+        for area, c in zip(found, choice):
+            put(buf, 0, area, c)
         tried += 1
         cand = bytes(buf)
         if not quick(cand):

@@ -65,6 +65,15 @@ def areas(copies: np.ndarray, open_: np.ndarray | None = None) -> list[tuple[int
     return out
 
 
+def put(buf: bytearray, lo: int, area: tuple[int, int, list[bytes]], c: int) -> None:
+    """Write version `c` of `area` into `buf`, which holds the file's bytes from offset `lo` on
+    (only the part of the area inside it)."""
+    a, b, versions = area
+    s, e = max(a, lo), min(b, lo + len(buf))
+    if s < e:
+        buf[s - lo:e - lo] = versions[c][s - a:e - a]
+
+
 def combinations(counts: list[int]) -> itertools.chain:
     """Every choice of one version per area (tuples of indices), those that leave fewer areas at
     their first version first."""

@@ -13,7 +13,7 @@ import time
 import zipfile
 import zlib
 
-from fragfix.formats.merge.areas import MAX_AREAS, MAX_TRIED, combinations
+from fragfix.formats.merge.areas import MAX_AREAS, MAX_TRIED, combinations, put
 
 
 def by_entry(data: bytes, found: list, spent: list[int], deadline: float):
@@ -41,19 +41,14 @@ def by_entry(data: bytes, found: list, spent: list[int], deadline: float):
         if not inside:
             continue
         buf = bytearray(data[lo:hi])
-
-        def put(j: int, c: int) -> None:
-            a, b, versions = found[j]
-            s, e = max(a, lo), min(b, hi)
-            buf[s - lo:e - lo] = versions[c][s - a:e - a]
         for j in over:
             if j in fixed:
-                put(j, fixed[j])
+                put(buf, lo, found[j], fixed[j])
         for choice in combinations([len(found[j][2]) for j in inside]):
             if spent[0] >= MAX_TRIED or time.perf_counter() > deadline:
                 return
             for j, c in zip(inside, choice):
-                put(j, c)
+                put(buf, lo, found[j], c)
             spent[0] += 1
             try:
                 out = zlib.decompress(bytes(buf), -15) if info.compress_type == 8 else bytes(buf)
@@ -79,20 +74,15 @@ def _data_start(data: bytes, found: list, fixed: dict[int, int], info: zipfile.Z
     end = h + 30 + len(name)  # the header and the name; the extra field's length is read from it
     over = [j for j, (a, b, _) in enumerate(found) if a < end and b > h]
     head = bytearray(data[h:end])
-
-    def put(j: int, c: int) -> None:
-        a, b, versions = found[j]
-        s, e = max(a, h), min(b, end)
-        head[s - h:e - h] = versions[c][s - a:e - a]
     for j in over:
         if j in fixed:
-            put(j, fixed[j])
+            put(head, h, found[j], fixed[j])
     free = [j for j in over if j not in fixed]
     if len(free) > 8:
         return None
     for choice in combinations([len(found[j][2]) for j in free]):
         for j, c in zip(free, choice):
-            put(j, c)
+            put(head, h, found[j], c)
         if head[:4] == b"PK\x03\x04" and head[30:] == name:
             fixed.update(zip(free, choice))
             return end + int.from_bytes(head[28:30], "little")
