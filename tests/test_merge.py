@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from fragfix import formats
 from fragfix.cli.commands import app
 from fragfix.formats import merge
+from fragfix.formats.merge.differ import MAX_AREAS
 
 from conftest import text_bytes
 
@@ -127,3 +128,32 @@ def test_cli_merges_a_reference_copy_and_reports_each_byte(tmp_path):
     assert sorted(c["offset"] for c in rep["changes"]) == diff.tolist()
     assert {c["reason"] for c in rep["changes"]} == {"verified"}
     assert rep["format"]["parts"][0]["name"] == "copies merged"
+
+
+def _png(w: int = 300, h: int = 200) -> bytes:
+    import struct
+    import zlib as z
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", z.crc32(kind + body))
+    rng = random.Random(11)
+    rows = b"".join(b"\0" + bytes((x * y + rng.randrange(8)) % 256 for x in range(w * 3)) for y in range(h))
+    data = z.compress(rows, 9)
+    idat = b"".join(chunk(b"IDAT", data[i:i + 4096]) for i in range(0, len(data), 4096))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + idat
+            + chunk(b"IEND", b""))
+
+
+def test_a_png_is_merged_chunk_by_chunk():
+    """Bad sectors in many IDAT chunks of both copies, one over a chunk's header: each chunk is
+    settled by its own CRC, however many areas the whole file has."""
+    good = _png()
+    n = len(good) // 512
+    assert n > 60
+    heads = [i - 4 for i in range(8, len(good)) if good.startswith(b"IDAT", i)]
+    head = next(h for h in heads if h > 5000 and (h // 512) % 9 not in (3, 7))  # a chunk header, b's copy good
+    a = _sectors(good, [head // 512] + list(range(3, n - 2, 9)), seed=12)
+    b = _sectors(good, list(range(7, n - 2, 9)), seed=13)
+    r = formats.repair(a, "png", 20, others=(b,))
+    assert r.status == "restored" and r.output(a) == good
+    assert int(r.parts[0].note.split(" areas")[0]) > MAX_AREAS  # too many to try together

@@ -1,10 +1,10 @@
 """Two or more damaged copies of one checksummed file, merged where they differ and proven by its checks.
 
 A backup and its mirror, two reads of a failing disk, a download fetched twice: each copy is damaged
-somewhere, seldom in the same place (lziprecover's --merge is the model). `areas.py` finds where they
+somewhere, seldom in the same place (lziprecover's --merge is the model). `differ.py` finds where they
 differ and orders each area's versions; a gzip or zlib file is then merged front to back
-(`stream.py`), a zip entry by entry (`entries.py`), a PNG or PDF by trying the combinations of every
-area together. Every combination compared counts against the claim as the search's candidates do:
+(`stream.py`), a zip entry by entry (`entries.py`), a PNG chunk by chunk (`chunks.py`), a PDF by
+trying the combinations of every area together. Every combination compared counts against the claim as the search's candidates do:
 MAX_COMPARED of them keep a wrong pass under VERIFIED's chance. Random damage in every copy (1% of
 bytes: thousands of areas) is past this; sectors and bursts are what it is for.
 
@@ -22,7 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from fragfix.formats.merge.areas import MAX_AREAS, MAX_TRIED, areas, combinations, majority, put
+from fragfix.formats.merge.differ import MAX_AREAS, MAX_TRIED, areas, combinations, majority, put
+from fragfix.formats.merge.chunks import by_chunk
 from fragfix.formats.merge.entries import by_entry
 from fragfix.formats.merge.stream import streamed
 from fragfix.formats.result import FormatResult, Part
@@ -90,9 +91,10 @@ def merge(data: bytes, others: list[bytes], fmt: str, run: Callable[[bytes], For
         choices, quick = iter([()]), quick_check(fmt)
     elif fmt in ("gzip", "zlib"):
         choices, quick = streamed(start, found, 31 if fmt == "gzip" else 15, deadline), (lambda b: True)
-    elif fmt == "zip":
-        choices, quick = by_entry(start, found, spent, deadline), quick_check(fmt)
-        if len(found) <= MAX_AREAS:  # an entry without a passing combination: every area together
+    elif fmt in ("zip", "png"):  # entry by entry, chunk by chunk; failing that, every area together
+        choices = (by_entry if fmt == "zip" else by_chunk)(start, found, spent, deadline)
+        quick = quick_check(fmt)
+        if len(found) <= MAX_AREAS:
             choices = itertools.chain(choices, combinations([len(v) for _, _, v in found]))
     elif len(found) <= MAX_AREAS:
         choices, quick = combinations([len(v) for _, _, v in found]), quick_check(fmt)

@@ -9,20 +9,16 @@ every entry's data (headers, the directory) then go through all their combinatio
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 import zlib
 
-from fragfix.formats.merge.areas import MAX_AREAS, MAX_TRIED, combinations, put
+from fragfix.formats.merge.differ import settle, the_rest
 
 
 def by_entry(data: bytes, found: list, spent: list[int], deadline: float):
-    """A zip's areas solved entry by entry: the combinations of the areas over one entry's data are
-    checked against that entry's own CRC-32 and size (from the central directory as `data` has it),
-    apart from every other entry's; the areas outside all entries' data (headers, the directory)
-    then go through `combinations`. Nothing where the directory cannot be read or an entry has no
-    passing combination (the caller then tries every area together). `spent[0]` counts the
-    entries' comparisons."""
+    """Choices of one version per area (tuples of indices), entry by entry (see above), from the
+    central directory as `data` has it; nothing where it cannot be read or an entry has no passing
+    combination. `spent[0]` counts the entries' comparisons."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             infos = [i for i in z.infolist() if i.compress_type in (0, 8)]
@@ -30,60 +26,24 @@ def by_entry(data: bytes, found: list, spent: list[int], deadline: float):
         return
     fixed: dict[int, int] = {}
     for info in infos:
-        lo = _data_start(data, found, fixed, info)
-        if lo is None:
+        name = info.filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        h = info.header_offset
+        end = h + 30 + len(name)  # the local header and its name; the extra field's length is read
+        head = settle(data, h, end, found, fixed, lambda b: b[:4] == b"PK\x03\x04" and b[30:] == name, max_free=8)
+        if head is None:
             return
-        hi = lo + info.compress_size
+        lo = end + int.from_bytes(head[28:30], "little")
         # areas over this entry's data, one that reaches into the next entry's header too (a sector
         # across the boundary): each area's bytes come from one copy, so a choice made here holds there
-        over = [j for j, (a, b, _) in enumerate(found) if a < hi and b > lo]
-        inside = [j for j in over if j not in fixed]
-        if not inside:
-            continue
-        buf = bytearray(data[lo:hi])
-        for j in over:
-            if j in fixed:
-                put(buf, lo, found[j], fixed[j])
-        for choice in combinations([len(found[j][2]) for j in inside]):
-            if spent[0] >= MAX_TRIED or time.perf_counter() > deadline:
-                return
-            for j, c in zip(inside, choice):
-                put(buf, lo, found[j], c)
-            spent[0] += 1
-            try:
-                out = zlib.decompress(bytes(buf), -15) if info.compress_type == 8 else bytes(buf)
-            except zlib.error:
-                continue
-            if len(out) == info.file_size and zlib.crc32(out) == info.CRC:
-                fixed.update(zip(inside, choice))
-                break
-        else:
+        if settle(data, lo, lo + info.compress_size, found, fixed, lambda b, i=info: _passes(b, i),
+                  spent, deadline) is None:
             return
-    rest = [j for j in range(len(found)) if j not in fixed]
-    if len(rest) > MAX_AREAS:
-        return
-    for choice in combinations([len(found[j][2]) for j in rest]):
-        full = {**fixed, **dict(zip(rest, choice))}
-        yield tuple(full[j] for j in range(len(found)))
+    yield from the_rest(found, fixed)
 
 
-def _data_start(data: bytes, found: list, fixed: dict[int, int], info: zipfile.ZipInfo) -> int | None:
-    """Where an entry's data begins: after its local header, read with the versions of the areas over
-    it that give the header's signature and the directory's name (those choices are fixed)."""
-    h, name = info.header_offset, info.filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
-    end = h + 30 + len(name)  # the header and the name; the extra field's length is read from it
-    over = [j for j, (a, b, _) in enumerate(found) if a < end and b > h]
-    head = bytearray(data[h:end])
-    for j in over:
-        if j in fixed:
-            put(head, h, found[j], fixed[j])
-    free = [j for j in over if j not in fixed]
-    if len(free) > 8:
-        return None
-    for choice in combinations([len(found[j][2]) for j in free]):
-        for j, c in zip(free, choice):
-            put(head, h, found[j], c)
-        if head[:4] == b"PK\x03\x04" and head[30:] == name:
-            fixed.update(zip(free, choice))
-            return end + int.from_bytes(head[28:30], "little")
-    return None
+def _passes(span: bytearray, info: zipfile.ZipInfo) -> bool:
+    try:
+        out = zlib.decompress(bytes(span), -15) if info.compress_type == 8 else bytes(span)
+    except zlib.error:
+        return False
+    return len(out) == info.file_size and zlib.crc32(out) == info.CRC

@@ -12,6 +12,9 @@ then two ...).
 from __future__ import annotations
 
 import itertools
+import math
+import time
+from typing import Callable
 
 import numpy as np
 
@@ -72,6 +75,43 @@ def put(buf: bytearray, lo: int, area: tuple[int, int, list[bytes]], c: int) -> 
     s, e = max(a, lo), min(b, lo + len(buf))
     if s < e:
         buf[s - lo:e - lo] = versions[c][s - a:e - a]
+
+
+def settle(data: bytes, lo: int, hi: int, found: list, fixed: dict[int, int], ok: Callable[[bytearray], bool],
+           spent: list[int] | None = None, deadline: float = math.inf, max_free: int = 1 << 30) -> bytearray | None:
+    """The areas over data[lo:hi] not yet in `fixed` tried in combinations, the fixed ones in place,
+    until `ok(span)` holds: their choices go into `fixed` and the span is returned. None where none
+    does, past `max_free` such areas, MAX_TRIED comparisons or `deadline`. `spent[0]` counts the
+    combinations checked (a part's own check against a candidate, as the search counts them)."""
+    over = [j for j, (a, b, _) in enumerate(found) if a < hi and b > lo]
+    free = [j for j in over if j not in fixed]
+    if len(free) > max_free:
+        return None
+    span = bytearray(data[lo:hi])
+    for j in over:
+        if j in fixed:
+            put(span, lo, found[j], fixed[j])
+    for choice in combinations([len(found[j][2]) for j in free]):
+        if spent is not None and (spent[0] >= MAX_TRIED or time.perf_counter() > deadline):
+            return None
+        for j, c in zip(free, choice):
+            put(span, lo, found[j], c)
+        if spent is not None and free:
+            spent[0] += 1
+        if ok(span):
+            fixed.update(zip(free, choice))
+            return span
+    return None
+
+
+def the_rest(found: list, fixed: dict[int, int]):
+    """Full choices (tuples of indices): the `fixed` areas as settled, every combination of the others."""
+    rest = [j for j in range(len(found)) if j not in fixed]
+    if len(rest) > MAX_AREAS:
+        return
+    for choice in combinations([len(found[j][2]) for j in rest]):
+        full = {**fixed, **dict(zip(rest, choice))}
+        yield tuple(full[j] for j in range(len(found)))
 
 
 def combinations(counts: list[int]) -> itertools.chain:
