@@ -121,7 +121,8 @@ class RepairConfig:
     copy_search: CopyConfig = field(default_factory=CopyConfig)  # unknown runs filled from copies of their content
 
     def __post_init__(self):
-        for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect"):
+        for name in ("threshold", "floor", "binary_threshold", "binary_floor", "model_floor", "detect", "certainty",
+                     "screen", "text_share"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
                 raise InvalidInput(f"{name.replace('_', '-')} must be within [0, 1], got {v}")
@@ -146,23 +147,18 @@ class RepairConfig:
             raise InvalidInput(f"max-scale must be within [1, 100], got {self.max_scale}")
         if self.rule not in ("learned", "model"):
             raise InvalidInput(f"rule must be learned or model, got {self.rule!r}")
-        for name in ("certainty", "screen", "text_share"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0) or math.isnan(v):
-                raise InvalidInput(f"{name} must be within [0, 1], got {v}")
         if self.threshold == 0:
             self.aggressive = True  # threshold 0 means: always take the best value
 
     def gate(self) -> dict:
-        """Every setting that decides which bytes change, for reports (JSON-able)."""
-        return {"rule": self.rule, "certainty": self.certainty, "screen": self.screen, "threshold": self.threshold, "floor": self.floor, "model_floor": self.model_floor,
-                "one_bit_factor": self.one_bit_factor, "binary_threshold": self.binary_threshold,
-                "binary_floor": self.binary_floor, "detect": self.detect, "context_orders": list(self.context_orders),
-                "context_weight": self.context_weight, "window_fragments": self.window_fragments,
-                "passes": self.passes, "aggressive": self.aggressive, "max_entropy": self.max_entropy,
-                "only_unknown": self.only_unknown, "damage_gate": self.damage_gate, "clean_rate": self.clean_rate,
-                "ref_rate": self.ref_rate, "max_scale": self.max_scale, "text_share": self.text_share,
-                "damage_evidence": asdict(self.evidence), "copy_search": asdict(self.copy_search)}
+        """Every setting that decides which bytes change, for reports (JSON-able): all but the ones
+        reports give apart (zero runs, the checksummed formats' search) or that only widen the input."""
+        d = asdict(self)
+        for k in ("zero_runs", "formats", "format_budget", "accept_probable", "correct_good"):
+            del d[k]
+        d["context_orders"] = list(self.context_orders)
+        d["damage_evidence"] = d.pop("evidence")
+        return d
 
 
 @dataclass

@@ -156,9 +156,8 @@ def repair(
     zero_runs: int = typer.Option(D.zero_runs, rich_help_panel=MAPS,
                                   help="Treat runs of at least N zero bytes as unknown (0: off)."),
     reference: Optional[List[Path]] = typer.Option(None, "--reference", rich_help_panel=MAPS, help=(
-        "Another copy to fill unknown runs from (a second read of the disk, a backup, an older version; "
-        "repeatable): a run is filled where 32 bytes on each side match. For a gzip, zlib, zip or PNG "
-        "file: another damaged copy of it, merged with it where they differ, proven by its checksums.")),
+        "Another copy (repeatable): a second read of the disk or a backup fills unknown runs where 32 bytes "
+        "each side match; damaged copies of a gzip, zlib, zip or PNG file merge, proven by its checksums.")),
     reference_mapfile: Optional[List[Path]] = typer.Option(None, "--reference-mapfile", rich_help_panel=MAPS, help=(
         "The ddrescue mapfile of the --reference in the same position (repeatable): a second read of the "
         "same disk then fills unknown bytes directly where it read them good.")),

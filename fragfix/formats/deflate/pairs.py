@@ -57,7 +57,7 @@ def failed_later(search, edits, first: int, pos: int, limit: int) -> None:
     """A single edit that got past where the damaged stream failed, to fail at `pos`: near that
     failure (where a first error shows) it goes before any that ran on to a wrong end from further
     back; the further it got, the better."""
-    near = search.tr.error is not None and first >= search.fail_at() - NEAR_FAIL
+    near = search.tr.error is not None and first >= search.tr.failing_byte() - NEAR_FAIL
     stop = search.stop
     keep_first(search, stop + 1 + 0.5 * (pos - limit) / (stop - limit + 1) if near else pos, edits)
 

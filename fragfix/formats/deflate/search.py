@@ -21,7 +21,6 @@ repair may be called verified (formats/__init__.py).
 """
 from __future__ import annotations
 
-import bisect
 import time
 import zlib
 from dataclasses import replace
@@ -60,7 +59,6 @@ class Search:
         self.window = window  # a second error's search: the input positions its candidates may lie at
         self.ck = _sum(self.kind)
         self.tr = trace(self.buf, self.start, self.stop, self.kind)
-        self.snap_keys = sorted(self.tr.snaps)
         self.o = Outcome(None)
         self.firsts = pairs.Firsts()  # single edits that got past the failure: firsts of two errors
         self.instep = instep.State()  # in step: the stream read symbol by symbol and the algebra's candidates
@@ -68,8 +66,6 @@ class Search:
         self.counts = None
         self.seen: set = set()  # (end, length, checksum) of every output compared
         self.current: list = []  # the candidate being tested
-        self.at: tuple | None = None  # (position, decoder, output length, checksum) shared by its candidates
-        self.fail: int | None = None  # the byte where inflate fails on the damaged stream (fail_at)
         self.bound: tuple | None = None  # out of step: where the first oddities lie, (input, output)
         self.reach_at: set = set()
         self.reach_until = 0.0  # out of step, located: single bits are judged as a first of two errors until then
@@ -89,23 +85,6 @@ class Search:
         window = (max(self.start, p0 - span), min(self.stop, p0 + span + 1))
         return Search(replace(self.stream, buf=apply(self.buf, edits)), None, deadline, window)
 
-    def fail_at(self) -> int:
-        """The input byte at which inflate fails on the damaged stream (decoded once, a byte at a
-        time through the piece where the trace saw it fail)."""
-        if self.fail is None:
-            tr = self.tr
-            self.fail = tr.error + STEP - 1
-            at = self._state_at(tr.error)
-            if at is not None:
-                d = at[0].copy()
-                for q in range(tr.error, min(tr.error + STEP, self.stop)):
-                    try:
-                        d.decompress(bytes(self.buf[q:q + 1]))
-                    except zlib.error:
-                        self.fail = q
-                        break
-        return self.fail
-
     # ---- one candidate -------------------------------------------------------------------------
     def _chunk(self, pos: int, size: int, edits) -> bytes:
         chunk = self.buf[pos:min(pos + size, self.stop)]
@@ -122,12 +101,11 @@ class Search:
         self.current = edits
         tr, first, last = self.tr, min(p for p, _ in edits), max(p for p, _ in edits)
         if not in_step:
-            at = self._state_at(first)
+            at = tr.state_at(first)
             if at is not None:
                 return self._test_from(edits, first, last, *at)
-        g = self.snap_keys[bisect.bisect_right(self.snap_keys, (first - self.start) // STEP) - 1]
-        d, c = tr.snaps[g]
-        d, n, k, pos = d.copy(), tr.outlen[g], g, tr.pos(g)
+        k, d, n, c = tr.snapshot(first)
+        pos = tr.pos(k)
         first_diff = last_diff = -1
         base, outs = n, []
         try:
@@ -171,31 +149,13 @@ class Search:
             return False
         return False
 
-    def _state_at(self, q: int):
-        """The decoder just before input byte q (decoded once from the nearest snapshot, then
-        shared by every candidate at q): (decoder, output length, running checksum), or None."""
-        if self.at is not None and self.at[0] == q:
-            return self.at[1:]
-        tr = self.tr
-        g = self.snap_keys[bisect.bisect_right(self.snap_keys, (q - self.start) // STEP) - 1]
-        d, c = tr.snaps[g]
-        d, n, pos = d.copy(), tr.outlen[g], tr.pos(g)
-        try:
-            o = d.decompress(bytes(self.buf[pos:q])) if q > pos else b""
-        except zlib.error:
-            return None
-        if d.eof:
-            return None
-        self.at = (q, d, n + len(o), self.ck(o, c))
-        return self.at[1:]
-
     def _test_from(self, edits, first: int, last: int, d0, n: int, c: int) -> bool:
         """An out-of-step candidate decoded from the decoder at its first edit: one call up to
         where the damaged stream failed (most wrong candidates fail inside it), then on to the end."""
         tr, d, pos = self.tr, d0.copy(), first
         # up to the byte where the damaged stream failed, then FINE bytes a call: a first of two errors
         # gets past it, if only to fail at the second a few bytes on
-        limit = max(last + 1, self.fail_at() + 1 if tr.error is not None else first + STEP)
+        limit = max(last + 1, tr.failing_byte() + 1 if tr.error is not None else first + STEP)
         # a stream that ended with the wrong size after resynchronising: the true candidate is back
         # in step with it within SYNC pieces, its output shorter or longer by exactly the size's error
         sync = None

@@ -4,9 +4,12 @@
 that output positions map back to input positions (the resolution of "where"), and keeps decoder
 snapshots (with the running checksum) every few KB, so that a candidate edit decodes from a nearby
 snapshot instead of from the start. It stops where inflate fails (`error`) or the stream ends.
+`state_at(q)` is the decoder just before any input byte, `failing_byte()` the exact byte inflate
+fails at: both decoded once and kept, as every candidate at one position shares them.
 """
 from __future__ import annotations
 
+import bisect
 import zlib
 from dataclasses import dataclass, field
 
@@ -29,9 +32,53 @@ class Trace:
     kept: bool = True                 # False: the output grew past KEEP and `out` is empty
     syndrome: int | None = None       # CRC-32 of the output xor the stored one (in-step, CRC formats)
     stored: int | None = None         # the checksum stored after the stream (in-step)
+    buf: object = None                # the damaged bytes, `stop` where the stream must end by, `kind` its checksum
+    stop: int = 0
+    kind: str = "crc32"
+    keys: list[int] = field(default_factory=list)  # the snapshots' piece indices, sorted
+    _at: tuple | None = None          # (q, decoder, output length, checksum): state_at's last answer
+    _fail: int | None = None
 
     def pos(self, k: int) -> int:
         return self.start + k * STEP
+
+    def snapshot(self, q: int) -> tuple[int, object, int, int]:
+        """The last snapshot at or before input byte q: (piece index, a copy of its decoder, output
+        length, running checksum there)."""
+        k = self.keys[bisect.bisect_right(self.keys, (q - self.start) // STEP) - 1]
+        d, c = self.snaps[k]
+        return k, d.copy(), self.outlen[k], c
+
+    def state_at(self, q: int) -> tuple | None:
+        """The decoder just before input byte q, decoded once from the nearest snapshot and kept for
+        the next call at q: (decoder, output length, running checksum); None where the damaged stream
+        fails or ends before q."""
+        if self._at is None or self._at[0] != q:
+            k, d, n, c = self.snapshot(q)
+            pos = self.pos(k)
+            try:
+                o = d.decompress(bytes(self.buf[pos:q])) if q > pos else b""
+            except zlib.error:
+                return None
+            if d.eof:
+                return None
+            self._at = (q, d, n + len(o), _sum(self.kind)(o, c))
+        return self._at[1:]
+
+    def failing_byte(self) -> int:
+        """The input byte at which inflate fails (`error` is the piece): decoded a byte at a time."""
+        if self._fail is None:
+            self._fail = self.error + STEP - 1
+            at = self.state_at(self.error)
+            if at is not None:
+                d = at[0].copy()
+                for q in range(self.error, min(self.error + STEP, self.stop)):
+                    try:
+                        d.decompress(bytes(self.buf[q:q + 1]))
+                    except zlib.error:
+                        self._fail = q
+                        break
+        return self._fail
 
 
 def _sum(kind: str):
@@ -42,7 +89,7 @@ def trace(buf, start: int, stop: int, kind: str) -> Trace:
     ck = _sum(kind)
     snap_every = max(16, (stop - start) // (STEP * 2000))  # at most ~2000 snapshots (32 KB each)
     d, run = zlib.decompressobj(-15), ck(b"")
-    tr = Trace(start, b"", [0], {0: (d.copy(), run)})
+    tr = Trace(start, b"", [0], {0: (d.copy(), run)}, buf=buf, stop=stop, kind=kind)
     parts, n, k, pos = [], 0, 0, start
     while pos < stop:
         chunk = bytes(buf[pos:min(pos + STEP, stop)])
@@ -65,7 +112,7 @@ def trace(buf, start: int, stop: int, kind: str) -> Trace:
             break
         if k % snap_every == 0:
             tr.snaps[k] = (d.copy(), run)
-    tr.out, tr.sum = b"".join(parts), run
+    tr.out, tr.sum, tr.keys = b"".join(parts), run, sorted(tr.snaps)
     return tr
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from fragfix.formats.merge.differ import MAX_AREAS, MAX_TRIED, areas, combinations, majority, put
 from fragfix.formats.merge.chunks import by_chunk
 from fragfix.formats.merge.entries import by_entry
-from fragfix.formats.merge.stream import streamed
+from fragfix.formats.merge.stream import Feed, streamed
 from fragfix.formats.result import FormatResult, Part
 
 __all__ = ["merge", "majority", "areas"]
@@ -33,35 +33,18 @@ __all__ = ["merge", "majority", "areas"]
 
 def quick_check(fmt: str) -> Callable[[bytes], bool]:
     """A fast pass/fail by the format's own reader (a candidate that passes is checked in full)."""
-    return {"gzip": _gzip_ok, "zlib": _zlib_ok, "zip": _zip_ok}.get(fmt, lambda b: True)
+    if fmt in ("gzip", "zlib"):
+        return lambda b: _inflates(b, 31 if fmt == "gzip" else 15)
+    return _zip_ok if fmt == "zip" else (lambda b: True)
 
 
-def _gzip_ok(b: bytes) -> bool:
-    pos = 0
+def _inflates(b: bytes, wbits: int) -> bool:
+    f = Feed(wbits)  # each gzip member's CRC-32 and ISIZE checked by zlib, zero padding after
     try:
-        while pos < len(b):
-            d = zlib.decompressobj(31)  # checks each member's CRC-32 and ISIZE
-            while not d.eof:
-                chunk = b[pos:pos + (1 << 20)]
-                if not chunk:
-                    return False
-                d.decompress(chunk)
-                pos += len(chunk)
-            pos -= len(d.unused_data)
-            if not b[pos:].strip(b"\0"):  # trailing zero padding (tape blocks): the formats check names it
-                return True
+        f.feed(b)
     except zlib.error:
         return False
-    return True
-
-
-def _zlib_ok(b: bytes) -> bool:
-    d = zlib.decompressobj()
-    try:
-        d.decompress(b)
-    except zlib.error:
-        return False
-    return d.eof
+    return f.ended
 
 
 def _zip_ok(b: bytes) -> bool:
