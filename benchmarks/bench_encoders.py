@@ -95,7 +95,7 @@ def main() -> None:
     a = ap.parse_args()
     from fragfix.model.bundled import resolve_model_path
     from fragfix.model.inference import load_scorer
-    from fragfix.recovery.verified import model_scorer
+    from fragfix.model.inference import model_scorer
     scorer = model_scorer(load_scorer(resolve_model_path(None), "cpu")[0])
     srcs = sources(a.files, a.seed)
     found, missing = encoders()

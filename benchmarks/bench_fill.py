@@ -19,7 +19,7 @@ from bench_unseen import find, trained_kinds
 from fragfix.model.bundled import resolve_model_path
 from fragfix.model.checkpoints import load_model
 from fragfix.config import RepairConfig
-from fragfix.model.autoencoder import cut
+from fragfix.rule.decision import cut
 from fragfix.rule.learned import decide_learned
 
 CASES = ((512, 8), (8, 200))  # (run length, runs per kind)
@@ -33,7 +33,7 @@ def filled(clean: bytes, length: int, count: int, seed: int = 0) -> float:
         unk[s:s + length] = True
     bad = np.where(unk, 0, c).astype(np.uint8)
     frags, u, lengths, _ = cut([(bad.tobytes(), unk)])
-    out = decide_learned(frags, u, RepairConfig(), lengths).fragments.reshape(-1).numpy()[:len(c)]
+    out = decide_learned(frags, u, RepairConfig(), lengths).fragments.reshape(-1)[:len(c)]
     return float((out[unk] == c[unk]).mean())
 
 

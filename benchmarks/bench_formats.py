@@ -95,7 +95,7 @@ def main() -> None:
     if not a.no_model:  # the bundled model takes part, as in `fragfix repair`
         from fragfix.model.bundled import resolve_model_path
         from fragfix.model.inference import load_scorer
-        from fragfix.recovery.verified import model_scorer
+        from fragfix.model.inference import model_scorer
         scorer = model_scorer(load_scorer(resolve_model_path(None), "cpu")[0])
     rows = run(samples, a.budget, a.seed, scorer)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

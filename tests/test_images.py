@@ -145,7 +145,7 @@ def test_the_shortcut_around_holes_changes_nothing(tmp_path, trained, monkeypatc
     img, mapfile = image(tmp_path, truth, holes=[100, 1_200])
     args = ("--window-mb", "0.25", "--no-formats")
     fast, _ = repair(tmp_path, img, mapfile, trained, *args)
-    real = rep.decide
+    real = rep._decide
     monkeypatch.setattr(rep, "_decide_sparse", lambda scorer, frags, unknown, cfg, lengths, pieces=None:
                         real(scorer, frags, unknown, cfg, lengths, pieces))
     full, _ = repair(tmp_path, img, mapfile, trained, *args)

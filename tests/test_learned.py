@@ -11,7 +11,7 @@ from fragfix.rule.decide import repair_bytes
 from fragfix.rule.experts import EXPERTS
 from fragfix.rule.filemodel import FileModel
 from fragfix.rule.learned import decide_learned
-from fragfix.model.autoencoder import cut
+from fragfix.rule.decision import cut
 
 from conftest import text_bytes
 
@@ -150,22 +150,22 @@ def test_a_clean_binary_is_left_alone():
 def test_small_runs_of_unknown_bytes_are_filled_from_the_file():
     line = b"for item in records: total += item.value  # sum\n"
     clean = (line * 43)[:2048]
-    frags = torch.frombuffer(bytearray(clean), dtype=torch.uint8).view(4, 512).clone()
-    unknown = torch.zeros(4, 512, dtype=torch.bool)
+    frags = np.frombuffer(clean, dtype=np.uint8).reshape(4, 512).copy()
+    unknown = np.zeros((4, 512), dtype=bool)
     for r, a, n in ((0, 100, 12), (2, 300, 5), (3, 480, 16)):
         frags[r, a:a + n] = 0
         unknown[r, a:a + n] = True
     d = decide_learned(frags, unknown, RepairConfig())
-    assert bytes(d.fragments.reshape(-1).numpy()) == clean
-    assert (d.confidence[unknown] > 0.9).all() and torch.isnan(d.confidence[~unknown]).all()
+    assert bytes(d.fragments.reshape(-1)) == clean
+    assert (d.confidence[unknown] > 0.9).all() and np.isnan(d.confidence[~unknown]).all()
 
 
 def test_each_file_learns_on_its_own():
     """A file repairs to the same bytes alone or beside another (pieces of one window)."""
     a, b = substitute(text_bytes(20000, 1), 0.02, 3), substitute(bytes(range(256)) * 80, 0.02, 4)
     frags, unk, lengths, counts = cut([(a, None), (b, None)])
-    pieces = torch.repeat_interleave(torch.arange(2), torch.tensor(counts))
-    both = decide_learned(frags, unk, RepairConfig(), lengths, pieces).fragments.reshape(-1).numpy()
+    pieces = np.repeat(np.arange(2), counts)
+    both = decide_learned(frags, unk, RepairConfig(), lengths, pieces).fragments.reshape(-1)
     alone = repair_bytes(None, a, RepairConfig())
     assert bytes(both[:len(a)]) == alone and alone != a
 

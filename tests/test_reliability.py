@@ -242,12 +242,12 @@ def test_zero_runs_skip_the_model_with_identical_output(tmp_path, trained, monke
     body[700] ^= 0x20
     p.write_bytes(bytes(64 * 512) + bytes(body) + bytes(40 * 512) + bytes(body) + bytes(100))
     rows = []
-    real = rep.decide
+    real = rep._decide
 
     def counting(model, frags, *a, **k):
         rows.append(frags.shape[0])
         return real(model, frags, *a, **k)
-    monkeypatch.setattr(rep, "decide", counting)
+    monkeypatch.setattr(rep, "_decide", counting)
     assert runner.invoke(app, ["repair", str(p), "-m", str(trained), "-o", str(tmp_path / "a")]).exit_code == 0
     assert sum(rows) < 40  # of 118 fragments, only those at or next to data
     monkeypatch.setattr(rep, "_decide_sparse", lambda scorer, frags, unknown, cfg, lengths, pieces=None:

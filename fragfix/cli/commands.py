@@ -184,7 +184,6 @@ def repair(
     from fragfix.files.jobs import parse_shard, plan_jobs
     from fragfix.cli.render import byte_progress, draw_repair
     from fragfix.recovery.repair import repair_files
-    from fragfix.model.runtime import set_threads
     cfg = gate_config(gate, zero_runs=zero_runs, formats=formats, format_budget=format_budget,
                       accept_probable=accept_probable, correct_good=correct_good)
     rt = Runtime(**runtime, batch_fragments=batch_size)
@@ -197,7 +196,6 @@ def repair(
         if dry_run:
             raise InvalidInput("--dry-run writes only the report; --plot would write a picture")
         require()  # a missing extra is a clear error before the run
-    set_threads(rt.threads)
     progress = byte_progress(err)
     with progress:
         task = progress.add_task("repairing", total=None)
@@ -329,7 +327,7 @@ def evaluate(
         from fragfix.model.bundled import resolve_model_path
         from fragfix.evaluation.formats_grid import held_out_samples, score_grid
         from fragfix.model.inference import load_scorer
-        from fragfix.recovery.verified import model_scorer
+        from fragfix.model.inference import model_scorer
         surprise = model_scorer(load_scorer(resolve_model_path(model), rt.device, rt.precision)[0])  # as repair uses it
         with grid_progress(err) as progress:
             task = progress.add_task("checksummed files", total=None)

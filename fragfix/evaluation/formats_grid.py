@@ -97,7 +97,7 @@ def content(fmt: str, data: bytes) -> bytes | None:
 def score_grid(samples: dict[str, list[bytes]], budget: float, seed: int,
                progress: Callable[[int, int], None] | None = None, scorer=None, kinds=KINDS) -> list[dict]:
     """One row per format x damage kind (the same seed, the same damage); `scorer`: the model's view,
-    as `fragfix repair` gives it (verified.model_scorer)."""
+    as `fragfix repair` gives it (inference.model_scorer)."""
     rows, cells = [], [(fmt, kind) for fmt in samples for kind in kinds]
     for step, (fmt, kind) in enumerate(cells):
         rng = random.Random(f"{seed}-{fmt}-{kind}")

@@ -12,15 +12,11 @@ computed the way oneDNN runs them fastest (tested against the modules' own forwa
   beside it scores how likely each observed byte is damaged, so repair can run the 256-way head
   only where needed (the head is the most expensive layer per byte).
 
-The model's input: `cut` packs bytes into (k, 512) fragments (with unknown masks and true
-lengths), `encode_input` turns them into what each head reads. This module knows nothing of
-files, checkpoints or the CLI.
+The model's input: `encode_input` turns (k, 512) fragments (decision.cut packs them) into what
+each head reads. This module knows nothing of files, checkpoints or the CLI.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -163,26 +159,5 @@ def encode_input(fragments: torch.Tensor, unknown: torch.Tensor | None, head: st
     return x
 
 
-def cut(pieces: Sequence[tuple[bytes, np.ndarray | None]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                       list[int]]:
-    """Pieces of bytes (each with an optional bool unknown mask) packed into fragments, each piece
-    starting a fragment of its own: (k, 512) uint8 bytes, (k, 512) bool unknown, (k,) true lengths
-    (a piece's last fragment is zero-padded), and how many fragments each piece took."""
-    counts = [-(-len(data) // FRAGMENT_SIZE) for data, _ in pieces]
-    k = sum(counts)
-    frags = torch.zeros(k, FRAGMENT_SIZE, dtype=torch.uint8)
-    unknown = torch.zeros(k, FRAGMENT_SIZE, dtype=torch.bool)
-    lengths = torch.full((k,), FRAGMENT_SIZE)
-    row = 0
-    for (data, unk), c in zip(pieces, counts):
-        n = len(data)
-        frags[row:row + c].view(-1)[:n] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        if unk is not None:
-            unknown[row:row + c].view(-1)[:n] = torch.as_tensor(unk)
-        lengths[row + c - 1] = n - (c - 1) * FRAGMENT_SIZE
-        row += c
-    return frags, unknown, lengths, counts
-
-
 __all__ = ["FRAGMENT_SIZE", "UNKNOWN", "HEADS", "ModelConfig", "FragmentAutoencoder", "trunk",
-           "encode_input", "cut"]
+           "encode_input"]

@@ -10,9 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import stat
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +19,10 @@ from safetensors.torch import save as st_save
 
 from fragfix import __version__
 from fragfix.files.atomic import atomic_write_bytes
-from fragfix.files.reading import open_readonly
 from fragfix.model.autoencoder import FragmentAutoencoder, ModelConfig
 from fragfix.errors import CheckpointError, InvalidInput
+from fragfix.model.header import FORMAT, FORMAT_VERSION, meta_json, parse_safetensors, read_checked, read_header
 
-FORMAT = "fragfix"
-FORMAT_VERSION = 1
-MAX_HEADER = 16 * 1024 * 1024  # real headers are a few KB; refuse absurd ones before parsing
-MAX_FILE = 1 << 30             # fragfix models are a few MB; refuse to read a GB as a checkpoint
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
            "U8": torch.uint8, "I32": torch.int32, "F64": torch.float64, "BOOL": torch.bool}
 
@@ -43,81 +36,6 @@ def save_model(path: Path, model: FragmentAutoencoder, info: dict[str, Any]) -> 
                                 **info})}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(Path(path), st_save(tensors, metadata=meta), force=True)
-
-
-def read_checked(path: Path, what: str = "checkpoint") -> bytes:
-    """The whole file, if it is a regular file under MAX_FILE: never a FIFO or device that would
-    block or stream forever. Opened non-blocking and read to the size checked, never past it."""
-    path = Path(path)
-    try:
-        fd = open_readonly(path)
-    except FileNotFoundError:
-        raise InvalidInput(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{what} is a folder, expected a file: {path}") from None
-    except PermissionError:
-        raise InvalidInput(f"{what} is not readable (permission denied): {path}") from None
-    except OSError as e:
-        raise InvalidInput(f"cannot read {what} {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise InvalidInput(f"{what} is a folder, expected a file: {path}")
-        if not stat.S_ISREG(st.st_mode):
-            raise InvalidInput(f"{what} is not a regular file: {path}")
-        if st.st_size > MAX_FILE:
-            raise CheckpointError(f"not a fragfix {what} (too large, {st.st_size} bytes): {path}")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(st.st_size)
-    except OSError as e:
-        raise InvalidInput(f"cannot read {what} {path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    return data
-
-
-def parse_safetensors(data: bytes, path: Path, fmt: str = FORMAT) -> tuple[dict, dict]:
-    """(tensor entries, metadata) of safetensors bytes whose metadata says `fmt`: header size, JSON,
-    format and every tensor's bounds checked. The one header parser (checkpoints and resume state)."""
-    what = "checkpoint" if fmt == FORMAT else "resume state"
-    if len(data) < 8:
-        raise CheckpointError(f"not a fragfix {what} (truncated or empty): {path}")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > MAX_HEADER or 8 + n > len(data):
-        raise CheckpointError(f"not a fragfix {what} (bad or truncated safetensors header): {path}")
-    try:
-        header = json.loads(data[8:8 + n])
-        assert isinstance(header, dict)
-    except (ValueError, AssertionError, UnicodeDecodeError, RecursionError):
-        raise CheckpointError(f"not a fragfix {what} (unreadable header): {path}") from None
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or meta.get("format") != fmt:
-        raise CheckpointError(f"not a fragfix {what} (safetensors without fragfix metadata): {path}")
-    body = len(data) - 8 - n
-    for name, entry in header.items():
-        try:
-            lo, hi = entry["data_offsets"]
-            ok = isinstance(entry["shape"], list) and 0 <= lo <= hi <= body
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise CheckpointError(f"damaged {what} (tensor {name!r} out of bounds): {path}")
-    return header, meta
-
-
-def read_header(path: Path) -> tuple[dict, dict, bytes]:
-    """Checked header of a fragfix checkpoint: (tensor entries, metadata, whole file bytes)."""
-    path = Path(path)
-    data = read_checked(path)
-    header, meta = parse_safetensors(data, path)
-    try:
-        version = int(meta.get("format_version", "0"))
-    except ValueError:
-        version = -1
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint format version {meta.get('format_version')!r} is not supported "
-                              f"by fragfix {__version__} (expects {FORMAT_VERSION}): {path}")
-    return header, meta, data
 
 
 def _build(config_json: dict, header: dict, path: Path, prefix: str = "") -> FragmentAutoencoder:
@@ -144,15 +62,6 @@ def _build(config_json: dict, header: dict, path: Path, prefix: str = "") -> Fra
     return model
 
 
-def _meta_json(meta: dict, key: str, path: Path) -> dict:
-    try:
-        value = json.loads(meta.get(key, "{}"))
-        assert isinstance(value, dict)
-        return value
-    except (ValueError, AssertionError, TypeError, RecursionError):
-        raise CheckpointError(f"damaged checkpoint metadata ({key}): {path}") from None
-
-
 def describe(path: Path) -> dict:
     """What a checkpoint is: config, info, parameter count, size. Loads it, so damage shows here too."""
     model, info = load_model(path)
@@ -165,7 +74,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Fragment
     """Rebuild the model a checkpoint describes and load its weights, after checking every tensor."""
     path = Path(path)
     header, meta, data = read_header(path)
-    model = _build(_meta_json(meta, "model_config", path), header, path)
+    model = _build(meta_json(meta, "model_config", path), header, path)
     try:
         tensors = st_load(data)
     except Exception as e:  # safetensors raises its own types for corrupt bodies
@@ -173,7 +82,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[Fragment
     model.load_state_dict(tensors, strict=True)
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise CheckpointError(f"checkpoint holds NaN or infinite weights: {path}")
-    info = _meta_json(meta, "info", path)
+    info = meta_json(meta, "info", path)
     info["path"] = str(path)
     info["sha256"] = hashlib.sha256(data).hexdigest()  # of the bytes loaded, not a second read
     return model.to(device).eval(), info
@@ -205,7 +114,7 @@ def load_resume(path: Path, device: str | torch.device = "cpu") -> tuple[Fragmen
         raise InvalidInput(f"nothing to resume: {path} not found")
     raw = read_checked(path, "resume state")
     header, meta = parse_safetensors(raw, path, FORMAT + "-resume")
-    model = _build(_meta_json(meta, "model_config", path), header, path, "model.")
+    model = _build(meta_json(meta, "model_config", path), header, path, "model.")
     try:
         tensors = st_load(raw)
         groups = json.loads(meta["param_groups"])

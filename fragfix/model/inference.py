@@ -183,3 +183,26 @@ def byte_values(model: FragmentAutoencoder, data: bytes, pos, values, bf16: bool
         lp = logp[torch.from_numpy(frag[sel] - i), torch.from_numpy(pos[sel] % 512), torch.from_numpy(values[sel])]
         out[sel] = -lp.numpy() / 0.6931471805599453
     return out
+
+
+class ModelScorer:
+    """The model's view of decoded bytes (CPU, categorical head): `self(data)` is its surprise at
+    each byte; `values(data, pos, vals)` its surprise at other values there (candidate repairs)."""
+
+    def __init__(self, scorer, limit: int):
+        self.scorer, self.limit = scorer, limit
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        if len(data) > self.limit:
+            return np.zeros(len(data))
+        return byte_surprise(self.scorer.model, data, self.scorer.bf16)
+
+    def values(self, data: bytes, pos: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        if len(data) > self.limit:
+            return np.zeros(len(pos))
+        return byte_values(self.scorer.model, data, pos, vals, self.scorer.bf16)
+
+
+def model_scorer(scorer, limit: int = 1 << 20) -> ModelScorer | None:
+    """The model as the format search's scorer; None where it cannot run (not on the CPU)."""
+    return ModelScorer(scorer, limit) if scorer.cpu else None

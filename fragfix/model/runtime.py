@@ -74,24 +74,3 @@ def set_threads(threads: int | None, world_size: int = 1) -> None:
 def auto_batch(device: torch.device) -> int:
     """Fragments per model call: enough to keep a GPU busy, small enough for flat CPU memory."""
     return 4096 if device.type == "cuda" else 128  # small CPU batches stay in cache: faster than 512, and less memory
-
-
-_LIBC = None
-
-
-def release_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
-
-    Repair allocates arrays of a different size for every window (the suspects vary); glibc
-    keeps those freed pages, and peak RSS crept up with the file size. Trimming once per window
-    costs well under a millisecond."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)

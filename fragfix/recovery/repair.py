@@ -16,24 +16,21 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from fragfix.files.atomic import SETID, Batch, atomic_write, keep_times, kept_mode
 from fragfix.recovery.blockmap import BlockMap
 from fragfix.recovery.copies import fills_for
-from fragfix.model.autoencoder import FRAGMENT_SIZE, cut
-from fragfix.model.runtime import release_memory
-from fragfix.rule.decide import Decision, RepairConfig, decide
-from fragfix.config import Runtime, default_cores
-from fragfix.model.inference import Scorer, cpu_trunk, load_scorer
+from fragfix.rule.decision import Decision, cut
+from fragfix.config import FRAGMENT_SIZE, RepairConfig, Runtime, default_cores, release_memory
 from fragfix.errors import InvalidInput, IOFailure
-from fragfix.rule.learned import LEARN_ROWS, rule_constants
+from fragfix.model import header as checkpoint_header
+from fragfix.rule.learned import LEARN_ROWS, decide_window, rule_constants
 from fragfix.rule.pool import stretch_pool
 from fragfix.files.jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from fragfix.files.mapfile import format_mapfile, read_mapfile
 from fragfix.files.report import ReportWriter, empty_totals
 from fragfix.files.unknown import Ranges, UnknownMap, zero_run_mask  # noqa: F401  (re-exported)
-from fragfix.recovery.verified import model_scorer, repair_checksummed, sniff
+from fragfix.recovery.verified import repair_checksummed, sniff
 
 Progress = Callable[[int], None]  # bytes done since the last call
 
@@ -163,17 +160,68 @@ class FileRepair:
                 **({"blocks": self.blocks.to_dict()} if self.blocks is not None else {})}
 
 
-def _run_batch(scorer: Scorer, pending: list, cfg: RepairConfig, progress: Progress | None) -> list[dict]:
-    """One decide() over the fragments of every pending piece (from one or several files)."""
+class Model:
+    """The checkpoint a run may need. Its header is read and checked up front, without torch (a
+    wrong or damaged file is refused before any work, and the report records its head and digest);
+    its weights load on first use: the model rule, a sigmoid checkpoint (which repairs with its own
+    rule), a checksummed file's candidate ranking, or an explicit --device. The default rule on
+    plain files never asks it, so such a run never imports torch (a second and ~200 MB less)."""
+
+    def __init__(self, path: Path, runtime: Runtime):
+        self.path, self.runtime = path, runtime
+        self.info = checkpoint_header.summary(path)
+        self._scorer = None
+
+    def scorer(self):
+        """The loaded model (decide.py's Scorer), loading it the first time."""
+        if self._scorer is None:
+            from fragfix.model.inference import cpu_trunk, load_scorer
+            from fragfix.model.runtime import set_threads
+            set_threads(self.runtime.threads)
+            rt = self.runtime
+            self._scorer, _ = load_scorer(self.path, rt.device, rt.precision, rt.batch_fragments)
+            if self._scorer.cpu:
+                cpu_trunk(self._scorer.model, self._scorer.bf16)  # weights prepared now, not inside the first window
+        return self._scorer
+
+    def runtime_info(self, workers: int) -> dict:
+        """Where the work runs, for the report: the model's device, precision and batch where it is
+        loaded; the learned rule's predictor runs on the CPU, in `workers` processes."""
+        if self._scorer is None:
+            return {"device": "cpu", "workers": workers}
+        sc = self._scorer
+        return {"device": str(sc.device), "precision": "bf16" if sc.bf16 else "fp32", "batch_fragments": sc.batch,
+                "workers": workers}
+
+    def surprise(self):
+        """The model as a checksummed file's scorer (verified.py); None where it cannot run (not on the CPU)."""
+        from fragfix.model.inference import model_scorer
+        return model_scorer(self.scorer())
+
+
+def _decide(model: Model, frags: np.ndarray, unknown: np.ndarray, cfg: RepairConfig, lengths: np.ndarray,
+            pieces: np.ndarray | None) -> Decision:
+    """The rule on a window, numpy in and out: the learned rule here, the model's (decide.py) on tensors."""
+    if cfg.rule == "learned" and model.info["head"] != "sigmoid":
+        return decide_window(frags, unknown, cfg, lengths, pieces)
+    import torch
+    from fragfix.rule.decide import decide
+    t = torch.from_numpy
+    d = decide(model.scorer(), t(frags), t(unknown), cfg, t(lengths), None if pieces is None else t(pieces))
+    return Decision(*(x.numpy() for x in d))
+
+
+def _run_batch(model: Model, pending: list, cfg: RepairConfig, progress: Progress | None) -> list[dict]:
+    """One decision over the fragments of every pending piece (from one or several files)."""
     frags, unknown, lengths, counts = cut([(data, unk) for _, _, data, unk, _ in pending])
-    pieces = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    d = _decide_sparse(scorer, frags, unknown, cfg, lengths, pieces)
+    pieces = np.repeat(np.arange(len(counts)), counts)
+    d = _decide_sparse(model, frags, unknown, cfg, lengths, pieces)
     finished, row = [], 0
     for (fr, pos, data, unk, last), c in zip(pending, counts):
         n = len(data)
-        new = d.fragments[row:row + c].reshape(-1)[:n].numpy()
-        changed = d.changed[row:row + c].reshape(-1)[:n].numpy()
-        conf = d.confidence[row:row + c].reshape(-1)[:n].numpy()
+        new = d.fragments[row:row + c].reshape(-1)[:n]
+        changed = d.changed[row:row + c].reshape(-1)[:n]
+        conf = d.confidence[row:row + c].reshape(-1)[:n]
         fr.consume(pos, data, unk, new, changed, conf, int(d.clear[row:row + c].sum()))
         if progress:
             progress(n)
@@ -195,32 +243,33 @@ def _pass_through(fr: FileRepair, pos: int, data: bytes, unk: np.ndarray, last: 
 GAP_CONTEXT = 128  # fragments (64 KB) each side of a gap decided with it, when only gaps change
 
 
-def _decide_sparse(scorer: Scorer, frags: torch.Tensor, unknown: torch.Tensor, cfg: RepairConfig,
-                   lengths: torch.Tensor, pieces: torch.Tensor | None = None) -> Decision:
-    """decide() on the rows that matter. When only unknown bytes may change (a mapfile), those are
+def _decide_sparse(model: Model, frags: np.ndarray, unknown: np.ndarray, cfg: RepairConfig,
+                   lengths: np.ndarray, pieces: np.ndarray | None = None) -> Decision:
+    """The rule on the rows that matter. When only unknown bytes may change (a mapfile), those are
     the gaps and GAP_CONTEXT rows each side (context for the model and the counts), and a window
     without a gap needs nothing. Otherwise every row but those deep inside runs of zeros: a zero
     fragment with no unknown byte and zero neighbours has nothing near it to repair from or to
     repair, and sparse images and disk dumps are mostly such rows."""
     if cfg.only_unknown and not unknown.any():  # only gaps change, and this window has none
-        return Decision(frags, torch.zeros_like(unknown), torch.zeros(frags.shape), torch.zeros(len(frags), dtype=torch.int64))
+        return Decision(frags, np.zeros_like(unknown), np.zeros(frags.shape, np.float32), np.zeros(len(frags), np.int64))
     if cfg.only_unknown and cfg.rule == "learned":  # the window's own predictor learns from all of it
-        return decide(scorer, frags, unknown, cfg, lengths, pieces)
+        return _decide(model, frags, unknown, cfg, lengths, pieces)
     if cfg.only_unknown:  # only the gaps change: the rows around them are context enough
-        gap = unknown.any(1).float().view(1, 1, -1)
-        deep = torch.nn.functional.max_pool1d(gap, 2 * GAP_CONTEXT + 1, 1, GAP_CONTEXT).view(-1) == 0
+        gap = np.r_[0, np.cumsum(unknown.any(1))]  # rows with a gap among the first i
+        i = np.arange(len(frags))
+        deep = gap[np.minimum(i + GAP_CONTEXT + 1, len(frags))] - gap[np.maximum(i - GAP_CONTEXT, 0)] == 0
     else:
-        quiet = ~(frags.bool().any(1) | unknown.any(1))  # (k,) all zero, nothing unknown
-        deep = quiet.clone()
+        quiet = ~(frags.any(1) | unknown.any(1))  # (k,) all zero, nothing unknown
+        deep = quiet.copy()
         deep[1:] &= quiet[:-1]
         deep[:-1] &= quiet[1:]
     if not deep.any():
-        return decide(scorer, frags, unknown, cfg, lengths, pieces)
-    keep = (~deep).nonzero().squeeze(1)
-    out = Decision(frags.clone(), torch.zeros_like(unknown), torch.full(frags.shape, float("nan")),
-                   torch.zeros(len(frags), dtype=torch.int64))
-    if keep.numel():
-        d = decide(scorer, frags[keep], unknown[keep], cfg, lengths[keep], None if pieces is None else pieces[keep])
+        return _decide(model, frags, unknown, cfg, lengths, pieces)
+    keep = np.flatnonzero(~deep)
+    out = Decision(frags.copy(), np.zeros_like(unknown), np.full(frags.shape, np.nan, np.float32),
+                   np.zeros(len(frags), np.int64))
+    if len(keep):
+        d = _decide(model, frags[keep], unknown[keep], cfg, lengths[keep], None if pieces is None else pieces[keep])
         for whole, part in zip(out, d):
             whole[keep] = part
     return out
@@ -243,9 +292,9 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     if any(j.mapfile for j in jobs) and not cfg.correct_good:  # a mapfile is the truth about good bytes
         cfg = replace(cfg, only_unknown=True)
     runtime = runtime or Runtime()
-    scorer, info = load_scorer(model_path, runtime.device, runtime.precision, runtime.batch_fragments)
-    if scorer.cpu:
-        cpu_trunk(scorer.model, scorer.bf16)  # weights prepared now, so the speed shown is the repair's alone
+    model = Model(model_path, runtime)
+    if cfg.rule == "model" or model.info["head"] == "sigmoid" or runtime.device != "auto":
+        model.scorer()  # loaded now: its errors before any work, and the speed shown is the repair's alone
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
     workers = runtime.threads or default_cores()
     if cfg.rule == "learned" and window % LEARN_ROWS == 0:  # stretches keep their places: same bytes out
@@ -266,9 +315,8 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
             sniff(j.src, s) for j, s in zip(jobs, sizes))):  # a reference nothing would read is a mistake
         raise InvalidInput("--reference without --mapfile merges damaged copies of gzip, zlib, zip and PNG files "
                            "(and PDF); none of the inputs is one: give the image's --mapfile to fill its unknown bytes")
-    model_meta = {"path": str(model_path), "head": scorer.head, "sha256": info["sha256"]}
-    header = {"model": model_meta, **cfg.gate(), "runtime": {"device": str(scorer.device),
-              "precision": "bf16" if scorer.bf16 else "fp32", "batch_fragments": scorer.batch}, "zero_runs": cfg.zero_runs,
+    model_meta = model.info
+    header = {"model": model_meta, **cfg.gate(), "runtime": model.runtime_info(workers), "zero_runs": cfg.zero_runs,
               "formats": {"on": cfg.formats, "budget_s": cfg.format_budget, "accept_probable": cfg.accept_probable}}
     if cfg.rule == "learned":
         header["rule_constants"] = rule_constants()
@@ -287,10 +335,10 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         for job, size in zip(jobs, sizes):
             fmt = sniff(job.src, size) if cfg.formats and job.mapfile is None and not cfg.zero_runs else None
             if (fmt is not None or size == 0) and pending:  # whole-file paths: the report stays in file order
-                files += _run_batch(scorer, pending, cfg, progress)
+                files += _run_batch(model, pending, cfg, progress)
                 pending, count = [], 0
             if fmt is not None:  # checksummed: verified search, not the gate
-                surprise = surprise or model_scorer(scorer)
+                surprise = surprise or model.surprise()
                 tick = None if on_search is None else (lambda n, name=job.src.name: on_search(name, n))
                 files.append(repair_checksummed(job, size, fmt, report, batch, force, preserve, cfg.format_budget,
                                                 cfg.accept_probable, surprise, tick, blocks=blocks,
@@ -314,12 +362,12 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
                 count += -(-len(piece[1]) // FRAGMENT_SIZE)
                 if count >= window:
                     gaps = any(p[3].any() for p in pending)
-                    files += _run_batch(scorer, pending, cfg, progress)
+                    files += _run_batch(model, pending, cfg, progress)
                     pending, count = [], 0
                     if gaps or not cfg.only_unknown:  # a window that ran the model: hand its pages back
                         release_memory()
         if pending:
-            files += _run_batch(scorer, pending, cfg, progress)
+            files += _run_batch(model, pending, cfg, progress)
         totals = empty_totals()
         for f in files:
             totals = {k: totals[k] + f["totals"][k] for k in totals}

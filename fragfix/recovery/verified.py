@@ -20,7 +20,6 @@ from fragfix.recovery.blockmap import BlockMap
 from fragfix.errors import IOFailure
 from fragfix.files.jobs import Job, open_input, read_upto
 from fragfix.files.report import empty_totals
-from fragfix.model.inference import byte_surprise, byte_values
 from fragfix.recovery.salvage import EXACT, SalvageConfig, losses_of, salvage_data
 
 MAX_BYTES = 256 << 20   # larger checksummed files take the streaming path (left alone by the entropy gate)
@@ -42,29 +41,6 @@ def sniff(path: Path, size: int) -> str | None:
     except OSError as e:
         raise IOFailure(f"reading {path} failed: {e.strerror}") from None
     return formats.detect(head)
-
-
-class ModelScorer:
-    """The model's view of decoded bytes (CPU, categorical head): `self(data)` is its surprise at
-    each byte; `values(data, pos, vals)` its surprise at other values there (candidate repairs)."""
-
-    def __init__(self, scorer, limit: int):
-        self.scorer, self.limit = scorer, limit
-
-    def __call__(self, data: bytes) -> np.ndarray:
-        if len(data) > self.limit:
-            return np.zeros(len(data))
-        return byte_surprise(self.scorer.model, data, self.scorer.bf16)
-
-    def values(self, data: bytes, pos: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        if len(data) > self.limit:
-            return np.zeros(len(pos))
-        return byte_values(self.scorer.model, data, pos, vals, self.scorer.bf16)
-
-
-def model_scorer(scorer, limit: int = 1 << 20) -> ModelScorer | None:
-    """The model as the format search's scorer; None where it cannot run (not on the CPU)."""
-    return ModelScorer(scorer, limit) if scorer.cpu else None
 
 
 def _read_whole(path: Path, size: int) -> bytes:

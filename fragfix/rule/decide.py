@@ -26,20 +26,19 @@ reported as unknown (NaN / null).
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from fragfix.model.autoencoder import FragmentAutoencoder, cut, encode_input
+from fragfix.model.autoencoder import FragmentAutoencoder, encode_input
 from fragfix.rule import damage
 from fragfix.rule.context import fill_gaps, posterior
 from fragfix.config import RepairConfig  # noqa: F401  (re-exported)
 from fragfix.errors import InvalidInput
 from fragfix.model.inference import Scorer, as_scorer
-from fragfix.rule.decision import Decision  # noqa: F401  (what decide() returns)
-from fragfix.rule.learned import decide_learned
+from fragfix.rule.decision import Decision, byte_entropy as entropy_np, cut
+from fragfix.rule.learned import decide_window
 
 
 class Suspects(NamedTuple):
@@ -53,16 +52,8 @@ class Suspects(NamedTuple):
 
 
 def byte_entropy(frags: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 512) uint8 -> (B,) entropy in bits/byte of each fragment's byte histogram, over its valid
-    bytes, with the Miller-Madow correction so short tails of random data still read as random."""
-    ones = torch.ones(frags.shape, dtype=torch.float32) if valid is None else valid.float()
-    counts = torch.zeros(frags.shape[0], 256, dtype=torch.float32)
-    counts.scatter_add_(1, frags.long(), ones)
-    n = counts.sum(1, keepdim=True).clamp(min=1)
-    p = counts / n
-    h = -(p * torch.log2(p.clamp(min=1e-12))).sum(1)
-    seen = (counts > 0).sum(1).float()
-    return h + (seen - 1).clamp(min=0) / (2 * n.squeeze(1) * math.log(2))
+    """decision.byte_entropy on tensors: (B, 512) uint8 -> (B,) bits/byte (the one definition)."""
+    return torch.from_numpy(entropy_np(frags.numpy(), None if valid is None else valid.numpy()))
 
 
 @torch.no_grad()
@@ -74,28 +65,21 @@ def decide(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, unknown: t
     `pieces` (B,) says which file each row belongs to (runs of rows): the damage rate stays per file.
     With `cfg.passes` > 1 each pass starts from the last one's output: repaired neighbours and
     cleaner counts let it fix more where damage is dense."""
-    if scorer is None:  # the learned rule needs no model (library use: repair_bytes(None, data))
-        if cfg.rule == "model":
-            raise InvalidInput("the model rule needs a model")
-        once = _learned
-    else:
+    if scorer is not None:
         scorer = as_scorer(scorer)
-        once = _decide_once if cfg.rule == "model" or scorer.head == "sigmoid" else _learned
-    d = once(scorer, frags, unknown, cfg, lengths, pieces)
+    if cfg.rule == "model" or (scorer is not None and scorer.head == "sigmoid"):
+        if scorer is None:
+            raise InvalidInput("the model rule needs a model")
+    else:  # the default rule (learned.py): the window's own predictor and the channel; the model is not asked
+        d = decide_window(frags.numpy(), None if unknown is None else unknown.numpy(), cfg,
+                          None if lengths is None else lengths.numpy(), None if pieces is None else pieces.numpy())
+        return Decision(*(torch.from_numpy(x) for x in d))
+    d = _decide_once(scorer, frags, unknown, cfg, lengths, pieces)
     for _ in range(cfg.passes - 1):  # the damage evidence is the first pass's: the data as it was read
-        again = once(scorer, d.fragments, unknown, cfg, lengths, pieces)
+        again = _decide_once(scorer, d.fragments, unknown, cfg, lengths, pieces)
         conf = torch.where(again.changed, again.confidence, d.confidence)
         d = Decision(again.fragments, again.fragments != frags, conf, d.clear)
     return d
-
-
-def _learned(scorer: Scorer, frags, unknown, cfg, lengths, pieces=None) -> Decision:
-    """The default rule (learned.py): the window's own predictor and the channel; the model is not asked."""
-    valid = None if lengths is None else torch.arange(frags.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
-    rows = byte_entropy(frags, valid) <= cfg.max_entropy
-    if unknown is not None:
-        rows |= unknown.any(1)
-    return decide_learned(frags, unknown, cfg, lengths, pieces, rows | cfg.aggressive)
 
 
 def _decide_once(scorer: Scorer, frags, unknown, cfg, lengths, pieces=None) -> Decision:
@@ -279,6 +263,6 @@ def repair_bytes(scorer: Scorer | FragmentAutoencoder, data: bytes, cfg: RepairC
     """Repair a whole buffer in memory (any length, 0 included); the result has the same length."""
     if len(data) == 0:
         return b""
-    frags, unk, lengths, _ = cut([(data, None if unknown is None else unknown.numpy())])
+    frags, unk, lengths = (torch.from_numpy(a) for a in cut([(data, None if unknown is None else unknown.numpy())])[:3])
     out = decide_windows(scorer, frags, unk, cfg or RepairConfig(), lengths)
     return bytes(out.reshape(-1)[:len(data)].numpy())

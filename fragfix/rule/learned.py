@@ -19,18 +19,13 @@ from.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from fragfix.rule import channel, filemodel, pool
-from fragfix.rule.decision import Decision
+from fragfix.rule.decision import Decision, byte_entropy
 from fragfix.rule.experts import Window
 from fragfix.rule.filemodel import FileModel
 from fragfix.files.unknown import run_bounds
-
-if TYPE_CHECKING:
-    import torch
 
 LEARN_ROWS = 1024    # fragments (512 KB) one predictor learns from: its counts take ~100-200 MB
 DENSE_CHUNK = 4096  # suspects whose (Q, 256) distributions are held at once (8 MB float64)
@@ -40,40 +35,61 @@ BEAM, BEAM_MAX = 8, 64  # runs of up to BEAM_MAX bytes keep this many candidate 
 RIGHT = 6           # known bytes after a run that score its candidate strings
 
 
-def decide_learned(frags: torch.Tensor, unknown: torch.Tensor | None, cfg, lengths: torch.Tensor | None = None,
-                   pieces: torch.Tensor | None = None, entropy_ok: torch.Tensor | None = None):
-    """(B, 512) uint8 fragments, (B, 512) bool unknown, (B,) true lengths, (B,) piece of each row
-    (runs of rows: one file each), (B,) bool rows worth repairing (None: all) -> decide.Decision.
-    Each piece learns on its own: a file repairs to the same bytes alone or batched with others."""
-    import torch  # here, not at the top: pool workers import this module for its stretches, without torch
-
+def decide_window(frags: np.ndarray, unknown: np.ndarray | None, cfg, lengths: np.ndarray | None = None,
+                  pieces: np.ndarray | None = None) -> Decision:
+    """The learned rule on a window: (B, 512) uint8 fragments, (B, 512) bool unknown, (B,) true
+    lengths, (B,) piece of each row (runs of rows: one file each) -> Decision (numpy). Rows above
+    `max_entropy` bits/byte (compressed, encrypted, random) hold no structure to repair from and
+    are left alone unless they hold unknown bytes. With `cfg.passes` > 1 each pass starts from the
+    last one's output (the damage evidence stays the first pass's: the data as it was read)."""
     b, n = frags.shape
-    unknown = torch.zeros((b, n), dtype=torch.bool) if unknown is None else unknown
-    valid = torch.ones((b, n), dtype=torch.bool) if lengths is None else torch.arange(n)[None] < lengths[:, None]
-    rows_ok = np.ones(b, bool) if entropy_ok is None else entropy_ok.numpy()
-    piece = np.zeros(b, np.int64) if pieces is None else pieces.numpy()
+    valid = None if lengths is None else np.arange(n)[None] < lengths[:, None]
+
+    def once(f: np.ndarray) -> Decision:
+        rows = byte_entropy(f, valid) <= cfg.max_entropy
+        if unknown is not None:
+            rows |= unknown.any(1)
+        return decide_learned(f, unknown, cfg, lengths, pieces, rows | cfg.aggressive)
+    d = once(frags)
+    for _ in range(cfg.passes - 1):
+        again = once(d.fragments)
+        d = Decision(again.fragments, again.fragments != frags,
+                     np.where(again.changed, again.confidence, d.confidence), d.clear)
+    return d
+
+
+def decide_learned(frags: np.ndarray, unknown: np.ndarray | None, cfg, lengths: np.ndarray | None = None,
+                   pieces: np.ndarray | None = None, entropy_ok: np.ndarray | None = None) -> Decision:
+    """(B, 512) uint8 fragments, (B, 512) bool unknown, (B,) true lengths, (B,) piece of each row
+    (runs of rows: one file each), (B,) bool rows worth repairing (None: all) -> Decision.
+    Each piece learns on its own: a file repairs to the same bytes alone or batched with others."""
+    b, n = frags.shape
+    unknown = np.zeros((b, n), dtype=bool) if unknown is None else unknown
+    valid = np.ones((b, n), dtype=bool) if lengths is None else np.arange(n)[None] < lengths[:, None]
+    rows_ok = np.ones(b, bool) if entropy_ok is None else entropy_ok
+    piece = np.zeros(b, np.int64) if pieces is None else pieces
     bounds = np.flatnonzero(np.r_[True, piece[1:] != piece[:-1], True])
     # a long piece learns in stretches of LEARN_ROWS fragments: memory stays bounded whatever the window
     bounds = np.unique(np.concatenate([np.arange(lo, hi, LEARN_ROWS) for lo, hi in zip(bounds[:-1], bounds[1:])]
                                       + [bounds[-1:]]))
-    new = frags.clone()
-    conf = torch.full((b, n), float("nan"))
-    clear = torch.zeros(b, dtype=torch.int64)
+    new = frags.copy()
+    conf = np.full((b, n), np.nan, dtype=np.float32)
+    clear = np.zeros(b, dtype=np.int64)
     quiet = _quiet(frags, valid, piece)
     jobs, spans = [], []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         unk, ok = unknown[lo:hi], valid[lo:hi]
         if not (rows_ok[lo:hi] & ~quiet[lo:hi]).any() and not unk.any():
             continue  # nothing here to repair from or to repair: the bytes stand as read, no predictor built
-        jobs.append((frags[lo:hi].reshape(-1).numpy(), (~unk & ok).reshape(-1).numpy(),
-                     (unk & ok).reshape(-1).numpy(), np.repeat(rows_ok[lo:hi], n), cfg))
+        jobs.append((frags[lo:hi].reshape(-1), (~unk & ok).reshape(-1), (unk & ok).reshape(-1),
+                     np.repeat(rows_ok[lo:hi], n), cfg))
         spans.append((lo, hi))
     # stretches learn apart: on the pool's workers when one is open (pool.py), here otherwise
     for (lo, hi), (at, vals, c, k) in zip(spans, pool.run(stretch, jobs)):
-        new[lo:hi].view(-1)[at] = torch.from_numpy(vals)
-        conf[lo:hi].view(-1)[at] = torch.from_numpy(c)
-        clear[lo:hi] = torch.from_numpy(np.bincount(k // n, minlength=hi - lo))
-    new = torch.where(valid, new, frags)
+        new[lo:hi].reshape(-1)[at] = vals
+        conf[lo:hi].reshape(-1)[at] = c
+        clear[lo:hi] = np.bincount(k // n, minlength=hi - lo)
+    new = np.where(valid, new, frags)
     return Decision(new, new != frags, conf, clear)
 
 
@@ -86,13 +102,12 @@ def stretch(buf: np.ndarray, known: np.ndarray, open_: np.ndarray, worth: np.nda
     return at, out[at], conf[at], clear
 
 
-def _quiet(frags, valid, piece: np.ndarray) -> np.ndarray:
+def _quiet(frags: np.ndarray, valid: np.ndarray, piece: np.ndarray) -> np.ndarray:
     """(B,) rows of one byte value whose neighbours in the same piece hold only that value too
     (erased flash, padding, zero-filled space). A byte amid 1,500 of its own kind is what every
     context of it predicts, so such rows never change; a stretch of them and of random rows
     (entropy_ok false) needs no predictor at all."""
-    f = frags.numpy()
-    v = valid.numpy()
+    f, v = frags, valid
     lo = np.where(v, f, 255).min(1)
     hi = np.where(v, f, 0).max(1)
     one = (lo == hi) & v.any(1)
