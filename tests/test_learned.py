@@ -301,3 +301,16 @@ def test_an_interrupt_while_a_worker_is_spawned_leaves_no_worker_traceback(tmp_p
                         "    return pid\n"
                         "mu.spawnv_passfds = late\n")
     assert p.stdout == "interrupted\n" and "Traceback" not in p.stderr, p.stderr
+
+
+def test_stretch_workers_keep_one_blas_thread_each(monkeypatch):
+    """numpy's BLAS starts a thread per core in every process unless told: workers start with one
+    (two workers on two cores ran four spinning threads), and the parent's setting is put back."""
+    import os
+    from fragfix.rule import pool
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    with pool.stretch_pool(2) as n:
+        assert n == 2
+        got = pool.run(os.getenv, [("OPENBLAS_NUM_THREADS",), ("OMP_NUM_THREADS",)])
+    assert got == ["1", "1"]
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "7"
