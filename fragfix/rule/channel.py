@@ -91,10 +91,13 @@ def explained(p: np.ndarray, obs: np.ndarray, pi: np.ndarray) -> np.ndarray:
     from (Q, 256) P and (Q,) o. With obs None, (Q, 256): the same for every value at each row."""
     if obs is None:
         sub = (1.0 - p) / 255.0
-        bit = (p @ ONE_BIT.astype(p.dtype)) / 8.0
-        era = np.zeros_like(p)
-        era[:, 0] = 1.0 - p[:, 0]
-        return pi[0] * sub + pi[1] * bit + pi[2] * era > EXPLAIN_ODDS * p
+        sub *= pi[0]
+        bit = p @ ONE_BIT.astype(p.dtype)
+        bit /= 8.0
+        bit *= pi[1]
+        sub += bit
+        sub[:, 0] += pi[2] * (1.0 - p[:, 0])  # erasure: only 0x00 (elsewhere its term is 0.0, an exact no-op)
+        return sub > EXPLAIN_ODDS * p
     return kind_terms(p, obs) @ pi > EXPLAIN_ODDS * p[np.arange(len(obs)), obs]
 
 
@@ -145,6 +148,7 @@ def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi:
     if why is not None:
         views.append((why, explained(sample, None, pi), slack * EXPLAINED_SLACK / NULL_SLACK,
                       [tm for tm in TAILS if tm[0] <= EXPLAINED_TAIL]))
+    bit_of_obs = ONE_BIT[sample_obs]  # (S, 256) the values one bit from each sampled byte
     for hit, mask, s, levels in views:
         for t, more in levels:
             low = (sample < t) & mask
@@ -152,7 +156,7 @@ def tail_rate(p_obs: np.ndarray, sample: np.ndarray, sample_obs: np.ndarray, pi:
             count = float(below.sum() if pos is None else spread(pos[below]))
             null = s * (more if s > 1 else 1.0) * n * float((sample * low).sum(1).mean())
             f_sub = float(((low.sum(1) - low[rows, sample_obs]) / 255.0).mean())
-            f_bit = float(((low & ONE_BIT[sample_obs]).sum(1) / 8.0).mean())
+            f_bit = float(((low & bit_of_obs).sum(1) / 8.0).mean())
             f_era = float(low[:, 0].mean())
             f = pi[0] * f_sub + pi[1] * f_bit + pi[2] * f_era
             if f <= 1e-6:

@@ -54,16 +54,27 @@ def _adam(shape: tuple, slot: np.ndarray, p: np.ndarray, lr: float = 0.3, betas=
     m, v = np.zeros(shape), np.zeros(shape)
     seen = slot > 0
     rows = np.broadcast_to(np.arange(shape[0])[:, None], slot.shape)
-    flat = (rows * shape[1] + slot)[seen]  # theta's flat index of each seen (expert, position)
+    at = np.where(seen, rows * shape[1] + slot, theta.size)  # theta's flat index; unseen: one slot past it
+    flat = at[seen]  # of each seen (expert, position)
+    where_seen = np.flatnonzero(seen)
+    ext = np.full(theta.size + 1, -1e9)  # theta, flat, and the logit of an expert not seen
     q = slot.shape[1]
     for t in range(1, MIX_STEPS + 1):
-        logit = np.where(seen, theta[rows, slot], -1e9)
-        w = np.exp(logit - logit.max(0, keepdims=True))
+        ext[:-1] = theta.ravel()
+        w = ext[at]  # (J, Q) logits, the same numbers as where(seen, theta[rows, slot], -1e9): one gather
+        w -= w.max(0, keepdims=True)
+        np.exp(w, out=w)  # (in place from here on: the same operations, in the same order, fewer arrays)
         w /= w.sum(0, keepdims=True)
         mix = (w * p).sum(0)
         live = mix > 1e-12  # clamped below it: no gradient, as clamp_min gives none
-        g_logit = np.where(live, -w * (p - mix) / np.maximum(mix, 1e-12) / q, 0.0)
-        grad = np.bincount(flat, weights=g_logit[seen], minlength=theta.size).reshape(shape)
+        g_logit = p - mix
+        g_logit *= w
+        np.negative(g_logit, out=g_logit)
+        g_logit /= np.maximum(mix, 1e-12)
+        g_logit /= q
+        if not live.all():
+            g_logit[:, ~live] = 0.0
+        grad = np.bincount(flat, weights=g_logit.ravel()[where_seen], minlength=theta.size).reshape(shape)
         m = betas[0] * m + (1 - betas[0]) * grad
         v = betas[1] * v + (1 - betas[1]) * grad * grad
         denom = np.sqrt(v) / np.sqrt(1 - betas[1] ** t) + eps
