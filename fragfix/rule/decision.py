@@ -45,11 +45,26 @@ def cut(pieces: Sequence[tuple[bytes, np.ndarray | None]]) -> tuple[np.ndarray, 
 def byte_entropy(frags: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """(B, 512) uint8 -> (B,) float32 entropy in bits/byte of each fragment's byte histogram, over
     its valid bytes, with the Miller-Madow correction so short tails of random data still read as
-    random. (Both rules leave fragments above `max_entropy` alone: random, compressed, encrypted.)"""
+    random. (Both rules leave fragments above `max_entropy` alone: random, compressed, encrypted.)
+    A fragment of one value (erased flash, padding) has entropy 0 and is not counted at all: disk
+    images are full of them."""
+    if valid is None:
+        mixed = frags.max(1) != frags.min(1)
+    else:
+        mixed = np.where(valid, frags, 0).max(1) != np.where(valid, frags, 255).min(1)
+    h = np.zeros(len(frags), np.float32)
+    rows = np.flatnonzero(mixed)
+    if len(rows):
+        h[rows] = _entropy(frags[rows], None if valid is None else valid[rows])
+    return h
+
+
+def _entropy(frags: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     b = len(frags)
-    w = np.ones(frags.shape, np.float32) if valid is None else valid.astype(np.float32)
     flat = (np.arange(b, dtype=np.int64)[:, None] * 256 + frags).ravel()
-    counts = np.bincount(flat, w.ravel(), minlength=b * 256).reshape(b, 256).astype(np.float32)  # whole numbers: exact
+    # whole numbers, so float32 holds them exactly
+    counts = np.bincount(flat if valid is None else flat[valid.ravel()], minlength=b * 256).reshape(b, 256)
+    counts = counts.astype(np.float32)
     n = np.maximum(counts.sum(1, keepdims=True), np.float32(1))
     p = counts / n
     h = -(p * np.log2(np.maximum(p, np.float32(1e-12)))).sum(1)
