@@ -48,6 +48,8 @@ def byte_entropy(frags: np.ndarray, valid: np.ndarray | None = None) -> np.ndarr
     random. (Both rules leave fragments above `max_entropy` alone: random, compressed, encrypted.)
     A fragment of one value (erased flash, padding) has entropy 0 and is not counted at all: disk
     images are full of them."""
+    if valid is not None and valid.all():
+        valid = None  # (a window's rows are whole but for each file's last)
     if valid is None:
         mixed = frags.max(1) != frags.min(1)
     else:
