@@ -105,3 +105,26 @@ def test_info_shows_the_recipe_and_what_the_model_was_trained_on(tmp_path):
     for text in ("the standard library and 2 core distributions", "never trained on", ".md .csv", ".py 2, .h 1",
                  "numpy==2.0", "10 min", "python scripts/train_default_model.py"):
         assert text in r.output, text
+
+
+def test_every_bad_checkpoint_is_refused_by_repair_before_any_work(tmp_path, good):
+    """The default rule on a plain file never runs the model, but a --model of the user's own is
+    checked at the start all the same: refused in one line, nothing written."""
+    src = tmp_path / "plain.txt"
+    src.write_bytes(b"a line of text\n" * 200)
+    for name, p in bad_checkpoints(tmp_path, good).items():
+        r = runner.invoke(app, ["repair", str(src), "-m", str(p), "-o", str(tmp_path / "out.txt")])
+        assert r.exit_code == 2, (name, r.output)
+        assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, (name, r.output)
+        assert not (tmp_path / "out.txt").exists(), name
+
+
+def test_damaged_weights_are_found_without_torch(tmp_path, good):
+    """The header check reads every tensor's size and every float's finiteness with numpy: the
+    bundled model's path (never loaded for plain files) refuses a damaged file too."""
+    from fragfix.model.header import summary
+    bad = bad_checkpoints(tmp_path, good)
+    for name in ("nan", "truncated", "foreign", "other_version", "bad_config"):
+        with pytest.raises(CheckpointError):
+            summary(bad[name])
+    assert summary(good)["head"] == "categorical"

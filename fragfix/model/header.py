@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import stat
 import struct
 from pathlib import Path
+
+import numpy as np
 
 from fragfix import __version__
 from fragfix.config import ModelConfig
@@ -98,7 +101,34 @@ def read_header(path: Path) -> tuple[dict, dict, bytes]:
     if version != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint format version {meta.get('format_version')!r} is not supported "
                               f"by fragfix {__version__} (expects {FORMAT_VERSION}): {path}")
+    check_weights(header, data, path)
     return header, meta, data
+
+
+# safetensors dtypes: bytes per value, and the numpy type a float's finiteness is read with
+# (bf16 is the top half of a float32: all exponent bits set is an infinity or a NaN)
+_DTYPES = {"F64": (8, "<f8"), "F32": (4, "<f4"), "F16": (2, "<f2"), "BF16": (2, "<u2"), "I64": (8, None),
+           "I32": (4, None), "U8": (1, None), "BOOL": (1, None)}
+
+
+def check_weights(header: dict, data: bytes, path: Path) -> None:
+    """Every tensor of a known dtype, exactly as long as its shape says, and every float finite:
+    read with numpy, so a damaged checkpoint is refused even by a run that never loads it."""
+    (n,) = struct.unpack("<Q", data[:8])
+    body = memoryview(data)[8 + n:]
+    for name, e in header.items():
+        size, view = _DTYPES.get(e.get("dtype"), (None, None))
+        if size is None:
+            raise CheckpointError(f"checkpoint tensor {name!r} has an unsupported dtype {e.get('dtype')!r}: {path}")
+        lo, hi = e["data_offsets"]
+        if not all(isinstance(d, int) and d >= 0 for d in e["shape"]) or hi - lo != math.prod(e["shape"]) * size:
+            raise CheckpointError(f"damaged checkpoint (tensor {name!r} does not fit its shape): {path}")
+        if view is None:
+            continue
+        values = np.frombuffer(body[lo:hi], dtype=view)
+        finite = (values & 0x7F80) != 0x7F80 if e["dtype"] == "BF16" else np.isfinite(values)
+        if not finite.all():
+            raise CheckpointError(f"checkpoint holds NaN or infinite weights: {path}")
 
 
 def meta_json(meta: dict, key: str, path: Path) -> dict:

@@ -24,6 +24,7 @@ from fragfix.rule.decision import Decision, cut
 from fragfix.config import FRAGMENT_SIZE, RepairConfig, Runtime, default_cores, release_memory
 from fragfix.errors import InvalidInput, IOFailure
 from fragfix.model import header as checkpoint_header
+from fragfix.model.bundled import BUNDLED
 from fragfix.rule.learned import LEARN_ROWS, decide_window, rule_constants
 from fragfix.rule.pool import stretch_pool
 from fragfix.files.jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
@@ -161,11 +162,12 @@ class FileRepair:
 
 
 class Model:
-    """The checkpoint a run may need. Its header is read and checked up front, without torch (a
-    wrong or damaged file is refused before any work, and the report records its head and digest);
-    its weights load on first use: the model rule, a sigmoid checkpoint (which repairs with its own
-    rule), a checksummed file's candidate ranking, or an explicit --device. The default rule on
-    plain files never asks it, so such a run never imports torch (a second and ~200 MB less)."""
+    """The checkpoint a run may need. Its header and weights are read and checked up front, without
+    torch (a damaged file is refused before any work, and the report records its head and digest);
+    the model itself is built on first use: the model rule, a sigmoid checkpoint (which repairs with
+    its own rule), a checksummed file's candidate ranking, an explicit --device, a --model of the
+    user's own (repair_files loads those at the start). The default rule on plain files with the
+    bundled model never asks it, so such a run never imports torch (a second and ~200 MB less)."""
 
     def __init__(self, path: Path, runtime: Runtime):
         self.path, self.runtime = path, runtime
@@ -197,6 +199,13 @@ class Model:
         """The model as a checksummed file's scorer (verified.py); None where it cannot run (not on the CPU)."""
         from fragfix.model.inference import model_scorer
         return model_scorer(self.scorer())
+
+
+def _is_bundled(path: Path) -> bool:
+    try:
+        return BUNDLED.is_file() and os.path.samefile(path, BUNDLED)
+    except OSError:
+        return False
 
 
 def _decide(model: Model, frags: np.ndarray, unknown: np.ndarray, cfg: RepairConfig, lengths: np.ndarray,
@@ -293,8 +302,12 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         cfg = replace(cfg, only_unknown=True)
     runtime = runtime or Runtime()
     model = Model(model_path, runtime)
-    if cfg.rule == "model" or model.info["head"] == "sigmoid" or runtime.device != "auto":
-        model.scorer()  # loaded now: its errors before any work, and the speed shown is the repair's alone
+    # loaded now where it will run, or where it is the user's own (every tensor checked against its
+    # config before any work); the bundled model's header and weights are checked above, and it loads
+    # only if a checksummed file asks it
+    if (cfg.rule == "model" or model.info["head"] == "sigmoid" or runtime.device != "auto"
+            or not _is_bundled(model_path)):
+        model.scorer()
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
     workers = runtime.threads or default_cores()
     if cfg.rule == "learned" and window % LEARN_ROWS == 0:  # stretches keep their places: same bytes out
