@@ -326,8 +326,7 @@ def evaluate(
     if formats:
         from fragfix.model.bundled import resolve_model_path
         from fragfix.evaluation.formats_grid import held_out_samples, score_grid
-        from fragfix.model.inference import load_scorer
-        from fragfix.model.inference import model_scorer
+        from fragfix.model.inference import load_scorer, model_scorer
         surprise = model_scorer(load_scorer(resolve_model_path(model), rt.device, rt.precision)[0])  # as repair uses it
         with grid_progress(err) as progress:
             task = progress.add_task("checksummed files", total=None)
