@@ -360,3 +360,20 @@ def test_a_loss_among_many_small_members_never_gives_another_member_s_bytes_as_e
             e = int((st == EXACT).sum())
             assert (st[:e] == EXACT).all()  # exact only as a prefix: before the loss
             assert any(o.startswith(bytes(it.data[:e])) for o in originals)
+
+
+def test_repair_says_what_salvage_would_recover(tmp_path):
+    """A gzip verified repair cannot restore: with a zeroed sector salvage can place the loss and
+    says how much comes back exactly; with random bytes nothing locates it, and it says so."""
+    import gzip
+    body = source_text(200_000, 3)
+    gz = gzip.compress(body, mtime=0)
+    lines = {}
+    for kind, sector in (("zeroed", bytes(512)), ("random", bytes(random.Random(1).randrange(256) for _ in range(512)))):
+        src = tmp_path / f"{kind}.gz"
+        src.write_bytes(gz[:12_000] + sector + gz[12_512:])
+        r = CliRunner().invoke(app, ["repair", str(src), "-o", str(tmp_path / f"{kind}.out"), "--format-budget", "1"])
+        assert r.exit_code == 0, r.output
+        lines[kind] = " ".join(r.output.split())
+    assert "content bytes exactly" in lines["zeroed"] and "can recover 0 " not in lines["zeroed"]
+    assert "can call none exact, as nothing locates the damage" in lines["random"]

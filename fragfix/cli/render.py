@@ -162,9 +162,13 @@ def draw_repair(s: dict, console: Console) -> None:
                                  f"({fm['candidates']:,} candidates, {fm['seconds']:.1f} s, chance of a wrong repair "
                                  f"passing {fm['false_pass']:.1e}; written {fm['written']}): {where}"))
             sv = fm.get("salvage")
-            if sv and sv["content"]:
+            if sv and sv["content"] and sv["exact"]:
                 console.print(escape(f"    `fragfix salvage {f['input']}` can recover {sv['exact']:,} of its "
                                      f"{sv['content']:,} content bytes exactly (more with a ddrescue --mapfile)"))
+            elif sv and sv["content"]:  # the stream decodes on past the damage: nothing says where it is
+                console.print(escape(f"    `fragfix salvage {f['input']}` decodes {sv['content']:,} content bytes but "
+                                     "can call none exact, as nothing locates the damage (a ddrescue --mapfile "
+                                     "would)"))
         elif len(s["files"]) > 1:
             console.print(f"  {escape(f['input'])}: {f['totals']['changed']:,} bytes changed")
     empty = sum(bool(f.get("empty")) for f in s["files"])
