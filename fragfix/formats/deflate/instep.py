@@ -37,7 +37,9 @@ MAX_OUT = 1 << 20  # larger outputs are searched by decoding only
 T8 = np.array([TABLE[1 << b] for b in range(8)], np.uint32)
 # An element is one output byte one candidate changes (a distance candidate changes its whole match):
 # each costs ~200 bytes and ~2 us to solve (a 60 KB stream's distance bytes: 7 million elements,
-# 1.4 GB, 15 s). Past either bound a tier is not solved.
+# 1.4 GB, 15 s). Single bits are solved MAX_ELEMENTS at a time (a 64 KB gzip of 300 KB of source:
+# 2.6 million, ~4 s; 3 of 8 in-step flips went unrestored when that was not solved at all); wrong
+# bytes past it, or any tier past the time left, are not solved.
 MAX_ELEMENTS = 1_500_000
 ELEMENT_S = 2.5e-6
 MERGE_OUT, BYTE_PRIOR = 1 << 16, 24.0  # both tiers in one order up to 64 KB of output; a byte's prior (bits)
@@ -111,51 +113,65 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
     else:
         lbyte = lxor = lpos = lnew = np.zeros(0, np.int64)
         dbyte, dxor, didx, dnew = (np.concatenate(x) for x in zip(distance_bytes(P), distance_fields(P)))
-    # every candidate as elements (output position, new byte) with a candidate id per element
+    # every candidate as elements (output position, new byte) with a candidate id per element,
+    # solved in chunks of whole candidates of at most MAX_ELEMENTS elements (memory stays bounded
+    # for outputs of any size; a 300 KB output of source has ~2.6M)
     s, L, _ = _matches(P)
-    elements = len(lbyte) + int(L[didx].sum())
-    if elements > MAX_ELEMENTS or time.perf_counter() + ELEMENT_S * elements > deadline:
-        return empty  # more than memory or the budget allows: the decoded search goes on alone
-    ds, dl = s[didx], L[didx]
-    seg = np.repeat(np.arange(len(didx)), dl)
-    k = np.arange(len(seg)) - np.repeat(np.cumsum(dl) - dl, dl)
-    dpos = ds[seg] + k
-    dval = o[ds[seg] - dnew[seg] + k % dnew[seg]]
-    cand_byte, cand_xor = np.concatenate([lbyte, dbyte]), np.concatenate([lxor, dxor])
     n_lit = len(lbyte)
-    cid = np.concatenate([np.arange(n_lit), n_lit + seg])
-    pos = np.concatenate([lpos, dpos])
-    new = np.concatenate([lnew, dval])
-    kinds = np.concatenate([np.zeros(n_lit, bool), np.ones(len(dpos), bool)])
-    old = o[pos]
-    ncand = len(cand_byte)
-    if ncand == 0:
-        return empty
-    starts = np.searchsorted(cid, np.arange(ncand))
+    ncand = n_lit + len(didx)
+    size = np.r_[np.ones(n_lit, np.int64), L[didx]]  # elements per candidate
+    elements = int(size.sum())
+    if ncand == 0 or time.perf_counter() + ELEMENT_S * elements > deadline:
+        return empty  # nothing to try, or more than the budget allows: the decoded search goes on alone
+    if tier == 1 and elements > MAX_ELEMENTS:
+        return empty  # wrong bytes: 255 values a field, ranked after every bit; where they are this many, not tried
+    cand_byte, cand_xor = np.concatenate([lbyte, dbyte]), np.concatenate([lxor, dxor])
     if kind == "crc32":
         full, own = subtree(P, powers(n), xor=True)
-        delta = old ^ new
-        contrib = np.zeros(len(pos), np.uint32)
-        for b in range(8):  # per output position once, then gathered for every candidate byte
-            hit = ((delta >> b) & 1).astype(bool)
-            wf, wo = mulmod(full, int(T8[b])), mulmod(own, int(T8[b]))
-            contrib[hit] ^= np.where(kinds[hit], wo[pos[hit]], wf[pos[hit]])
-        total = np.bitwise_xor.reduceat(contrib, starts)
-        ok = (total ^ np.uint32(damaged_sum)) == np.uint32(stored)
+        weights = [(mulmod(own, int(T8[b])), mulmod(full, int(T8[b]))) for b in range(8)]
     else:
-        ones = np.ones(n, np.int64)
-        cfull, cown = subtree(P, ones, xor=False)
+        cfull, cown = subtree(P, np.ones(n, np.int64), xor=False)
         wfull, wown = subtree(P, np.arange(n, 0, -1, dtype=np.int64), xor=False)
-        cnt = np.where(kinds, cown[pos], cfull[pos]) % ADLER
-        wt = np.where(kinds, wown[pos], wfull[pos]) % ADLER
-        delta = new - old
-        da = np.add.reduceat(delta * cnt % ADLER, starts)
-        db = np.add.reduceat(delta * wt % ADLER, starts)
-        a0, b0 = damaged_sum & 0xFFFF, damaged_sum >> 16
-        ok = (((a0 + da) % ADLER) == (stored & 0xFFFF)) & (((b0 + db) % ADLER) == (stored >> 16))
-    gain = gain_of(pos, old, new, cid, ncand) if gain_of is not None else np.zeros(ncand)
-    odd = np.concatenate([literal_oddities(P, o, lpos, lnew),
-                          match_oddities(P, o, didx, dnew, seg, k, dval, new=True)])
+    ok, gain, odd = np.zeros(ncand, bool), np.zeros(ncand), np.zeros(ncand, np.int64)
+    cuts = np.r_[0, np.searchsorted(np.cumsum(size), np.arange(MAX_ELEMENTS, elements, MAX_ELEMENTS), "right"), ncand]
+    for c_lo, c_hi in zip(cuts[:-1], cuts[1:]):
+        if c_hi <= c_lo:
+            continue
+        li = np.arange(c_lo, min(c_hi, n_lit))           # literal candidates here (one element each)
+        dj = np.arange(max(c_lo, n_lit), c_hi) - n_lit   # distance candidates here
+        ds, dl, dn = s[didx[dj]], L[didx[dj]], dnew[dj]
+        seg = np.repeat(np.arange(len(dj)), dl)
+        k = np.arange(len(seg)) - np.repeat(np.cumsum(dl) - dl, dl)
+        dpos = ds[seg] + k
+        dval = o[ds[seg] - dn[seg] + k % dn[seg]]
+        cid = np.concatenate([np.arange(len(li)), len(li) + seg])
+        pos = np.concatenate([lpos[li], dpos])
+        new = np.concatenate([lnew[li], dval])
+        kinds = np.concatenate([np.zeros(len(li), bool), np.ones(len(dpos), bool)])
+        old = o[pos]
+        m = c_hi - c_lo
+        starts = np.searchsorted(cid, np.arange(m))
+        if kind == "crc32":
+            delta = old ^ new
+            contrib = np.zeros(len(pos), np.uint32)
+            for b in range(8):  # per output position once, then gathered for every candidate byte
+                hit = ((delta >> b) & 1).astype(bool)
+                wo, wf = weights[b]
+                contrib[hit] ^= np.where(kinds[hit], wo[pos[hit]], wf[pos[hit]])
+            total = np.bitwise_xor.reduceat(contrib, starts)
+            ok[c_lo:c_hi] = (total ^ np.uint32(damaged_sum)) == np.uint32(stored)
+        else:
+            cnt = np.where(kinds, cown[pos], cfull[pos]) % ADLER
+            wt = np.where(kinds, wown[pos], wfull[pos]) % ADLER
+            delta = new - old
+            da = np.add.reduceat(delta * cnt % ADLER, starts)
+            db = np.add.reduceat(delta * wt % ADLER, starts)
+            a0, b0 = damaged_sum & 0xFFFF, damaged_sum >> 16
+            ok[c_lo:c_hi] = (((a0 + da) % ADLER) == (stored & 0xFFFF)) & (((b0 + db) % ADLER) == (stored >> 16))
+        if gain_of is not None:
+            gain[c_lo:c_hi] = gain_of(pos, old, new, cid, m)
+        odd[c_lo:c_hi] = np.concatenate([literal_oddities(P, o, lpos[li], lnew[li]),
+                                         match_oddities(P, o, didx[dj], dn, seg, k, dval, new=True)])
     # first, what could explain an oddity of the stream as it is (damage leaves some in ~1 of 4 cases)
     lit_fix, match_fix = implicated(P, o)
     fix = np.concatenate([lit_fix[lpos], match_fix[didx]])
