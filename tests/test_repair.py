@@ -206,24 +206,27 @@ def test_padding_of_a_short_tail_is_never_reported_as_a_change(untrained):
 
 def test_the_default_rule_never_loads_the_model_for_plain_files(tmp_path):
     """The learned rule is numpy: a repair of a plain file never imports torch (its start and ~200
-    MB); a checksummed file loads the model for its candidates' ranking."""
+    MB), nor of an intact gzip; a damaged one loads the model for its candidates' ranking."""
     import gzip
     import subprocess
     import sys
     src = tmp_path / "notes.txt"
     src.write_bytes(text_bytes(20_000, 3))
-    (tmp_path / "notes.gz").write_bytes(gzip.compress(text_bytes(20_000, 4), mtime=0))
+    gz = bytearray(gzip.compress(text_bytes(20_000, 4), mtime=0))
+    (tmp_path / "intact.gz").write_bytes(gz)
+    gz[len(gz) // 2] ^= 0x08
+    (tmp_path / "notes.gz").write_bytes(gz)
     code = ("import sys, runpy\n"
             "sys.argv = ['fragfix', 'repair', sys.argv[1], '-o', sys.argv[2], '--json']\n"
             "try:\n    runpy.run_module('fragfix', run_name='__main__')\n"
             "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
             "print('torch' in sys.modules, file=sys.stderr)\n")
     seen = []
-    for name in ("notes.txt", "notes.gz"):
+    for name in ("notes.txt", "intact.gz", "notes.gz"):
         r = subprocess.run([sys.executable, "-c", code, str(tmp_path / name), str(tmp_path / f"out-{name}")],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         seen.append(r.stderr.strip().splitlines()[-1])
         assert json.loads(r.stdout)["model"]["sha256"]  # the report names the model all the same
-    assert seen == ["False", "True"]
+    assert seen == ["False", "False", "True"]
     assert (tmp_path / "out-notes.txt").read_bytes() == src.read_bytes()

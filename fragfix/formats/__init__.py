@@ -42,14 +42,19 @@ def detect(data: bytes) -> str | None:
     return None
 
 
+def _runner(fmt: str):
+    """The format's check-and-search (looked up at each call)."""
+    return {"png": png.repair, "gzip": containers.repair_gzip, "zlib": containers.repair_zlib,
+            "zip": zipfmt.repair_zip, "pdf": pdf.repair}[fmt]
+
+
 def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | None = None,
            tick: Callable[[int], None] | None = None, others: tuple[bytes, ...] = ()) -> FormatResult:
     """Check `data` as `fmt` and search for a verified repair of what fails, within `budget_s`.
     `others`: other damaged copies of the same file, merged with it first where they differ (merge.py)."""
     t0 = time.perf_counter()
     deadline = t0 + budget_s
-    run = {"png": png.repair, "gzip": containers.repair_gzip, "zlib": containers.repair_zlib,
-           "zip": zipfmt.repair_zip, "pdf": pdf.repair}[fmt]
+    run = _runner(fmt)
     if textmode.converted(data):  # first: a search over a converted file would spend the budget for nothing
         found = _text_mode(data, fmt, run, t0)
         if found is not None:
@@ -72,6 +77,11 @@ def repair(data: bytes, fmt: str, budget_s: float = 30.0, scorer: Callable | Non
                                           "none taken"))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def check(data: bytes, fmt: str) -> FormatResult:
+    """Every check of `data` as `fmt`, nothing searched (fast: what a file that needs no repair costs)."""
+    return _checked(data, fmt, _runner(fmt), 0.0)
 
 
 def _checked(data: bytes, fmt: str, run, deadline: float, scorer=None, tick=None) -> FormatResult:

@@ -344,17 +344,15 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
         report = ReportWriter(report_path, outer, force, header, many=len(jobs) > 1, batch=batch)
         make_output_folders(jobs, batch)
         pending, count = [], 0
-        surprise = None  # the model's surprise at decoded bytes, for checksummed files (made when needed)
         for job, size in zip(jobs, sizes):
             fmt = sniff(job.src, size) if cfg.formats and job.mapfile is None and not cfg.zero_runs else None
             if (fmt is not None or size == 0) and pending:  # whole-file paths: the report stays in file order
                 files += _run_batch(model, pending, cfg, progress)
                 pending, count = [], 0
             if fmt is not None:  # checksummed: verified search, not the gate
-                surprise = surprise or model.surprise()
                 tick = None if on_search is None else (lambda n, name=job.src.name: on_search(name, n))
                 files.append(repair_checksummed(job, size, fmt, report, batch, force, preserve, cfg.format_budget,
-                                                cfg.accept_probable, surprise, tick, blocks=blocks,
+                                                cfg.accept_probable, model.surprise, tick, blocks=blocks,
                                                 others=[p for p, _ in references]))
                 if on_search is not None:
                     on_search(None, 0)  # the search is over

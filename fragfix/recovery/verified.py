@@ -62,14 +62,17 @@ def salvage_hint(data: bytes, fmt: str) -> dict:
 
 
 def repair_checksummed(job: Job, size: int, fmt: str, report, batch, force: bool, preserve: bool, budget_s: float,
-                       accept_probable: bool, scorer=None, tick=None, blocks: bool = False,
+                       accept_probable: bool, scorer_of=None, tick=None, blocks: bool = False,
                        others: list[Path] = ()) -> dict:
     """One checksummed file: checked, searched (merged first with the `others` of its size: other
-    damaged copies of it, --reference), written if restored, reported."""
+    damaged copies of it, --reference), written if restored, reported. `scorer_of()` gives the
+    search its scorer (the model's view); it is asked only for a file some check fails, so a run
+    over intact archives never loads the model."""
     t0 = time.perf_counter()
     st = job.src.stat()
     data = _read_whole(job.src, size)
     copies = tuple(_read_whole(p, size) for p in others if p.stat().st_size == size)
+    scorer = scorer_of() if scorer_of is not None and formats.check(data, fmt).status != "intact" else None
     result = formats.repair(data, fmt, budget_s, scorer, tick, others=copies)
     take = result.status == "restored" or (result.status == "probable" and accept_probable)
     edits = result.edits if take else []
