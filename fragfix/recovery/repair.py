@@ -19,12 +19,11 @@ import numpy as np
 
 from fragfix.files.atomic import SETID, Batch, atomic_write, keep_times, kept_mode
 from fragfix.recovery.blockmap import BlockMap
+from fragfix.recovery.checkpoint import Model, is_bundled
 from fragfix.recovery.copies import fills_for
 from fragfix.rule.decision import Decision, cut
 from fragfix.config import FRAGMENT_SIZE, RepairConfig, Runtime, default_cores, release_memory
 from fragfix.errors import InvalidInput, IOFailure
-from fragfix.model import header as checkpoint_header
-from fragfix.model.bundled import BUNDLED
 from fragfix.rule.learned import LEARN_ROWS, decide_window, rule_constants
 from fragfix.rule.pool import stretch_pool
 from fragfix.files.jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
@@ -161,53 +160,6 @@ class FileRepair:
                 **({"blocks": self.blocks.to_dict()} if self.blocks is not None else {})}
 
 
-class Model:
-    """The checkpoint a run may need. Its header and weights are read and checked up front, without
-    torch (a damaged file is refused before any work, and the report records its head and digest);
-    the model itself is built on first use: the model rule, a sigmoid checkpoint (which repairs with
-    its own rule), a checksummed file's candidate ranking, an explicit --device, a --model of the
-    user's own (repair_files loads those at the start). The default rule on plain files with the
-    bundled model never asks it, so such a run never imports torch (a second and ~200 MB less)."""
-
-    def __init__(self, path: Path, runtime: Runtime):
-        self.path, self.runtime = path, runtime
-        self.info = checkpoint_header.summary(path)
-        self._scorer = None
-
-    def scorer(self):
-        """The loaded model (decide.py's Scorer), loading it the first time."""
-        if self._scorer is None:
-            from fragfix.model.inference import cpu_trunk, load_scorer
-            from fragfix.model.runtime import set_threads
-            set_threads(self.runtime.threads)
-            rt = self.runtime
-            self._scorer, _ = load_scorer(self.path, rt.device, rt.precision, rt.batch_fragments)
-            if self._scorer.cpu:
-                cpu_trunk(self._scorer.model, self._scorer.bf16)  # weights prepared now, not inside the first window
-        return self._scorer
-
-    def runtime_info(self, workers: int) -> dict:
-        """Where the work runs, for the report: the model's device, precision and batch where it is
-        loaded; the learned rule's predictor runs on the CPU, in `workers` processes."""
-        if self._scorer is None:
-            return {"device": "cpu", "workers": workers}
-        sc = self._scorer
-        return {"device": str(sc.device), "precision": "bf16" if sc.bf16 else "fp32", "batch_fragments": sc.batch,
-                "workers": workers}
-
-    def surprise(self):
-        """The model as a checksummed file's scorer (verified.py); None where it cannot run (not on the CPU)."""
-        from fragfix.model.inference import model_scorer
-        return model_scorer(self.scorer())
-
-
-def _is_bundled(path: Path) -> bool:
-    try:
-        return BUNDLED.is_file() and os.path.samefile(path, BUNDLED)
-    except OSError:
-        return False
-
-
 def _decide(model: Model, frags: np.ndarray, unknown: np.ndarray, cfg: RepairConfig, lengths: np.ndarray,
             pieces: np.ndarray | None) -> Decision:
     """The rule on a window, numpy in and out: the learned rule here, the model's (decide.py) on tensors."""
@@ -306,7 +258,7 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     # config before any work); the bundled model's header and weights are checked above, and it loads
     # only if a checksummed file asks it
     if (cfg.rule == "model" or model.info["head"] == "sigmoid" or runtime.device != "auto"
-            or not _is_bundled(model_path)):
+            or not is_bundled(model_path)):
         model.scorer()
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
     workers = runtime.threads or default_cores()
