@@ -217,16 +217,16 @@ def test_the_default_rule_never_loads_the_model_for_plain_files(tmp_path):
     gz[len(gz) // 2] ^= 0x08
     (tmp_path / "notes.gz").write_bytes(gz)
     code = ("import sys, runpy\n"
-            "sys.argv = ['fragfix', 'repair', sys.argv[1], '-o', sys.argv[2], '--json']\n"
+            "sys.argv = ['fragfix', 'repair', sys.argv[1], '-o', sys.argv[2], '--json'] + sys.argv[3:]\n"
             "try:\n    runpy.run_module('fragfix', run_name='__main__')\n"
             "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
             "print('torch' in sys.modules, file=sys.stderr)\n")
     seen = []
-    for name in ("notes.txt", "intact.gz", "notes.gz"):
-        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / name), str(tmp_path / f"out-{name}")],
+    for name, more in (("notes.txt", []), ("notes.txt", ["--device", "cpu", "-f"]), ("intact.gz", []), ("notes.gz", [])):
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / name), str(tmp_path / f"out-{name}")] + more,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         seen.append(r.stderr.strip().splitlines()[-1])
         assert json.loads(r.stdout)["model"]["sha256"]  # the report names the model all the same
-    assert seen == ["False", "False", "True"]
+    assert seen == ["False", "False", "False", "True"]
     assert (tmp_path / "out-notes.txt").read_bytes() == src.read_bytes()

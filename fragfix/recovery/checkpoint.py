@@ -18,7 +18,7 @@ class Model:
     """The checkpoint a run may need. Its header and weights are read and checked up front, without
     torch (a damaged file is refused before any work, and the report records its head and digest);
     the model itself is built on first use: the model rule, a sigmoid checkpoint (which repairs with
-    its own rule), a checksummed file's candidate ranking, an explicit --device, a --model of the
+    its own rule), a checksummed file's candidate ranking, a --device other than cpu, a --model of the
     user's own (repair_files loads those at the start). The default rule on plain files with the
     bundled model never asks it, so such a run never imports torch (a second and ~200 MB less)."""
 

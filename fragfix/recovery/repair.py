@@ -257,7 +257,7 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     # loaded now where it will run, or where it is the user's own (every tensor checked against its
     # config before any work); the bundled model's header and weights are checked above, and it loads
     # only if a checksummed file asks it
-    if (cfg.rule == "model" or model.info["head"] == "sigmoid" or runtime.device != "auto"
+    if (cfg.rule == "model" or model.info["head"] == "sigmoid" or runtime.device not in ("auto", "cpu")
             or not is_bundled(model_path)):
         model.scorer()
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
