@@ -299,7 +299,7 @@ def test_a_wrong_byte_over_a_distance_code_is_enumerated_as_the_copy_it_reads():
 
 def test_bits_are_solved_in_bounded_chunks_and_no_tier_past_the_budget(monkeypatch):
     """Solving costs ~200 bytes and ~2 us per element (candidate x output byte it changes). Single
-    bits past MAX_ELEMENTS are solved in chunks of whole candidates, the same answer as in one piece
+    bits are solved in chunks of whole candidates (CHUNK_ELEMENTS), the same answer as in one piece
     (a 300 KB output of source has 2.6M elements: its in-step bit flips once went unsolved); wrong
     bytes past it, and any tier past the time left before the deadline, are not solved at all (a
     22 KB gzip once took 2 GB and 31 s against a 5 s budget)."""
@@ -312,8 +312,10 @@ def test_bits_are_solved_in_bounded_chunks_and_no_tier_past_the_budget(monkeypat
     full = instep.solve(*args, keys=True)
     assert len(full[0]) > 1000
     assert instep.solve(*args, deadline=time.perf_counter() + 1e-3)[0] == []
-    monkeypatch.setattr(instep, "MAX_ELEMENTS", 1000)
+    monkeypatch.setattr(instep, "CHUNK_ELEMENTS", 1000)
     chunked = instep.solve(*args, keys=True)
     assert chunked[0] == full[0] and np.array_equal(chunked[1], full[1]) and np.array_equal(chunked[2], full[2])
     assert all(np.array_equal(a, b) for a, b in zip(chunked[3], full[3]))
+    assert len(instep.solve(*args, tier=1)[0]) > 1000
+    monkeypatch.setattr(instep, "MAX_ELEMENTS", 1000)
     assert instep.solve(*args, tier=1)[0] == []

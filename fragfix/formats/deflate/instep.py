@@ -37,10 +37,12 @@ MAX_OUT = 1 << 20  # larger outputs are searched by decoding only
 T8 = np.array([TABLE[1 << b] for b in range(8)], np.uint32)
 # An element is one output byte one candidate changes (a distance candidate changes its whole match):
 # each costs ~200 bytes and ~2 us to solve (a 60 KB stream's distance bytes: 7 million elements,
-# 1.4 GB, 15 s). Single bits are solved MAX_ELEMENTS at a time (a 64 KB gzip of 300 KB of source:
-# 2.6 million, ~4 s; 3 of 8 in-step flips went unrestored when that was not solved at all); wrong
-# bytes past it, or any tier past the time left, are not solved.
+# 1.4 GB, 15 s). Candidates are solved CHUNK_ELEMENTS at a time (a 64 KB gzip of 300 KB of source:
+# 2.6 million, ~4 s and 200 MB; 3 of 8 in-step flips went unrestored when that was not solved at
+# all; in chunks of 1.5 million it took 380 MB); wrong bytes past MAX_ELEMENTS, or any tier past
+# the time left, are not solved.
 MAX_ELEMENTS = 1_500_000
+CHUNK_ELEMENTS = 500_000
 ELEMENT_S = 2.5e-6
 MERGE_OUT, BYTE_PRIOR = 1 << 16, 24.0  # both tiers in one order up to 64 KB of output; a byte's prior (bits)
 TREES_S, TREES_SHARE = 2.0, 0.25  # the most time (seconds, share of what is left) for asking zlib's trees
@@ -114,7 +116,7 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
         lbyte = lxor = lpos = lnew = np.zeros(0, np.int64)
         dbyte, dxor, didx, dnew = (np.concatenate(x) for x in zip(distance_bytes(P), distance_fields(P)))
     # every candidate as elements (output position, new byte) with a candidate id per element,
-    # solved in chunks of whole candidates of at most MAX_ELEMENTS elements (memory stays bounded
+    # solved in chunks of whole candidates of about CHUNK_ELEMENTS elements (memory stays bounded
     # for outputs of any size; a 300 KB output of source has ~2.6M)
     s, L, _ = _matches(P)
     n_lit = len(lbyte)
@@ -133,7 +135,7 @@ def solve(P: Parse, out: bytes, kind: str, damaged_sum: int, stored: int, gain_o
         cfull, cown = subtree(P, np.ones(n, np.int64), xor=False)
         wfull, wown = subtree(P, np.arange(n, 0, -1, dtype=np.int64), xor=False)
     ok, gain, odd = np.zeros(ncand, bool), np.zeros(ncand), np.zeros(ncand, np.int64)
-    cuts = np.r_[0, np.searchsorted(np.cumsum(size), np.arange(MAX_ELEMENTS, elements, MAX_ELEMENTS), "right"), ncand]
+    cuts = np.r_[0, np.searchsorted(np.cumsum(size), np.arange(CHUNK_ELEMENTS, elements, CHUNK_ELEMENTS), "right"), ncand]
     for c_lo, c_hi in zip(cuts[:-1], cuts[1:]):
         if c_hi <= c_lo:
             continue
