@@ -127,8 +127,8 @@ def _draw_damage(s: dict, console: Console) -> None:
 def draw_repair(s: dict, console: Console) -> None:
     t = s["totals"]
     mb = t["size"] / 1e6
-    learned = s.get("rule") == "learned" and s["model"]["head"] != "sigmoid"  # (a sigmoid model repairs by its own rule)
-    how = ("by the learned rule (each file's own predictor)" if learned
+    from fragfix.rule.learned import applies
+    how = ("by the learned rule (each file's own predictor)" if applies(s.get("rule", ""), s["model"]["head"])
            else f"with {s['model']['head']} model {escape(s['model']['path'])}")
     console.print(f"read {t['size']:,} bytes in {t['fragments']:,} fragments ({mb / max(s['seconds'], 1e-9):.2f} MB/s) {how}")
     console.print(f"changed {t['changed']:,} bytes in {t['fragments_touched']:,} fragments: "

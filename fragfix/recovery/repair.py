@@ -24,7 +24,7 @@ from fragfix.recovery.copies import fills_for
 from fragfix.rule.decision import Decision, cut
 from fragfix.config import FRAGMENT_SIZE, RepairConfig, Runtime, default_cores, release_memory
 from fragfix.errors import InvalidInput, IOFailure
-from fragfix.rule.learned import LEARN_ROWS, decide_window, rule_constants
+from fragfix.rule.learned import LEARN_ROWS, applies, decide_window, rule_constants
 from fragfix.rule.pool import stretch_pool
 from fragfix.files.jobs import Job, check_input, check_outputs, make_output_folders, open_input, read_upto
 from fragfix.files.mapfile import format_mapfile, read_mapfile
@@ -163,7 +163,7 @@ class FileRepair:
 def _decide(model: Model, frags: np.ndarray, unknown: np.ndarray, cfg: RepairConfig, lengths: np.ndarray,
             pieces: np.ndarray | None) -> Decision:
     """The rule on a window, numpy in and out: the learned rule here, the model's (decide.py) on tensors."""
-    if cfg.rule == "learned" and model.info["head"] != "sigmoid":
+    if applies(cfg.rule, model.info["head"]):
         return decide_window(frags, unknown, cfg, lengths, pieces)
     import torch
     from fragfix.rule.decide import decide
@@ -257,8 +257,7 @@ def repair_files(jobs: list[Job], model_path: Path, cfg: RepairConfig, report_pa
     # loaded now where it will run, or where it is the user's own (every tensor checked against its
     # config before any work); the bundled model's header and weights are checked above, and it loads
     # only if a checksummed file asks it
-    if (cfg.rule == "model" or model.info["head"] == "sigmoid" or runtime.device not in ("auto", "cpu")
-            or not is_bundled(model_path)):
+    if not applies(cfg.rule, model.info["head"]) or runtime.device not in ("auto", "cpu") or not is_bundled(model_path):
         model.scorer()
     window = cfg.window_fragments  # fragments per decide(): the model batches inside, context pools across
     workers = runtime.threads or default_cores()

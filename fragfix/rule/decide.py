@@ -38,7 +38,7 @@ from fragfix.config import RepairConfig  # noqa: F401  (re-exported)
 from fragfix.errors import InvalidInput
 from fragfix.model.inference import Scorer, as_scorer
 from fragfix.rule.decision import Decision, byte_entropy as entropy_np, cut
-from fragfix.rule.learned import decide_window
+from fragfix.rule.learned import applies, decide_window
 
 
 class Suspects(NamedTuple):
@@ -65,15 +65,13 @@ def decide(scorer: Scorer | FragmentAutoencoder, frags: torch.Tensor, unknown: t
     `pieces` (B,) says which file each row belongs to (runs of rows): the damage rate stays per file.
     With `cfg.passes` > 1 each pass starts from the last one's output: repaired neighbours and
     cleaner counts let it fix more where damage is dense."""
-    if scorer is not None:
-        scorer = as_scorer(scorer)
-    if cfg.rule == "model" or (scorer is not None and scorer.head == "sigmoid"):
-        if scorer is None:
-            raise InvalidInput("the model rule needs a model")
-    else:  # the default rule (learned.py): the window's own predictor and the channel; the model is not asked
+    scorer = None if scorer is None else as_scorer(scorer)
+    if applies(cfg.rule, "categorical" if scorer is None else scorer.head):  # the model is not asked
         d = decide_window(frags.numpy(), None if unknown is None else unknown.numpy(), cfg,
                           None if lengths is None else lengths.numpy(), None if pieces is None else pieces.numpy())
         return Decision(*(torch.from_numpy(x) for x in d))
+    if scorer is None:
+        raise InvalidInput("the model rule needs a model")
     d = _decide_once(scorer, frags, unknown, cfg, lengths, pieces)
     for _ in range(cfg.passes - 1):  # the damage evidence is the first pass's: the data as it was read
         again = _decide_once(scorer, d.fragments, unknown, cfg, lengths, pieces)

@@ -35,6 +35,12 @@ BEAM, BEAM_MAX = 8, 64  # runs of up to BEAM_MAX bytes keep this many candidate 
 RIGHT = 6           # known bytes after a run that score its candidate strings
 
 
+def applies(rule: str, head: str) -> bool:
+    """Whether the learned rule decides: the default rule, unless the checkpoint's head is the
+    sigmoid's (it has no probabilities to learn beside, and repairs by its own deviation gate)."""
+    return rule == "learned" and head != "sigmoid"
+
+
 def decide_window(frags: np.ndarray, unknown: np.ndarray | None, cfg, lengths: np.ndarray | None = None,
                   pieces: np.ndarray | None = None) -> Decision:
     """The learned rule on a window: (B, 512) uint8 fragments, (B, 512) bool unknown, (B,) true
