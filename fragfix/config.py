@@ -7,11 +7,11 @@ the work (autoencoder, decide, training) re-export the config they take.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fragfix.errors import InvalidInput
+from fragfix.machine import available_cores
 
 NOISE_KINDS = ("bitflip", "byte", "burst", "zero", "gaussian")
 MAX_ORDER = 4  # context lengths: 2 * 4 context bytes fill a uint64 key exactly (context.py)
@@ -210,26 +210,6 @@ def noise_level(s: str) -> float:
     return v
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity: a container's or taskset's share): the most
-    threads or workers an option may ask for."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def default_cores() -> int:
-    """The cores an automatic setting (0) uses: those available, at most OMP_NUM_THREADS where it is
-    set (the usual way to keep numerical programs to a share of a shared machine)."""
-    cores = available_cores()
-    try:
-        limit = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
-    except ValueError:
-        return cores
-    return max(1, min(cores, limit))
-
-
 def check_seed(seed: int) -> int:
     """Seeds feed numpy's and torch's generators, which take 0 .. 2**63 - 1."""
     if not 0 <= seed < 2**63:
@@ -353,24 +333,3 @@ class EvalConfig:
             raise InvalidInput("at least one noise kind and one level are needed")
         if self.max_fragments < 1 or self.samples < 0:
             raise InvalidInput("max fragments must be at least 1 and samples not negative")
-
-
-_LIBC = None
-
-
-def release_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
-
-    Repair allocates arrays of a different size for every window (the suspects vary); glibc
-    keeps those freed pages, and peak RSS crept up with the file size. Trimming once per window
-    costs well under a millisecond."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)

@@ -71,7 +71,8 @@ def test_automatic_threads_keep_to_omp_num_threads(monkeypatch):
     """0 (automatic) uses the cores available, at most OMP_NUM_THREADS: two programs sharing a machine
     each set to its share do not spin against each other; an explicit count is still checked
     against the cores themselves."""
-    from fragfix.config import available_cores, check_count, default_cores
+    from fragfix.config import check_count
+    from fragfix.machine import available_cores, default_cores
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert default_cores() == available_cores()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

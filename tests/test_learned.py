@@ -204,7 +204,8 @@ def test_uniform_and_random_stretches_build_no_predictor(monkeypatch):
 
 def test_worker_processes_give_the_same_bytes(tmp_path):
     """Stretches on the pool's workers (pool.py) repair to exactly what one process gives."""
-    from fragfix.config import Runtime, available_cores
+    from fragfix.config import Runtime
+    from fragfix.machine import available_cores
     from fragfix.model.bundled import resolve_model_path
     from fragfix.files.jobs import Job
     from fragfix.recovery.repair import repair_files
@@ -244,7 +245,7 @@ def test_a_script_read_from_stdin_repairs_without_workers(tmp_path):
     the stretches run in the process itself, with the same bytes and no error."""
     import subprocess
     import sys
-    from fragfix.config import available_cores
+    from fragfix.machine import available_cores
     if available_cores() < 2:
         pytest.skip("one core: no pool")
     src = tmp_path / "in.txt"

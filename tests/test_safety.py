@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from fragfix.model.checkpoints import load_model, load_resume
 from fragfix.cli.commands import app
-from fragfix.config import available_cores
+from fragfix.machine import available_cores
 
 from conftest import make_corpus, text_bytes
 

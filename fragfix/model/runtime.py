@@ -9,7 +9,8 @@ import os
 
 import torch
 
-from fragfix.config import available_cores, check_count, default_cores  # noqa: F401  (re-exported)
+from fragfix.config import check_count
+from fragfix.machine import default_cores
 from fragfix.errors import InvalidInput
 
 

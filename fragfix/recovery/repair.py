@@ -22,7 +22,8 @@ from fragfix.recovery.blockmap import BlockMap
 from fragfix.recovery.checkpoint import Model, is_bundled
 from fragfix.recovery.copies import fills_for
 from fragfix.rule.decision import Decision, cut
-from fragfix.config import FRAGMENT_SIZE, RepairConfig, Runtime, default_cores, release_memory
+from fragfix.config import FRAGMENT_SIZE, RepairConfig, Runtime
+from fragfix.machine import default_cores, release_memory
 from fragfix.errors import InvalidInput, IOFailure
 from fragfix.rule.learned import LEARN_ROWS, applies, decide_window, rule_constants
 from fragfix.rule.pool import stretch_pool

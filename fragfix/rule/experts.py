@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fragfix.config import default_cores
+from fragfix.machine import default_cores
 
 WORD_MAX = 12       # letters/digits each side that make a word context
 MAX_STRIDE = 512    # record strides looked for
@@ -26,7 +26,7 @@ THREADS = 0  # threads one predictor builds with (0: _cores(); pool workers set 
 
 
 def _cores() -> int:
-    """CPU cores this process may use (config.default_cores), at most 8."""
+    """CPU cores this process may use (machine.default_cores), at most 8."""
     if THREADS:
         return THREADS
     return min(default_cores(), 8)

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from fragfix.config import default_cores
+from fragfix.machine import default_cores
 from fragfix.rule import experts
 
 _active: ProcessPoolExecutor | None = None
