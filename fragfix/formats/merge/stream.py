@@ -89,7 +89,6 @@ def streamed(data: bytes, found: list, wbits: int, deadline: float):
                 n = int((~seen[head]).sum())
                 if len(v) >= 32 and not v.strip(b"\0"):  # an unread sector: zeros inflate to a run of
                     n += NOVEL_SPAN                      # one symbol, nothing new, yet are no content
-
                 alive.append((n, total + n, len(alive), f, choice + (k,), head))
             if time.perf_counter() > deadline:
                 return
